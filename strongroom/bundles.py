@@ -1,0 +1,718 @@
+"""Git bundle chains: full + incrementals over ALL refs, verified, copied off-site, restorable.
+
+A chain is one full bundle followed by incrementals (new objects since every tip the
+chain has recorded) and refs-only entries (a ref moved back or was deleted: nothing new
+to bundle, but a restore must reproduce it). Ref tips live in the store, one ref manifest
+per entry, never inside the user's repository.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import chain, critical, fsutil
+from .errors import ERROR, INCOMPLETE, OK, WARNING, StrongroomError, worst
+from .gitcmd import (
+    GitError,
+    RepoState,
+    clean_stale_git_locks,
+    existing_objects,
+    find_repositories,
+    git,
+    read_refs,
+)
+from .lock import Lock
+from .remote import Rclone, RemoteError, join
+
+EMPTY_BUNDLE = "Refusing to create empty bundle"
+LOCK_NAME = ".strongroom.lock"
+
+
+@dataclass
+class Options:
+    full_every: int = 10  # incrementals before a fresh full bundle
+    full_after_days: float = 30
+    keep_retired: int = 1  # retired chains kept locally after a consolidation
+    critical_patterns: list = field(default_factory=lambda: list(critical.DEFAULT_PATTERNS))
+    remote: str | None = None
+    rclone_config: str | None = None
+    jobs: int = 0  # repositories in parallel; 0 = one per core
+    dry_run: bool = False
+    force_full: bool = False
+
+
+@dataclass
+class RepoResult:
+    name: str
+    path: str = ""
+    action: str = "unchanged"  # full, incremental, refs, unchanged, empty, failed
+    status: str = "ok"  # ok, warning, error
+    message: str = ""
+    notes: list = field(default_factory=list)
+    written: list = field(default_factory=list)
+    bytes_written: int = 0
+    chain_length: int = 0
+    critical_files: int = 0
+    critical_packed: bool = False
+    refs_before: dict = field(default_factory=dict)
+    refs_after: dict = field(default_factory=dict)
+    remote: str = ""  # "", "verified", "failed"
+
+    @property
+    def exit_code(self):
+        return {"ok": OK, "warning": WARNING, "error": ERROR}[self.status]
+
+    @property
+    def changed(self):
+        return bool(self.written)
+
+    def as_dict(self):
+        d = asdict(self)
+        d["changed"] = self.changed
+        return d
+
+
+def overall_exit(results):
+    """0 ok, 1 warnings, 2 all failed, 3 some failed (the rest done)."""
+    if not results:
+        return WARNING
+    failed = [r for r in results if r.status == "error"]
+    if failed:
+        return ERROR if len(failed) == len(results) else INCOMPLETE
+    return worst(r.exit_code for r in results)
+
+
+# --- writing artifacts ---------------------------------------------------------------------
+
+
+def _hash_bundle(path):
+    """SHA-256 of the whole file, and whether the pack inside ends with its own checksum."""
+    whole = hashlib.sha256()
+    with open(path, "rb") as fh:
+        head = b""
+        while b"\n\n" not in head:
+            chunk = fh.read(65536)
+            if not chunk:
+                return whole.hexdigest(), False
+            head += chunk
+        whole.update(head)
+        header, _, rest = head.partition(b"\n\n")
+        algo = "sha256" if b"@object-format=sha256" in header else "sha1"
+        pack = hashlib.new(algo)
+        tail_len = pack.digest_size
+        pending = rest
+        while chunk := fh.read(fsutil.CHUNK):
+            whole.update(chunk)
+            pending += chunk
+            if len(pending) > 2 * fsutil.CHUNK:
+                pack.update(pending[:-tail_len])
+                pending = pending[-tail_len:]
+    pack.update(pending[:-tail_len])
+    ok = pending[-tail_len:] == pack.digest() and rest[:4] == b"PACK"
+    return whole.hexdigest(), ok
+
+
+def _write_bundle(repo_path, repo_dir, filename, positives, negatives):
+    """Create a bundle under a temp name; returns (size, sha256) or None when nothing is new."""
+    final = Path(repo_dir) / filename
+    tmp = fsutil.temp_path(final)
+    revs = "".join(f"{r}\n" for r in positives) + "".join(f"^{s}\n" for s in sorted(negatives))
+    proc = git(repo_path, "bundle", "create", "--quiet", str(tmp), "--stdin", input=revs,
+               check=False)
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        Path(f"{tmp}.lock").unlink(missing_ok=True)
+        if EMPTY_BUNDLE in proc.stderr:
+            return None
+        raise GitError(["bundle", "create"], proc.returncode, proc.stderr)
+    digest, pack_ok = _hash_bundle(tmp)
+    if not pack_ok:
+        tmp.unlink(missing_ok=True)
+        raise StrongroomError(f"the new bundle {filename} fails its own pack checksum; "
+                              "the disk may be failing. Nothing was recorded.")
+    size = tmp.stat().st_size
+    fsutil.commit(tmp, final)
+    return size, digest
+
+
+def _write_refs(repo_dir, filename, name, state, now):
+    data = {
+        "version": chain.VERSION,
+        "repository": name,
+        "timestamp": chain.iso(now),
+        "head": state.head,
+        "refs": state.refs,
+        "symrefs": state.symrefs,
+    }
+    path = Path(repo_dir) / filename
+    fsutil.atomic_write_json(path, data)
+    return path.stat().st_size, fsutil.sha256_file(path)
+
+
+def _head_commit(state):
+    head = state.head or ""
+    if head.startswith("ref: "):
+        return state.refs.get(head[5:])
+    return head or None
+
+
+# --- sync ----------------------------------------------------------------------------------
+
+
+def _plan(manifest, state, opts, now, repo_dir):
+    """Decide full / incremental / unchanged, and why, without writing anything."""
+    if manifest is None:
+        return "full", "first bundle"
+    if opts.force_full:
+        return "full", "consolidation requested"
+    if manifest["incremental_count"] >= opts.full_every:
+        return "full", f"{manifest['incremental_count']} incrementals since the full bundle"
+    if chain.age_days(manifest, now) >= opts.full_after_days:
+        return "full", f"full bundle older than {opts.full_after_days:g} days"
+    last = chain.read_refs_file(Path(repo_dir) / chain.last_refs_entry(manifest)["refs_file"])
+    if (last["refs"], last.get("symrefs", {}), last.get("head")) == (
+            state.refs, state.symrefs, state.head):
+        return "unchanged", ""
+    return "incremental", ""
+
+
+def _ref_changes(before, after):
+    lines = []
+    for name in sorted(set(before) | set(after)):
+        if name not in after:
+            lines.append(f"deleted {name}")
+        elif name not in before:
+            lines.append(f"new {name}")
+        elif before[name] != after[name]:
+            lines.append(f"moved {name}")
+    return lines
+
+
+def _load_chain(repo_dir, result):
+    try:
+        return chain.load(repo_dir)
+    except chain.ChainInvalid as exc:
+        if (Path(repo_dir) / chain.MANIFEST).exists():
+            result.notes.append(f"store state inconsistent ({exc}); starting a new chain")
+            result.status = "warning"
+        return None
+
+
+def _retire(repo_dir, manifest, label, now):
+    """Move a chain's files aside (kept, not deleted) and return the retired record."""
+    dest = Path(repo_dir) / chain.RETIRED_DIR / f"{label}-{chain.stamp(now)}"
+    dest.mkdir(parents=True, exist_ok=True)
+    names = [n for n, _ in chain.files_with_sizes(manifest)] if manifest else []
+    if (Path(repo_dir) / chain.MANIFEST).exists():
+        names.append(chain.MANIFEST)
+    for n in names:
+        src = Path(repo_dir) / n
+        if src.exists():
+            os.replace(src, dest / n)
+    fsutil.fsync_dir(dest)
+    fsutil.fsync_dir(repo_dir)
+    return {"chain_id": manifest["chain_id"] if manifest else "unknown",
+            "path": dest.relative_to(repo_dir).as_posix(), "retired": chain.iso(now)}
+
+
+def _orphans(repo_dir, manifest):
+    """Complete artifacts no manifest points at (a run killed before recording them)."""
+    known = {n for n, _ in chain.files_with_sizes(manifest)} if manifest else set()
+    known |= {chain.MANIFEST, chain.REMOTE_STATE}
+    out = []
+    for entry in os.scandir(repo_dir):
+        if entry.is_file() and entry.name not in known and not entry.name.startswith("."):
+            if entry.name.endswith((".bundle", ".refs.json", ".tar.zst")):
+                out.append(entry.name)
+    return out
+
+
+def _verify_full(bundle_path, refs, scratch_parent):
+    """Unbundle a new full bundle into scratch and check its refs and connectivity."""
+    with tempfile.TemporaryDirectory(prefix=".verify-", dir=scratch_parent) as tmp:
+        git(tmp, "init", "-q", "--bare")
+        git(tmp, "bundle", "unbundle", str(bundle_path))
+        _set_refs(tmp, {"refs": refs, "symrefs": {}, "head": None})
+        git(tmp, "fsck", "--connectivity-only", "--no-dangling")
+
+
+def sync_repo(name, path, store, opts, now=None):
+    now = now or chain.utcnow()
+    result = RepoResult(name=name, path=str(path))
+    try:
+        _sync_repo(name, Path(path), Path(store), opts, now, result)
+    except (StrongroomError, OSError) as exc:
+        result.status, result.action = "error", "failed"
+        result.message = str(exc)
+    return result
+
+
+def _sync_repo(name, path, store, opts, now, result):
+    state = RepoState(path)
+    if state.shallow:
+        raise StrongroomError(
+            f"{path} is a shallow clone: its bundle would verify but not restore. "
+            "Run `git fetch --unshallow` in it, or move it out of the backup root.")
+    result.refs_after = dict(state.refs)
+    if not state.refs:
+        result.action, result.message = "empty", "no commits yet: nothing to bundle"
+        return
+    repo_dir = store / name
+    manifest = None
+    if repo_dir.is_dir():
+        manifest = _load_chain(repo_dir, result)
+    if manifest is not None:
+        last = chain.read_refs_file(repo_dir / chain.last_refs_entry(manifest)["refs_file"])
+        result.refs_before = last["refs"]
+    action, why = _plan(manifest, state, opts, now, repo_dir)
+    if action == "incremental":
+        tips = chain.chain_tips(manifest, repo_dir)
+        present = existing_objects(path, tips)
+        if not present:
+            action, why = "full", "none of the recorded tips exist in the repository any more"
+
+    files = critical.select(path, opts.critical_patterns) if not state.bare else []
+    crit_digest = critical.digest(path, files) if files else ""
+    last_crit = (manifest or {}).get("critical") or [{}]
+    crit_needed = action == "full" or crit_digest != last_crit[-1].get("digest", "")
+    if action == "full" and not files:
+        crit_needed = False
+    result.critical_files = len(files)
+    if files:
+        result.notes.append(f"{len(files)} critical ignored file(s) stored UNENCRYPTED")
+
+    if opts.dry_run:
+        result.action = action if action != "unchanged" or not crit_needed else "critical"
+        result.message = why or ("would bundle new commits" if action == "incremental" else "")
+        result.chain_length = len((manifest or {}).get("bundles", []))
+        return
+
+    if not repo_dir.exists():
+        repo_dir.mkdir(parents=True)
+    for gone in fsutil.clean_stale_temps(repo_dir):
+        result.notes.append(f"removed leftover temp file {gone}")
+    removed, live = clean_stale_git_locks(path, state.git_dir)
+    for lock in removed:
+        result.notes.append(f"removed stale git lock {lock} (no process uses the repository)")
+    for lock in live:
+        result.notes.append(f"git lock {lock} is held by a running process; left alone")
+
+    _write(name, path, state, repo_dir, manifest, action, why, files, crit_digest,
+           crit_needed, opts, now, result)
+    if opts.remote:
+        _upload(name, repo_dir, opts, result)
+
+
+def _write(name, path, state, repo_dir, manifest, action, why, files, crit_digest,
+           crit_needed, opts, now, result):
+    old_manifest = manifest
+    if action == "full":
+        manifest = chain.new_manifest(name, path, state.bare, now)
+    orphans = _orphans(repo_dir, old_manifest)
+    ts = chain.stamp(now)
+
+    if action in ("full", "incremental"):
+        kind = "full" if action == "full" else "incremental"
+        filename = chain.unique_name(repo_dir, f"{kind}-{ts}", ".bundle")
+        negatives = set()
+        if kind == "incremental":
+            negatives = existing_objects(path, chain.chain_tips(old_manifest, repo_dir))
+        made = _write_bundle(path, repo_dir, filename, sorted(state.refs), negatives)
+        if made is None:
+            action, filename, size, digest = "refs", None, 0, None
+        else:
+            size, digest = made
+            result.written.append(filename)
+            result.bytes_written += size
+        stem = filename[: -len(".bundle")] if filename else chain.unique_name(
+            repo_dir, f"refs-{ts}", ".refs.json")[: -len(".refs.json")]
+        refs_file = f"{stem}.refs.json"
+        refs_size, refs_sha = _write_refs(repo_dir, refs_file, name, state, now)
+        result.written.append(refs_file)
+        entry = {
+            "type": "full" if kind == "full" else ("refs" if filename is None else "incremental"),
+            "filename": filename, "timestamp": chain.iso(now), "size": size, "sha256": digest,
+            "refs_file": refs_file, "refs_size": refs_size, "refs_sha256": refs_sha,
+            "parent": manifest["bundles"][-1]["refs_file"] if manifest["bundles"] else None,
+            "commit": _head_commit(state),
+        }
+        if kind == "full":
+            if old_manifest is not None:
+                # Keep the old chain until the new full bundle has proved it restores.
+                _verify_full(repo_dir / filename, state.refs, repo_dir)
+            manifest["last_full_bundle_date"] = chain.iso(now)
+            manifest["incremental_count"] = 0
+        else:
+            manifest["incremental_count"] += 1
+        manifest["bundles"].append(entry)
+        result.action = entry["type"]
+        result.message = why or "; ".join(_ref_changes(result.refs_before, state.refs)[:8])
+
+    if crit_needed:
+        crit_name = chain.unique_name(repo_dir, f"critical-{ts}", ".tar.zst")
+        rec = {"filename": None, "sha256": None, "size": 0, "files": files,
+               "digest": crit_digest, "timestamp": chain.iso(now)}
+        if files:
+            tmp = fsutil.temp_path(repo_dir / crit_name)
+            try:
+                critical.pack(path, files, tmp)
+                rec.update(filename=crit_name, sha256=fsutil.sha256_file(tmp),
+                           size=tmp.stat().st_size)
+                fsutil.commit(tmp, repo_dir / crit_name)
+            finally:
+                tmp.unlink(missing_ok=True)
+            result.written.append(crit_name)
+            result.bytes_written += rec["size"]
+        manifest["critical"].append(rec)
+        result.critical_packed = True
+        if result.action == "unchanged":
+            result.action, result.message = "critical", "critical files changed"
+
+    if result.written:
+        if action == "full" and old_manifest is not None:
+            retired = _retire(repo_dir, old_manifest, f"chain-{old_manifest['chain_id']}", now)
+            manifest["retired"] = old_manifest.get("retired", []) + [retired]
+        elif action == "full" and (repo_dir / chain.MANIFEST).exists():
+            manifest["retired"] = [_retire(repo_dir, None, "inconsistent", now)]
+        chain.save(repo_dir, manifest)
+        result.written.append(chain.MANIFEST)
+        if orphans:
+            _park_orphans(repo_dir, orphans, now, result)
+    result.chain_length = len(manifest["bundles"])
+
+
+def _park_orphans(repo_dir, orphans, now, result):
+    dest = Path(repo_dir) / chain.RETIRED_DIR / f"orphans-{chain.stamp(now)}"
+    dest.mkdir(parents=True, exist_ok=True)
+    for n in orphans:
+        os.replace(Path(repo_dir) / n, dest / n)
+    result.notes.append(f"moved {len(orphans)} unrecorded file(s) from a killed run aside")
+
+
+def _remote_state(repo_dir):
+    try:
+        return json.loads((Path(repo_dir) / chain.REMOTE_STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _upload(name, repo_dir, opts, result):
+    """Copy files the remote lacks, prove them by SHA-256, then the manifest last."""
+    try:
+        manifest = chain.load(repo_dir)
+    except chain.ChainInvalid:
+        return
+    rclone = Rclone(opts.rclone_config)
+    remote_dir = join(opts.remote, name)
+    state = _remote_state(repo_dir)
+    done = set(state.get(opts.remote, {}).get("verified", []))
+    expected = chain.expected_hashes(manifest)
+    todo = {n: h for n, h in expected.items() if n not in done}
+    manifest_sha = fsutil.sha256_file(repo_dir / chain.MANIFEST)
+    if not todo and state.get(opts.remote, {}).get("manifest") == manifest_sha:
+        result.remote = "verified"
+        return
+    try:
+        if todo:
+            rclone.copy_new(repo_dir, remote_dir, sorted(todo))
+            rclone.verify(remote_dir, todo)
+        rclone.copy_over(repo_dir / chain.MANIFEST, join(remote_dir, chain.MANIFEST))
+        rclone.verify(remote_dir, {chain.MANIFEST: manifest_sha})
+    except RemoteError as exc:
+        result.remote = "failed"
+        result.status = "error"
+        result.message = f"off-site copy failed; local store kept: {exc}"
+        return
+    state[opts.remote] = {"verified": sorted(done | set(todo)), "manifest": manifest_sha,
+                          "when": chain.iso(chain.utcnow())}
+    fsutil.atomic_write_json(repo_dir / chain.REMOTE_STATE, state)
+    result.remote = "verified"
+    if todo:
+        result.written.append(f"{len(todo)} file(s) off-site")
+
+
+def _prune_retired(repo_dir, opts, result):
+    """Delete retired chains beyond keep_retired, only once the current chain is off-site."""
+    manifest = chain.load(repo_dir, check_files=False)
+    retired = manifest.get("retired", [])
+    if len(retired) <= opts.keep_retired:
+        return
+    if opts.remote:
+        verified = set(_remote_state(repo_dir).get(opts.remote, {}).get("verified", []))
+        if not set(chain.expected_hashes(manifest)) <= verified:
+            return  # the current chain is not yet proven off-site: keep the old ones
+    keep = retired[-opts.keep_retired:] if opts.keep_retired else []
+    for rec in retired[: len(retired) - len(keep)]:
+        target = Path(repo_dir) / rec["path"]
+        if target.is_dir():
+            shutil.rmtree(target)
+        result.notes.append(f"pruned retired chain {rec['chain_id']}")
+    manifest["retired"] = keep
+    chain.save(repo_dir, manifest)
+
+
+def sync(root, store, opts, names=None, lock_wait=0.0, now=None, progress=None):
+    """Bundle every repository under root. Returns (results, exit_code)."""
+    root, store = Path(root), Path(store)
+    if not root.is_dir():
+        raise StrongroomError(f"repositories root {root} does not exist or is not a directory")
+    repos = [(n, p) for n, p in find_repositories(root) if names is None or n in names]
+    if opts.dry_run:
+        return [sync_repo(n, p, store, opts, now) for n, p in repos], OK
+    store.mkdir(parents=True, exist_ok=True)
+    lock = Lock(store / LOCK_NAME, f"bundle store {store}").acquire(lock_wait)
+    try:
+        workers = opts.jobs or os.cpu_count() or 1
+        results = []
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(sync_repo, n, p, store, opts, now) for n, p in repos]
+            for i, fut in enumerate(futures, 1):
+                res = fut.result()
+                if res.status != "error" and res.action not in ("empty",):
+                    try:
+                        _prune_retired(store / res.name, opts, res)
+                    except (chain.ChainInvalid, OSError) as exc:
+                        res.notes.append(f"retired chains not pruned: {exc}")
+                results.append(res)
+                if progress:
+                    progress(i, len(futures), res)
+        if lock.previous_owner:
+            for r in results[:1]:
+                r.notes.append(f"took over the lock of PID {lock.previous_owner}, "
+                               "which is gone")
+    finally:
+        lock.release()
+    return results, overall_exit(results)
+
+
+# --- restore and verify --------------------------------------------------------------------
+
+
+def _set_refs(repo, refs_data):
+    """Make the repository's refs exactly those recorded: same names, targets, HEAD."""
+    current, current_sym = read_refs(repo)
+    lines = [f"delete {n}\n" for n in current if n not in refs_data["refs"]]
+    lines += [f"update {n} {sha}\n" for n, sha in sorted(refs_data["refs"].items())]
+    if lines:
+        git(repo, "update-ref", "--stdin", input="".join(lines))
+    for n, target in sorted(refs_data.get("symrefs", {}).items()):
+        git(repo, "symbolic-ref", n, target)
+    head = refs_data.get("head")
+    if head and head.startswith("ref: "):
+        git(repo, "symbolic-ref", "HEAD", head[5:])
+    elif head:
+        git(repo, "update-ref", "--no-deref", "HEAD", head)
+
+
+def _ensure_local(repo_dir, filename, digest, opts, name):
+    """The file in the store with the recorded hash, fetched from the remote if missing."""
+    path = Path(repo_dir) / filename
+    if not path.exists():
+        if not opts.remote:
+            raise StrongroomError(f"{name}: {filename} is missing from the store and no "
+                                  "--remote was given to fetch it from")
+        tmp = fsutil.temp_path(path)
+        try:
+            Rclone(opts.rclone_config).fetch(join(opts.remote, name, filename), tmp)
+            if fsutil.sha256_file(tmp) != digest:
+                raise StrongroomError(f"{name}: {filename} from the remote does not match "
+                                      "its recorded SHA-256; refusing it")
+            fsutil.commit(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    elif fsutil.sha256_file(path) != digest:
+        raise StrongroomError(f"{name}: {filename} in the store does not match its recorded "
+                              "SHA-256 (damaged); refusing to restore from it")
+    return path
+
+
+def _manifest_for_restore(store, name, opts):
+    repo_dir = Path(store) / name
+    try:
+        return chain.load(repo_dir, check_files=False)
+    except chain.ChainInvalid as exc:
+        if not opts.remote:
+            raise StrongroomError(f"{name}: no usable chain in {repo_dir} ({exc})") from None
+    repo_dir.mkdir(parents=True, exist_ok=True)
+    tmp = fsutil.temp_path(repo_dir / chain.MANIFEST)
+    try:
+        Rclone(opts.rclone_config).fetch(join(opts.remote, name, chain.MANIFEST), tmp)
+        fsutil.commit(tmp, repo_dir / chain.MANIFEST)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return chain.load(repo_dir, check_files=False)
+
+
+def rebuild(store, name, dest, opts, bare=None, checkout=True):
+    """Rebuild `name` into the empty directory dest. Returns the final ref manifest."""
+    repo_dir = Path(store) / name
+    manifest = _manifest_for_restore(store, name, opts)
+    entries = manifest["bundles"]
+    start = max(i for i, e in enumerate(entries) if e["type"] == "full")
+    bare = manifest.get("bare", False) if bare is None else bare
+    git(dest, "init", "-q", *(["--bare"] if bare else []))
+    for e in entries[start:]:
+        if e.get("filename"):
+            bundle = _ensure_local(repo_dir, e["filename"], e["sha256"], opts, name)
+            git(dest, "bundle", "unbundle", str(bundle))
+    last = entries[-1]
+    refs_path = _ensure_local(repo_dir, last["refs_file"], last["refs_sha256"], opts, name)
+    refs = chain.read_refs_file(refs_path)
+    _set_refs(dest, refs)
+    got, got_sym = read_refs(dest)
+    if got != refs["refs"]:
+        raise StrongroomError(f"{name}: restored refs differ from the ref manifest")
+    git(dest, "fsck", "--connectivity-only", "--no-dangling")
+    restored_files = []
+    if not bare and checkout:
+        head = refs.get("head") or ""
+        target = refs["refs"].get(head[5:]) if head.startswith("ref: ") else head
+        if target:
+            git(dest, "reset", "-q", "--hard")
+        packs = [c for c in manifest.get("critical", []) if c.get("timestamp")]
+        if packs and packs[-1].get("filename"):
+            pack = _ensure_local(repo_dir, packs[-1]["filename"], packs[-1]["sha256"], opts, name)
+            restored_files = critical.unpack(pack, dest)
+    return refs, restored_files
+
+
+def restore(store, name, target, opts, force=False):
+    """Rebuild into a temp dir beside target, then move it into place (old target kept)."""
+    target = Path(target).absolute()
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        if not force:
+            raise StrongroomError(f"target {target} exists and is not empty; "
+                                  "choose an empty or new directory, or pass --force "
+                                  "(the current contents are moved aside, not deleted)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = fsutil.temp_path(target)
+    tmp.mkdir()
+    try:
+        refs, files = rebuild(store, name, tmp, opts)
+        moved_aside = None
+        if target.exists():
+            if any(target.iterdir()):
+                moved_aside = target.with_name(
+                    f"{target.name}.before-restore-{chain.stamp(chain.utcnow())}")
+                os.replace(target, moved_aside)
+            else:
+                target.rmdir()
+        os.replace(tmp, target)
+        fsutil.fsync_dir(target.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"name": name, "target": str(target), "refs": len(refs["refs"]),
+            "head": refs.get("head"), "critical_files": files,
+            "moved_aside": str(moved_aside) if moved_aside else None}
+
+
+@dataclass
+class VerifyResult:
+    name: str
+    status: str = "ok"
+    message: str = ""
+    checked_files: int = 0
+    refs: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self):
+        return asdict(self)
+
+
+def verify_repo(store, name, opts):
+    res = VerifyResult(name=name)
+    started = time.monotonic()
+    repo_dir = Path(store) / name
+    try:
+        manifest = chain.load(repo_dir)
+        bad = []
+        for filename, digest in sorted(chain.expected_hashes(manifest).items()):
+            if fsutil.sha256_file(repo_dir / filename) != digest:
+                bad.append(filename)
+            res.checked_files += 1
+        if bad:
+            raise StrongroomError("SHA-256 mismatch (damaged): " + ", ".join(bad))
+        for c in manifest.get("critical", []):
+            if c.get("filename") and not critical.test_pack(repo_dir / c["filename"]):
+                raise StrongroomError(f"critical-files pack {c['filename']} is unreadable")
+        with tempfile.TemporaryDirectory(prefix="strongroom-verify-") as tmp:
+            refs, _ = rebuild(store, name, tmp, opts, bare=True, checkout=False)
+            proc = git(tmp, "fsck", "--full", "--strict", "--no-dangling", check=False)
+            if proc.returncode != 0:
+                raise StrongroomError(f"git fsck --full --strict failed: {proc.stderr.strip()}")
+            res.refs = len(refs["refs"])
+        res.message = f"{res.checked_files} files hashed, chain restores, fsck clean"
+    except (StrongroomError, chain.ChainInvalid, OSError) as exc:
+        res.status, res.message = "error", str(exc)
+    res.seconds = round(time.monotonic() - started, 3)
+    return res
+
+
+def verify(store, opts, names=None, lock_wait=0.0):
+    store = Path(store)
+    names = names or chain.store_repositories(store)
+    missing = [n for n in names if not (store / n / chain.MANIFEST).exists()]
+    with Lock(store / LOCK_NAME, f"bundle store {store}").acquire(lock_wait):
+        results = [verify_repo(store, n, opts) for n in names]
+    for r in results:
+        if r.name in missing:
+            r.status, r.message = "error", f"no chain for {r.name} in {store}"
+    if not results:
+        return results, WARNING
+    failed = [r for r in results if r.status == "error"]
+    code = OK if not failed else (ERROR if len(failed) == len(results) else INCOMPLETE)
+    return results, code
+
+
+def consolidate(store, name, opts, lock_wait=0.0):
+    """Start a fresh chain for one repository now, from the source recorded in its manifest."""
+    store = Path(store)
+    manifest = chain.load(store / name, check_files=False)
+    source = Path(manifest["source"])
+    if not source.exists():
+        raise StrongroomError(f"{name}: its source {source} is gone; cannot make a new full "
+                              "bundle (the existing chain is untouched)")
+    forced = Options(**{**asdict(opts), "force_full": True})
+    with Lock(store / LOCK_NAME, f"bundle store {store}").acquire(lock_wait):
+        res = sync_repo(name, source, store, forced)
+        if res.status != "error":
+            _prune_retired(store / name, forced, res)
+    return res
+
+
+def list_store(store):
+    rows = []
+    for name in chain.store_repositories(store):
+        repo_dir = Path(store) / name
+        try:
+            m = chain.load(repo_dir, check_files=False)
+        except chain.ChainInvalid as exc:
+            rows.append({"name": name, "status": "error", "message": str(exc)})
+            continue
+        refs = chain.read_refs_file(repo_dir / m["bundles"][-1]["refs_file"])
+        crit = (m.get("critical") or [{}])[-1]
+        remote = _remote_state(repo_dir)
+        rows.append({
+            "name": name,
+            "status": "ok",
+            "source": m["source"],
+            "chain_id": m["chain_id"],
+            "bundles": sum(1 for e in m["bundles"] if e.get("filename")),
+            "incrementals": m["incremental_count"],
+            "last_sync": m["bundles"][-1]["timestamp"],
+            "last_full": m["last_full_bundle_date"],
+            "bytes": sum(s for _, s in chain.files_with_sizes(m)),
+            "refs": len(refs["refs"]),
+            "critical_files": len(crit.get("files", [])),
+            "critical_encrypted": False,
+            "retired_chains": len(m.get("retired", [])),
+            "remotes": sorted(remote),
+        })
+    return rows

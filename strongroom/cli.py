@@ -1,0 +1,272 @@
+"""`strongroom ...`: the command the schedulers call and people type.
+
+Tables for people, --json for machines. Exit codes: 0 ok, 1 warning, 2 error,
+3 incomplete (some items failed, the rest done), 11 locked.
+"""
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from . import __version__, bundles, config, paths
+from .critical import DEFAULT_PATTERNS
+from .errors import ERROR, OK, WARNING, StrongroomError
+from .table import human_bytes, render
+
+EPILOG = "exit codes: 0 ok, 1 warning, 2 error, 3 incomplete, 11 locked by another run"
+
+
+def _emit_json(obj):
+    json.dump(obj, sys.stdout, indent=2, sort_keys=True, default=str)
+    sys.stdout.write("\n")
+
+
+def _progress(i, total, res):
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\r[{i}/{total}] {res.name}: {res.action}\033[K")
+        if i == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _bundle_options(args):
+    """Options from --job (the job file) overlaid by what the command line says."""
+    opts = {}
+    if getattr(args, "job", None):
+        job = config.load_job(args.config_dir, args.job)
+        opts = dict(job["options"])
+    for key in ("root", "store", "remote", "rclone_config", "full_every", "full_after_days",
+                "keep_retired", "jobs"):
+        value = getattr(args, key, None)
+        if value is not None:
+            opts[key] = value
+    patterns = list(opts.pop("critical_patterns", DEFAULT_PATTERNS))
+    if getattr(args, "no_default_critical", False):
+        patterns = []
+    patterns += getattr(args, "critical", None) or []
+    if not opts.get("rclone_config"):
+        default_conf = Path(args.config_dir) / "rclone.conf"
+        if default_conf.is_file():
+            opts["rclone_config"] = str(default_conf)
+    for key in ("store",) + (("root",) if args.verb == "sync" else ()):
+        if not opts.get(key):
+            raise StrongroomError(f"--{key} is required (or --job NAME with '{key}' in its "
+                                  "options)")
+    o = bundles.Options(
+        full_every=opts.get("full_every", 10),
+        full_after_days=opts.get("full_after_days", 30),
+        keep_retired=opts.get("keep_retired", 1),
+        critical_patterns=patterns,
+        remote=opts.get("remote"),
+        rclone_config=opts.get("rclone_config"),
+        jobs=opts.get("jobs", 0),
+        dry_run=getattr(args, "dry_run", False),
+    )
+    return o, opts
+
+
+def cmd_sync(args):
+    opts, raw = _bundle_options(args)
+    results, code = bundles.sync(raw["root"], raw["store"], opts, names=args.name or None,
+                                 lock_wait=args.wait, progress=_progress)
+    if args.json:
+        _emit_json({"root": raw["root"], "store": raw["store"], "remote": opts.remote,
+                    "dry_run": opts.dry_run, "exit_code": code,
+                    "changed": any(r.changed for r in results),
+                    "repositories": [r.as_dict() for r in results]})
+        return code
+    rows = []
+    for r in results:
+        note = r.message or ""
+        if r.notes:
+            note = "; ".join(filter(None, [note, *r.notes]))
+        crit = f"{r.critical_files} unencrypted" if r.critical_files else "-"
+        rows.append([r.name, r.action, r.status, human_bytes(r.bytes_written)
+                     if r.bytes_written else "-", r.chain_length or "-", crit,
+                     r.remote or ("-" if not opts.remote else ""), note])
+    if rows:
+        print(render(["REPOSITORY", "ACTION", "STATUS", "WRITTEN", "CHAIN", "CRITICAL",
+                      "OFF-SITE", "NOTE"], rows))
+    print(_summary(results, raw["root"], opts))
+    return code
+
+
+def _summary(results, root, opts):
+    if not results:
+        return (f"No git repositories found under {root}. Put repositories there, or point "
+                "the job's root at them.")
+    counts = {}
+    for r in results:
+        counts[r.action] = counts.get(r.action, 0) + 1
+    parts = ", ".join(f"{n} {a}" for a, n in sorted(counts.items()))
+    written = sum(r.bytes_written for r in results)
+    verb = "would be" if opts.dry_run else ""
+    line = f"{len(results)} repositories: {parts}."
+    failed = [r.name for r in results if r.status == "error"]
+    if not failed and not any(r.changed for r in results) and not opts.dry_run:
+        line += " Nothing changed: every repository is as last bundled."
+    elif written:
+        line += f" {human_bytes(written)} {verb or ''}written.".replace("  ", " ")
+    if failed:
+        line += f" FAILED: {', '.join(failed)}."
+    return line
+
+
+def cmd_verify(args):
+    opts, raw = _bundle_options(args)
+    results, code = bundles.verify(raw["store"], opts, args.name or None, lock_wait=args.wait)
+    if args.json:
+        _emit_json({"store": raw["store"], "exit_code": code,
+                    "repositories": [r.as_dict() for r in results]})
+        return code
+    if not results:
+        print(f"No chains in {raw['store']}: nothing to verify.")
+        return code
+    print(render(["REPOSITORY", "STATUS", "FILES", "REFS", "SECONDS", "DETAIL"],
+                 [[r.name, r.status, r.checked_files, r.refs, r.seconds, r.message]
+                  for r in results]))
+    bad = [r.name for r in results if r.status != "ok"]
+    print(f"{len(results)} chains verified" + (f"; FAILED: {', '.join(bad)}" if bad else
+                                               ": all restore and pass fsck."))
+    return code
+
+
+def cmd_restore(args):
+    opts, raw = _bundle_options(args)
+    with bundles.Lock(Path(raw["store"]) / bundles.LOCK_NAME,
+                      f"bundle store {raw['store']}").acquire(args.wait):
+        out = bundles.restore(raw["store"], args.name, args.target, opts, force=args.force)
+    if args.json:
+        _emit_json(out)
+        return OK
+    print(f"Restored {out['name']} into {out['target']}: {out['refs']} refs, HEAD "
+          f"{out['head']}, {len(out['critical_files'])} critical file(s).")
+    if out["moved_aside"]:
+        print(f"The previous contents of the target were moved to {out['moved_aside']}.")
+    return OK
+
+
+def cmd_list(args):
+    opts, raw = _bundle_options(args)
+    rows = bundles.list_store(raw["store"])
+    if args.json:
+        _emit_json({"store": raw["store"], "repositories": rows})
+        return OK
+    if not rows:
+        print(f"No chains in {raw['store']}.")
+        return OK
+    print(render(["REPOSITORY", "BUNDLES", "LAST SYNC", "LAST FULL", "SIZE", "REFS",
+                  "CRITICAL", "OFF-SITE"],
+                 [[r["name"], r.get("bundles", "?"), r.get("last_sync", r.get("message")),
+                   r.get("last_full", ""), human_bytes(r.get("bytes", 0)), r.get("refs", ""),
+                   f"{r['critical_files']} (stored unencrypted)" if r.get("critical_files")
+                   else "-", ", ".join(r.get("remotes", [])) or "-"] for r in rows]))
+    return WARNING if any(r["status"] != "ok" for r in rows) else OK
+
+
+def cmd_consolidate(args):
+    opts, raw = _bundle_options(args)
+    res = bundles.consolidate(raw["store"], args.name, opts, lock_wait=args.wait)
+    if args.json:
+        _emit_json(res.as_dict())
+    else:
+        print(f"{res.name}: {res.action} ({res.status}) {res.message}".rstrip())
+        for note in res.notes:
+            print(f"  {note}")
+    return res.exit_code
+
+
+def _common(p, store=True):
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--job", help="read options from <config-dir>/jobs/JOB.yml")
+    if store:
+        p.add_argument("--store", help="the local bundle store")
+    p.add_argument("--remote", help="rclone REMOTE:PATH holding the off-site copy")
+    p.add_argument("--rclone-config", dest="rclone_config",
+                   help="rclone.conf to use (default <config-dir>/rclone.conf if present)")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="wait this long for another run's lock instead of exiting 11")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="strongroom", description=__doc__.splitlines()[0],
+                                     epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"strongroom {__version__}")
+    parser.add_argument("--config-dir", default=None,
+                        help="configuration directory (env STRONGROOM_CONFIG_DIR; default "
+                             "/etc/strongroom as root, ~/.config/strongroom otherwise)")
+    parser.add_argument("--state-dir", default=None,
+                        help="state directory (env STRONGROOM_STATE_DIR)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    b = sub.add_parser("bundle", help="git bundle chains: sync, verify, restore, list",
+                       epilog=EPILOG)
+    bsub = b.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    s = bsub.add_parser("sync", help="bundle every repository under --root into --store",
+                        epilog=EPILOG)
+    _common(s)
+    s.add_argument("--root", help="directory searched for git repositories")
+    s.add_argument("--name", action="append", help="only this repository (repeatable)")
+    s.add_argument("--critical", action="append", metavar="PATTERN",
+                   help="extra gitignore-style pattern for critical ignored files")
+    s.add_argument("--no-default-critical", action="store_true",
+                   help="do not use the built-in critical patterns (.env, *.key, *.pem, ...)")
+    s.add_argument("--full-every", dest="full_every", type=int,
+                   help="incrementals before a fresh full bundle (default 10)")
+    s.add_argument("--full-after-days", dest="full_after_days", type=float,
+                   help="days before a fresh full bundle (default 30)")
+    s.add_argument("--keep-retired", dest="keep_retired", type=int,
+                   help="retired chains kept locally after consolidation (default 1)")
+    s.add_argument("--jobs", type=int, help="repositories bundled in parallel (default: cores)")
+    s.add_argument("--dry-run", action="store_true", help="say what would be done; write nothing")
+    s.set_defaults(func=cmd_sync)
+
+    v = bsub.add_parser("verify", help="check every hash, restore each chain, git fsck",
+                        epilog=EPILOG)
+    _common(v)
+    v.add_argument("name", nargs="*", help="repositories to verify (default: all)")
+    v.set_defaults(func=cmd_verify)
+
+    r = bsub.add_parser("restore", help="rebuild a repository from its chain", epilog=EPILOG)
+    _common(r)
+    r.add_argument("name", help="repository name, as shown by `bundle list`")
+    r.add_argument("target", help="directory to restore into (new or empty)")
+    r.add_argument("--force", action="store_true",
+                   help="restore over a non-empty target (its contents are moved aside)")
+    r.set_defaults(func=cmd_restore)
+
+    ls = bsub.add_parser("list", help="chains in the store", epilog=EPILOG)
+    _common(ls)
+    ls.set_defaults(func=cmd_list)
+
+    c = bsub.add_parser("consolidate", help="start a fresh chain for one repository now",
+                        epilog=EPILOG)
+    _common(c)
+    c.add_argument("name", help="repository name")
+    c.set_defaults(func=cmd_consolidate)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.config_dir = args.config_dir or str(paths.config_dir())
+    args.state_dir = args.state_dir or str(paths.state_dir())
+    try:
+        return args.func(args)
+    except StrongroomError as exc:
+        print(f"strongroom: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("strongroom: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

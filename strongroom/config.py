@@ -1,0 +1,119 @@
+"""Job files: one schema, checked before any side effect.
+
+An error names the file, the key, the value and what was expected; unknown keys are
+refused (a typo must not silently turn a setting off).
+"""
+
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError
+
+JOB_TYPES = ("bundle_sync",)
+
+
+def _str(v):
+    return isinstance(v, str) and v.strip() != ""
+
+
+def _int_min(lo):
+    def check(v):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+    check.expected = f"an integer >= {lo}"
+    return check
+
+
+def _num_min(lo):
+    def check(v):
+        return isinstance(v, int | float) and not isinstance(v, bool) and v >= lo
+
+    check.expected = f"a number >= {lo}"
+    return check
+
+
+def _str_list(v):
+    return isinstance(v, list) and all(isinstance(x, str) and x.strip() for x in v)
+
+
+def _abs_path(v):
+    return _str(v) and Path(v).expanduser().is_absolute()
+
+
+_str.expected = "a non-empty string"
+_str_list.expected = "a list of non-empty strings"
+_abs_path.expected = "an absolute path"
+
+# key: (required, check)
+JOB_SCHEMA = {
+    "name": (True, _str),
+    "type": (True, None),
+    "schedule": (False, _str),
+    "options": (True, None),
+    "description": (False, _str),
+}
+OPTION_SCHEMAS = {
+    "bundle_sync": {
+        "root": (True, _abs_path),
+        "store": (True, _abs_path),
+        "remote": (False, _str),
+        "rclone_config": (False, _abs_path),
+        "full_every": (False, _int_min(1)),
+        "full_after_days": (False, _num_min(1)),
+        "keep_retired": (False, _int_min(0)),
+        "critical_patterns": (False, _str_list),
+        "jobs": (False, _int_min(0)),
+    },
+}
+
+
+def _describe(value):
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_mapping(where, data, schema, prefix=""):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'the file'} must be a mapping, "
+                          f"got {_describe(data)}")
+    for key in data:
+        if key not in schema:
+            raise ConfigError(f"{where}: unknown key '{prefix}{key}' "
+                              f"(expected one of: {', '.join(sorted(schema))})")
+    for key, (required, check) in schema.items():
+        if key not in data:
+            if required:
+                raise ConfigError(f"{where}: missing required key '{prefix}{key}'")
+            continue
+        if check is not None and not check(data[key]):
+            raise ConfigError(f"{where}: key '{prefix}{key}' has value {_describe(data[key])}; "
+                              f"expected {check.expected}")
+
+
+def validate_job(data, where):
+    _check_mapping(where, data, JOB_SCHEMA)
+    if data["type"] not in JOB_TYPES:
+        raise ConfigError(f"{where}: key 'type' has value {_describe(data['type'])}; "
+                          f"expected one of: {', '.join(JOB_TYPES)}")
+    _check_mapping(where, data["options"], OPTION_SCHEMAS[data["type"]], "options.")
+    return data
+
+
+def load_job(config_dir, name):
+    path = Path(config_dir) / "jobs" / f"{name}.yml"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"no job named '{name}': {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    validate_job(data, str(path))
+    if data["name"] != name:
+        raise ConfigError(f"{path}: key 'name' has value {_describe(data['name'])}; "
+                          f"expected '{name}' (the file's name)")
+    return data

@@ -1,0 +1,124 @@
+"""Critical files git ignores (.env, keys, certificates), chosen by gitignore-style patterns.
+
+Selection uses git's own matcher (`ls-files -X` for the patterns, `check-ignore` for
+"git ignores it"), so `!` negation, `/`-anchored and directory patterns mean exactly what
+they mean in a .gitignore.
+"""
+
+import hashlib
+import os
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+
+from . import fsutil
+from .errors import StrongroomError
+from .gitcmd import git
+
+PER_REPO_FILE = ".strongroom-critical"
+DEFAULT_PATTERNS = [
+    ".env",
+    ".env.*",
+    "!.env.example",
+    "!.env.sample",
+    "*.pem",
+    "*.key",
+    "*.p12",
+    "*.pfx",
+    "id_rsa",
+    "id_ed25519",
+    "credentials.json",
+    "secrets.yml",
+    "secrets.yaml",
+]
+
+
+def read_patterns(repo_path, global_patterns):
+    """Global patterns first, then the repository's own file, so it can negate them."""
+    lines = list(global_patterns)
+    own = Path(repo_path) / PER_REPO_FILE
+    if own.is_file():
+        lines += own.read_text(encoding="utf-8", errors="replace").splitlines()
+    return [ln for ln in (x.rstrip("\n") for x in lines) if ln.strip() and not ln.startswith("#")]
+
+
+def select(repo_path, global_patterns):
+    """Relative paths of ignored files the patterns choose, sorted."""
+    patterns = read_patterns(repo_path, global_patterns)
+    if not patterns:
+        return []
+    with tempfile.NamedTemporaryFile("w", suffix=".patterns", encoding="utf-8") as fh:
+        fh.write("\n".join(patterns) + "\n")
+        fh.flush()
+        chosen = git(repo_path, "ls-files", "-z", "--others", "--ignored",
+                     f"--exclude-from={fh.name}").stdout
+    candidates = [p for p in chosen.split("\0") if p]
+    if not candidates:
+        return []
+    # check-ignore exits 1 when none of them is ignored: that is an answer, not a failure.
+    proc = git(repo_path, "check-ignore", "-z", "--stdin", input="\0".join(candidates) + "\0",
+               check=False)
+    if proc.returncode not in (0, 1):
+        raise StrongroomError(f"git check-ignore failed in {repo_path}: {proc.stderr.strip()}")
+    return sorted(p for p in proc.stdout.split("\0") if p)
+
+
+def digest(repo_path, files):
+    """One hash over names, modes and contents: equal digest means nothing to re-pack."""
+    h = hashlib.sha256()
+    for rel in files:
+        full = Path(repo_path) / rel
+        st = full.lstat()
+        h.update(rel.encode("utf-8", "surrogateescape") + b"\0")
+        h.update(f"{st.st_mode:o}\0".encode())
+        if full.is_symlink():
+            h.update(os.readlink(full).encode("utf-8", "surrogateescape"))
+        else:
+            h.update(fsutil.sha256_file(full).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def pack(repo_path, files, temp_out):
+    """Write files as tar.zst to temp_out (the caller renames it into place)."""
+    with open(temp_out, "wb") as out:
+        proc = subprocess.Popen(["zstd", "-q", "-c", "-T0"], stdin=subprocess.PIPE, stdout=out,
+                                stderr=subprocess.PIPE)
+        try:
+            with tarfile.open(fileobj=proc.stdin, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                for rel in files:
+                    tar.add(Path(repo_path) / rel, arcname=rel, recursive=False)
+            proc.stdin.close()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        err = proc.stderr.read().decode("utf-8", "replace")
+        if proc.wait() != 0:
+            raise StrongroomError(f"zstd failed while packing critical files: {err.strip()}")
+
+
+def unpack(pack_path, target):
+    """Extract a critical-files pack into target, refusing anything that would escape it."""
+    with tempfile.TemporaryDirectory(prefix="strongroom-critical-") as tmp:
+        tar_path = os.path.join(tmp, "critical.tar")
+        proc = subprocess.run(["zstd", "-q", "-d", "-f", "-o", tar_path, str(pack_path)],
+                              capture_output=True, check=False)
+        if proc.returncode != 0:
+            raise StrongroomError(
+                f"cannot decompress {pack_path}: {proc.stderr.decode(errors='replace').strip()}")
+        with tarfile.open(tar_path, "r:") as tar:
+            try:
+                members = fsutil.safe_extract(tar, target)
+            except (fsutil.UnsafeArchive, tarfile.FilterError) as exc:
+                raise StrongroomError(f"refusing critical-files pack {pack_path}: {exc}") from None
+    return [m.name for m in members]
+
+
+def test_pack(pack_path):
+    """True when zstd can read the pack to its end."""
+    return subprocess.run(["zstd", "-q", "-t", str(pack_path)], capture_output=True,
+                          check=False).returncode == 0
+
+

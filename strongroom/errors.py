@@ -1,0 +1,29 @@
+"""Exit codes shared by every CLI verb and job, and the engine's error type."""
+
+OK = 0
+WARNING = 1  # done, with something to look at
+ERROR = 2
+INCOMPLETE = 3  # some items failed, the rest were done
+LOCKED = 11  # another run holds the lock
+
+
+class StrongroomError(Exception):
+    """A failure the user can act on; the message says what and how to fix it."""
+
+    exit_code = ERROR
+
+
+class LockedError(StrongroomError):
+    exit_code = LOCKED
+
+
+class ConfigError(StrongroomError):
+    pass
+
+
+def worst(codes):
+    """Combine per-item exit codes: an error beats a warning beats ok."""
+    codes = list(codes)
+    if not codes:
+        return OK
+    return max(codes, key=lambda c: {OK: 0, WARNING: 1, INCOMPLETE: 2, ERROR: 3, LOCKED: 4}[c])

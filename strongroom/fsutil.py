@@ -1,0 +1,136 @@
+"""Files that are either whole or absent: atomic writes, fsync, hashes, safe extraction."""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tarfile
+from pathlib import Path
+
+CHUNK = 1 << 20
+TEMP_PREFIX = ".tmp-"
+_TEMP_RE = re.compile(r"^\.tmp-.*\.(\d+)(\.[^.]*)*$")
+
+
+def fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_path(final):
+    """A temp name beside `final`: same filesystem (rename is atomic), PID inside (cleanup)."""
+    final = Path(final)
+    return final.with_name(f"{TEMP_PREFIX}{final.name}.{os.getpid()}")
+
+
+def commit(temp, final):
+    """fsync the finished temp file, rename it over `final`, fsync the directory."""
+    fsync_file(temp)
+    os.replace(temp, final)
+    fsync_dir(Path(final).parent)
+
+
+def atomic_write_bytes(path, data, mode=0o644):
+    path = Path(path)
+    tmp = temp_path(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        commit(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path, obj, mode=0o644):
+    text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    atomic_write_bytes(path, text.encode("utf-8"), mode)
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def clean_stale_temps(directory):
+    """Remove temp files left by runs that were killed; a live run's temps are kept."""
+    removed = []
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        m = _TEMP_RE.match(entry.name)
+        if not m:
+            continue
+        pid = int(m.group(1))
+        if pid == os.getpid() or pid_alive(pid):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.unlink(entry.path)
+        removed.append(entry.name)
+    return removed
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class UnsafeArchive(Exception):
+    pass
+
+
+def check_archive_members(members, target):
+    """Refuse what could land outside `target`: '..', absolute paths, links out, devices."""
+    target = os.path.realpath(target)
+    for m in members:
+        name = m.name
+        if name.startswith("/") or os.path.isabs(name):
+            raise UnsafeArchive(f"absolute path in archive: {name!r}")
+        if ".." in Path(name).parts:
+            raise UnsafeArchive(f"path leaving the target in archive: {name!r}")
+        dest = os.path.realpath(os.path.join(target, name))
+        if dest != target and not dest.startswith(target + os.sep):
+            raise UnsafeArchive(f"path leaving the target in archive: {name!r}")
+        if m.ischr() or m.isblk() or m.isfifo() or m.isdev():
+            raise UnsafeArchive(f"device or fifo in archive: {name!r}")
+        if m.issym() or m.islnk():
+            link = m.linkname
+            base = os.path.dirname(dest) if m.issym() else target
+            resolved = os.path.realpath(os.path.join(base, link))
+            if os.path.isabs(link) or not (
+                resolved == target or resolved.startswith(target + os.sep)
+            ):
+                raise UnsafeArchive(f"link leaving the target in archive: {name!r} -> {link!r}")
+
+
+def safe_extract(tar: tarfile.TarFile, target):
+    """Pre-scan every member, then extract with the 'data' filter as a second wall."""
+    members = tar.getmembers()
+    check_archive_members(members, target)
+    tar.extractall(target, members=members, filter="data")
+    return members

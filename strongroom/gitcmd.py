@@ -1,0 +1,203 @@
+"""Thin, explicit calls to git: argv lists, LC_ALL=C, stderr kept for the message."""
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from .errors import StrongroomError
+
+# Directories never searched for repositories: git's own, dependency trees, virtualenvs.
+SKIP_DIRS = {".git", "node_modules", "__pycache__", "venv", ".venv", ".tox", ".mypy_cache"}
+# Never run code a repository's config asks for while we only read it.
+SAFE_CONFIG = ["-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null"]
+
+
+class GitError(StrongroomError):
+    def __init__(self, argv, rc, stderr):
+        self.argv, self.rc, self.stderr = argv, rc, stderr.strip()
+        super().__init__(f"git {' '.join(argv)} failed (exit {rc}): {self.stderr}")
+
+
+def _env():
+    env = dict(os.environ)
+    env.update(LC_ALL="C", LANG="C", GIT_TERMINAL_PROMPT="0", GIT_OPTIONAL_LOCKS="0")
+    return env
+
+
+def git(repo, *args, input=None, check=True, binary=False):
+    argv = ["git", *SAFE_CONFIG, "-C", str(repo), *args]
+    proc = subprocess.run(
+        argv,
+        input=input if binary or input is None else input.encode(),
+        capture_output=True,
+        env=_env(),
+        check=False,
+    )
+    if check and proc.returncode != 0:
+        raise GitError(list(args), proc.returncode, proc.stderr.decode("utf-8", "replace"))
+    if not binary:
+        proc.stdout = proc.stdout.decode("utf-8", "surrogateescape")
+        proc.stderr = proc.stderr.decode("utf-8", "replace")
+    return proc
+
+
+def _is_bare_dir(path):
+    return (path / "HEAD").is_file() and (path / "objects").is_dir() and (path / "refs").is_dir()
+
+
+def _is_linked_worktree(dotgit):
+    """A `git worktree add` checkout shares its refs with the main repository: skip it."""
+    if not dotgit.is_file():
+        return False
+    try:
+        text = dotgit.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return "/worktrees/" in text
+
+
+def find_repositories(root):
+    """Every repository under root as (name, path); name is the path relative to root."""
+    root = Path(root)
+    found = []
+    for dirpath, dirnames, _files in os.walk(root, followlinks=False):
+        here = Path(dirpath)
+        dotgit = here / ".git"
+        if dotgit.exists() and not _is_linked_worktree(dotgit):
+            found.append(here)
+        elif here != root and _is_bare_dir(here):
+            found.append(here)
+            dirnames[:] = []  # a bare repository's insides are git's own
+            continue
+        dirnames[:] = sorted(
+            d for d in dirnames if d not in SKIP_DIRS and not (here / d / "pyvenv.cfg").exists()
+        )
+    named = []
+    for path in found:
+        rel = path.relative_to(root).as_posix()
+        named.append((rel if rel != "." else root.resolve().name, path))
+    return named
+
+
+class RepoState:
+    """What a repository looks like now: its git dir, kind, HEAD and every ref tip."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        out = git(
+            path, "rev-parse", "--absolute-git-dir", "--is-bare-repository",
+            "--is-shallow-repository",
+        ).stdout.split("\n")
+        self.git_dir = Path(out[0])
+        self.bare = out[1] == "true"
+        self.shallow = out[2] == "true"
+        self.refs, self.symrefs = read_refs(path)
+        self.head = read_head(path, self.git_dir)
+
+
+def read_refs(path):
+    """All refs (branches, tags, notes, remotes, stash) as {name: sha}, symbolic ones apart."""
+    out = git(path, "for-each-ref", "--format=%(objectname) %(refname) %(symref)").stdout
+    refs, symrefs = {}, {}
+    for line in out.splitlines():
+        sha, name, target = (line.split(" ", 2) + [""])[:3]
+        if target:
+            symrefs[name] = target
+        else:
+            refs[name] = sha
+    return refs, symrefs
+
+
+def read_head(path, git_dir):
+    """HEAD as 'ref: refs/heads/x' or a detached sha (None when unreadable)."""
+    try:
+        text = (Path(git_dir) / "HEAD").read_text(encoding="utf-8").strip()
+    except OSError:
+        text = ""
+    if text.startswith("ref: ") and not text.endswith(".invalid"):
+        return text
+    if len(text) in (40, 64):
+        return text
+    proc = git(path, "symbolic-ref", "-q", "HEAD", check=False)
+    if proc.returncode == 0:
+        return "ref: " + proc.stdout.strip()
+    proc = git(path, "rev-parse", "--verify", "-q", "HEAD", check=False)
+    return proc.stdout.strip() or None
+
+
+def existing_objects(path, shas):
+    """The subset of `shas` present in the repository (tips may be gone after a gc)."""
+    shas = sorted(set(shas))
+    if not shas:
+        return set()
+    out = git(path, "cat-file", "--batch-check=%(objectname) %(objecttype)",
+              input="\n".join(shas) + "\n").stdout
+    return {line.split()[0] for line in out.splitlines() if not line.endswith(" missing")}
+
+
+# --- leftover git lock files -------------------------------------------------------------
+
+LOCK_GRACE_SECONDS = 60
+
+
+def git_lock_files(git_dir):
+    git_dir = Path(git_dir)
+    found = [p for p in git_dir.glob("*.lock") if p.is_file()]
+    refs = git_dir / "refs"
+    if refs.is_dir():
+        found += [p for p in refs.rglob("*.lock") if p.is_file()]
+    return found
+
+
+def processes_using(paths):
+    """PIDs whose working directory or open files lie under any of `paths` (Linux /proc)."""
+    prefixes = [os.path.realpath(p) for p in paths]
+
+    def inside(target):
+        return any(target == p or target.startswith(p + os.sep) for p in prefixes)
+
+    users = set()
+    me = os.getpid()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            if inside(os.readlink(f"/proc/{entry.name}/cwd")):
+                users.add(int(entry.name))
+                continue
+            for fd in os.scandir(f"/proc/{entry.name}/fd"):
+                if inside(os.readlink(fd.path)):
+                    users.add(int(entry.name))
+                    break
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+    return users
+
+
+def clean_stale_git_locks(repo_path, git_dir, now=None):
+    """Remove git .lock files whose owner is gone; report live ones. Returns (removed, live).
+
+    git writes no PID into its lock files, so "owner gone" means: no process has its
+    working directory in, or a file open under, the repository, and the lock is older
+    than a grace period (a git that is just starting has not yet opened anything).
+    """
+    locks = git_lock_files(git_dir)
+    if not locks:
+        return [], []
+    if not os.path.isdir("/proc"):
+        return [], [str(p) for p in locks]  # cannot tell the owner here: never guess
+    now = time.time() if now is None else now
+    busy = processes_using([repo_path, git_dir])
+    removed, live = [], []
+    for lock in locks:
+        try:
+            age = now - lock.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        if busy or age < LOCK_GRACE_SECONDS:
+            live.append(str(lock))
+        else:
+            lock.unlink(missing_ok=True)
+            removed.append(str(lock))
+    return removed, live

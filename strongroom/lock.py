@@ -1,0 +1,74 @@
+"""One run at a time: an flock()ed file that records its owner's PID.
+
+The kernel drops an flock when its owner dies, so a lock left by a killed run
+is taken over without guessing from ages or timestamps; the PID inside is for
+people and for the message of the run that has to wait.
+"""
+
+import fcntl
+import json
+import os
+import socket
+import time
+
+from .errors import LockedError
+
+
+class Lock:
+    def __init__(self, path, what):
+        self.path = str(path)
+        self.what = what
+        self.fd = None
+        self.previous_owner = None  # PID of a dead owner whose lock we took over
+
+    def _owner(self):
+        try:
+            with open(self.path, encoding="utf-8") as fh:
+                return json.load(fh)
+        except (OSError, ValueError):
+            return {}
+
+    def acquire(self, wait=0.0):
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + max(wait, 0.0)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    owner = self._owner()
+                    os.close(fd)
+                    pid = owner.get("pid", "unknown")
+                    waited = f" after waiting {wait:g}s" if wait else ""
+                    raise LockedError(
+                        f"{self.what} is locked by PID {pid} on {owner.get('host', '?')} "
+                        f"(since {owner.get('since', '?')}){waited}; "
+                        f"lock file {self.path}. Wait for it, or use --wait SECONDS."
+                    ) from None
+                time.sleep(0.1)
+        old = self._owner()
+        if old.get("pid") and old.get("pid") != os.getpid():
+            self.previous_owner = old.get("pid")
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self):
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()

@@ -1,0 +1,126 @@
+"""Off-site copies through rclone: copy, then prove by SHA-256 before anyone trusts them.
+
+Never `rclone sync` from the store: a sync mirrors local damage and deletions.
+"""
+
+import os
+import subprocess
+import tempfile
+
+from .errors import StrongroomError
+
+# rclone's documented exit codes, said in words a user can act on.
+RCLONE_EXIT = {
+    1: "syntax or usage error",
+    2: "error not otherwise categorised",
+    3: "directory not found",
+    4: "file not found",
+    5: "temporary error (retries exhausted)",
+    6: "less serious errors",
+    7: "fatal error (account suspended, quota exceeded, ...)",
+    8: "transfer limit exceeded",
+    9: "no files transferred",
+}
+BOUNDED = ["--retries", "3", "--retries-sleep", "1s", "--low-level-retries", "3",
+           "--contimeout", "10s", "--timeout", "60s"]
+
+
+class RemoteError(StrongroomError):
+    pass
+
+
+def join(remote, *parts):
+    """remote:path + parts, without doubling or losing slashes."""
+    base = remote.rstrip("/")
+    tail = "/".join(p.strip("/") for p in parts if p)
+    if not tail:
+        return base
+    return f"{base}{tail}" if base.endswith(":") else f"{base}/{tail}"
+
+
+def _tail(text, lines=6):
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+class Rclone:
+    def __init__(self, config=None, bwlimit=None):
+        self.config = config
+        self.bwlimit = bwlimit
+
+    def run(self, *args, check=True):
+        argv = ["rclone", *args, *BOUNDED]
+        if self.config:
+            argv += ["--config", str(self.config)]
+        if self.bwlimit:
+            argv += ["--bwlimit", str(self.bwlimit)]
+        env = dict(os.environ, LC_ALL="C")
+        env.pop("AWS_CA_BUNDLE", None)  # rclone's s3 backend rejects it for http endpoints
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+        except FileNotFoundError:
+            raise RemoteError("rclone is not installed: apt-get install rclone") from None
+        if check and proc.returncode != 0:
+            meaning = RCLONE_EXIT.get(proc.returncode, "unknown error")
+            raise RemoteError(f"rclone {args[0]} failed (exit {proc.returncode}: {meaning}): "
+                              f"{_tail(proc.stderr)}")
+        return proc
+
+    def _listfile(self, names):
+        fh = tempfile.NamedTemporaryFile("w", suffix=".list", delete=False, encoding="utf-8")
+        fh.write("".join(n + "\n" for n in names))
+        fh.close()
+        return fh.name
+
+    def copy_new(self, local_dir, remote_dir, names):
+        """Copy `names` from local_dir; an existing remote file with other content is an error."""
+        listfile = self._listfile(names)
+        try:
+            self.run("copy", str(local_dir), remote_dir, "--files-from-raw", listfile,
+                     "--immutable", "--no-traverse")
+        finally:
+            os.unlink(listfile)
+
+    def copy_over(self, local_file, remote_file):
+        """Replace one file that is meant to change (a manifest)."""
+        self.run("copyto", str(local_file), remote_file)
+
+    def fetch(self, remote_file, local_file):
+        self.run("copyto", remote_file, str(local_file))
+
+    def sha256s(self, remote_dir, names):
+        """{name: sha256} as the remote reports it, or by downloading when it cannot."""
+        listfile = self._listfile(names)
+        try:
+            proc = self.run("hashsum", "sha256", remote_dir, "--files-from-raw", listfile,
+                            check=False)
+            if proc.returncode != 0 and "hash" in proc.stderr.lower():
+                proc = self.run("hashsum", "sha256", "--download", remote_dir,
+                                "--files-from-raw", listfile, check=False)
+        finally:
+            os.unlink(listfile)
+        if proc.returncode not in (0, 3, 4):
+            meaning = RCLONE_EXIT.get(proc.returncode, "unknown error")
+            raise RemoteError(f"cannot read hashes from {remote_dir} (rclone exit "
+                              f"{proc.returncode}: {meaning}): {_tail(proc.stderr)}")
+        found = {}
+        for line in proc.stdout.splitlines():
+            digest, _, name = line.partition("  ")
+            if name:
+                found[name] = digest.strip().lower()
+        return found
+
+    def verify(self, remote_dir, expected):
+        """Raise unless every name in `expected` is on the remote with that SHA-256."""
+        got = self.sha256s(remote_dir, sorted(expected))
+        bad = []
+        for name, digest in sorted(expected.items()):
+            if name not in got:
+                bad.append(f"{name}: missing on the remote")
+            elif not got[name] or set(got[name]) == {"-"}:
+                bad.append(f"{name}: hash could not be checked")
+            elif got[name] != digest:
+                bad.append(f"{name}: SHA-256 differs (remote {got[name][:12]}, "
+                           f"expected {digest[:12]})")
+        if bad:
+            raise RemoteError(f"remote copy in {remote_dir} failed verification: "
+                              + "; ".join(bad))
