@@ -206,8 +206,10 @@ def _load_chain(repo_dir, result):
 
 def _retire(repo_dir, manifest, label, now):
     """Move a chain's files aside (kept, not deleted) and return the retired record."""
-    dest = Path(repo_dir) / chain.RETIRED_DIR / f"{label}-{chain.stamp(now)}"
-    dest.mkdir(parents=True, exist_ok=True)
+    parent = Path(repo_dir) / chain.RETIRED_DIR
+    parent.mkdir(exist_ok=True)
+    dest = parent / chain.unique_name(parent, label, "")
+    dest.mkdir()
     names = [n for n, _ in chain.files_with_sizes(manifest)] if manifest else []
     if (Path(repo_dir) / chain.MANIFEST).exists():
         names.append(chain.MANIFEST)
@@ -217,7 +219,7 @@ def _retire(repo_dir, manifest, label, now):
             os.replace(src, dest / n)
     fsutil.fsync_dir(dest)
     fsutil.fsync_dir(repo_dir)
-    return {"chain_id": manifest["chain_id"] if manifest else "unknown",
+    return {"chain_id": manifest["chain_id"] if manifest else label,
             "path": dest.relative_to(repo_dir).as_posix(), "retired": chain.iso(now)}
 
 
@@ -320,6 +322,8 @@ def _write(name, path, state, repo_dir, manifest, action, why, files, crit_diges
     if action in ("full", "incremental"):
         kind = "full" if action == "full" else "incremental"
         filename = chain.unique_name(repo_dir, f"{kind}-{ts}", ".bundle")
+        if kind == "full":
+            manifest["chain_id"] = filename[len("full-"): -len(".bundle")]  # unique per store
         negatives = set()
         if kind == "incremental":
             negatives = existing_objects(path, chain.chain_tips(old_manifest, repo_dir))
@@ -379,7 +383,7 @@ def _write(name, path, state, repo_dir, manifest, action, why, files, crit_diges
             retired = _retire(repo_dir, old_manifest, f"chain-{old_manifest['chain_id']}", now)
             manifest["retired"] = old_manifest.get("retired", []) + [retired]
         elif action == "full" and (repo_dir / chain.MANIFEST).exists():
-            manifest["retired"] = [_retire(repo_dir, None, "inconsistent", now)]
+            manifest["retired"] = [_retire(repo_dir, None, f"inconsistent-{ts}", now)]
         chain.save(repo_dir, manifest)
         result.written.append(chain.MANIFEST)
         if orphans:
@@ -388,8 +392,10 @@ def _write(name, path, state, repo_dir, manifest, action, why, files, crit_diges
 
 
 def _park_orphans(repo_dir, orphans, now, result):
-    dest = Path(repo_dir) / chain.RETIRED_DIR / f"orphans-{chain.stamp(now)}"
-    dest.mkdir(parents=True, exist_ok=True)
+    parent = Path(repo_dir) / chain.RETIRED_DIR
+    parent.mkdir(exist_ok=True)
+    dest = parent / chain.unique_name(parent, f"orphans-{chain.stamp(now)}", "")
+    dest.mkdir()
     for n in orphans:
         os.replace(Path(repo_dir) / n, dest / n)
     result.notes.append(f"moved {len(orphans)} unrecorded file(s) from a killed run aside")
@@ -659,6 +665,8 @@ def verify(store, opts, names=None, lock_wait=0.0):
     store = Path(store)
     names = names or chain.store_repositories(store)
     missing = [n for n in names if not (store / n / chain.MANIFEST).exists()]
+    if not store.is_dir():
+        raise StrongroomError(f"bundle store {store} does not exist")
     with Lock(store / LOCK_NAME, f"bundle store {store}").acquire(lock_wait):
         results = [verify_repo(store, n, opts) for n in names]
     for r in results:

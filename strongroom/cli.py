@@ -135,6 +135,7 @@ def cmd_verify(args):
 
 def cmd_restore(args):
     opts, raw = _bundle_options(args)
+    Path(raw["store"]).mkdir(parents=True, exist_ok=True)  # a new machine restoring off-site
     with bundles.Lock(Path(raw["store"]) / bundles.LOCK_NAME,
                       f"bundle store {raw['store']}").acquire(args.wait):
         out = bundles.restore(raw["store"], args.name, args.target, opts, force=args.force)
@@ -260,6 +261,9 @@ def main(argv=None):
     except StrongroomError as exc:
         print(f"strongroom: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        print(f"strongroom: error: {exc}", file=sys.stderr)
+        return ERROR
     except KeyboardInterrupt:
         print("strongroom: interrupted", file=sys.stderr)
         return 130
