@@ -179,6 +179,21 @@ def cmd_consolidate(args):
     return res.exit_code
 
 
+def cmd_config_check(args):
+    import yaml
+
+    path = Path(args.file)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise StrongroomError(f"cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise StrongroomError(f"{path}: not valid YAML: {exc}") from None
+    config.validate_job(data, args.name_as or str(path))
+    print(f"{args.name_as or path}: valid {data['type']} job '{data['name']}'")
+    return OK
+
+
 def _common(p, store=True):
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--job", help="read options from <config-dir>/jobs/JOB.yml")
@@ -248,6 +263,12 @@ def build_parser():
     _common(c)
     c.add_argument("name", help="repository name")
     c.set_defaults(func=cmd_consolidate)
+    cfg = sub.add_parser("config", help="check configuration files", epilog=EPILOG)
+    csub = cfg.add_subparsers(dest="verb", required=True, metavar="VERB")
+    chk = csub.add_parser("check", help="validate a job file against the schema")
+    chk.add_argument("file", help="job file (YAML)")
+    chk.add_argument("--name-as", help="name to use for the file in messages")
+    chk.set_defaults(func=cmd_config_check)
     return parser
 
 
