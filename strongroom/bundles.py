@@ -229,9 +229,9 @@ def _orphans(repo_dir, manifest):
     known |= {chain.MANIFEST, chain.REMOTE_STATE}
     out = []
     for entry in os.scandir(repo_dir):
-        if entry.is_file() and entry.name not in known and not entry.name.startswith("."):
-            if entry.name.endswith((".bundle", ".refs.json", ".tar.zst")):
-                out.append(entry.name)
+        ours = entry.name.endswith((".bundle", ".refs.json", ".tar.zst"))
+        if ours and entry.is_file() and entry.name not in known and entry.name[0] != ".":
+            out.append(entry.name)
     return out
 
 
@@ -591,11 +591,11 @@ def rebuild(store, name, dest, opts, bare=None, checkout=True):
 def restore(store, name, target, opts, force=False):
     """Rebuild into a temp dir beside target, then move it into place (old target kept)."""
     target = Path(target).absolute()
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        if not force:
-            raise StrongroomError(f"target {target} exists and is not empty; "
-                                  "choose an empty or new directory, or pass --force "
-                                  "(the current contents are moved aside, not deleted)")
+    busy = target.exists() and (not target.is_dir() or any(target.iterdir()))
+    if busy and not force:
+        raise StrongroomError(f"target {target} exists and is not empty; "
+                              "choose an empty or new directory, or pass --force "
+                              "(the current contents are moved aside, not deleted)")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = fsutil.temp_path(target)
     tmp.mkdir()

@@ -7,7 +7,6 @@ Tables for people, --json for machines. Exit codes: 0 ok, 1 warning, 2 error,
 import argparse
 import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 from . import __version__, bundles, config, paths

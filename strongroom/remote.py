@@ -66,10 +66,10 @@ class Rclone:
         return proc
 
     def _listfile(self, names):
-        fh = tempfile.NamedTemporaryFile("w", suffix=".list", delete=False, encoding="utf-8")
-        fh.write("".join(n + "\n" for n in names))
-        fh.close()
-        return fh.name
+        fd, path = tempfile.mkstemp(suffix=".list")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write("".join(n + "\n" for n in names))
+        return path
 
     def copy_new(self, local_dir, remote_dir, names):
         """Copy `names` from local_dir; an existing remote file with other content is an error."""

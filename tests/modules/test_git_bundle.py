@@ -148,7 +148,7 @@ def test_missing_engine_says_how_to_install_it(monkeypatch, tmp_path):
     assert "run playbooks/site.yml to install the engine" in out["msg"]
 
 
-def test_documentation_is_valid_yaml_matching_the_argument_spec():
+def test_documentation_examples_and_return_parse_as_yaml():
     import yaml
 
     doc = yaml.safe_load(git_bundle.DOCUMENTATION)

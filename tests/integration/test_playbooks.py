@@ -1,0 +1,114 @@
+"""site.yml, backup-now.yml and restore.yml through ansible-runner against localhost.
+
+Every path is redirected under tmp_path (a user-mode install with its own home), so the
+test provisions a real engine virtualenv without touching the machine's /opt or /etc.
+"""
+
+import json
+
+import ansible_runner
+import pytest
+
+from tests.helpers import ENV, ROOT, VENV_BIN, commit, refs, rich_repo
+
+pytestmark = pytest.mark.slow
+
+
+def play(tmp_path, playbook, extravars, check=False):
+    private = tmp_path / "runner"
+    private.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in ENV.items() if k.startswith(("PATH", "HOME", "LC_", "GIT_"))}
+    env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}"
+    env.update(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_LIBRARY=str(ROOT / "library"),
+               ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_NOCOLOR="1",
+               LC_ALL="C.UTF-8", LANG="C.UTF-8")
+    r = ansible_runner.run(
+        private_data_dir=str(private),
+        project_dir=str(ROOT),
+        playbook=str(ROOT / "playbooks" / playbook),
+        inventory=str(ROOT / "inventory" / "local"),
+        extravars=extravars,
+        envvars=env,
+        cmdline="--check --diff" if check else None,
+        quiet=True,
+    )
+    stats = r.stats or {}
+    stdout = r.stdout.read()
+    assert r.rc == 0, f"{playbook} failed (rc {r.rc}):\n{stdout[-6000:]}"
+    return stats, stdout, r
+
+
+def changed(stats):
+    return sum(stats.get("changed", {}).values())
+
+
+def task_results(r, task_name):
+    return [e["event_data"]["res"] for e in r.events
+            if e.get("event") == "runner_on_ok"
+            and e["event_data"].get("task") == task_name]
+
+
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory):
+    base = tmp_path_factory.mktemp("bed")
+    home = base / "home"
+    (home / "projects").mkdir(parents=True)
+    src = rich_repo(home / "projects" / "app")
+    commit(src, {".gitignore": ".env\n"}, "ignore env")
+    (src / ".env").write_text("API_TOKEN=canary-4f2a\n")
+    extravars = {
+        "strongroom_install_mode": "user",
+        "strongroom_home": str(home),
+        "strongroom_offsite_dir": str(base / "offsite"),
+    }
+    return base, home, src, extravars
+
+
+def test_check_mode_on_a_fresh_host_changes_nothing(bed):
+    base, home, _, extravars = bed
+    fresh = base / "fresh-home"
+    fresh.mkdir()
+    vars_ = dict(extravars, strongroom_home=str(fresh), strongroom_offsite_dir=str(base / "x"))
+    stats, _, _ = play(base / "check", "site.yml", vars_, check=True)
+    assert changed(stats) > 0  # it reports what it would do
+    assert list(fresh.iterdir()) == []
+    assert not (base / "x").exists()
+
+
+def test_site_converges_then_reports_no_change(bed):
+    base, home, _, extravars = bed
+    stats, _, _ = play(base, "site.yml", extravars)
+    assert changed(stats) > 0
+    engine = home / ".local/share/strongroom/venv/bin/strongroom"
+    assert engine.exists()
+    job = home / ".config/strongroom/jobs/bundles.yml"
+    assert "type: bundle_sync" in job.read_text()
+    conf = home / ".config/strongroom/rclone.conf"
+    assert oct(conf.stat().st_mode & 0o777) == "0o600"
+    stats, _, _ = play(base, "site.yml", extravars)
+    assert changed(stats) == 0, stats
+
+
+def test_backup_now_then_restore(bed):
+    base, home, src, extravars = bed
+    play(base, "site.yml", extravars)
+    stats, stdout, r = play(base, "backup-now.yml", extravars)
+    (res,) = task_results(r, "Bundle repositories")[0]["results"]
+    assert res["changed"] is True
+    assert [x["action"] for x in res["repositories"]] == ["full"]
+    assert res["repositories"][0]["remote"] == "verified"
+    assert (base / "offsite" / "app" / "bundle-manifest.json").exists()
+    stats, _, r = play(base, "backup-now.yml", extravars)
+    (res,) = task_results(r, "Bundle repositories")[0]["results"]
+    assert res["changed"] is False
+    target = base / "restored"
+    vars_ = dict(extravars, strongroom_restore_name="app", strongroom_restore_target=str(target))
+    stats, stdout, _ = play(base, "restore.yml", vars_)
+    assert changed(stats) == 1
+    assert refs(target) == refs(src)
+    assert (target / ".env").read_text() == "API_TOKEN=canary-4f2a\n"
+    stats, _, _ = play(base, "restore.yml", vars_)
+    assert changed(stats) == 0
+    # the secret file's content never reaches Ansible's output
+    events = json.dumps([e.get("event_data", {}) for e in r.events])
+    assert "canary-4f2a" not in stdout and "canary-4f2a" not in events
