@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,8 @@ from .gitcmd import (
     existing_objects,
     find_repositories,
     git,
+    git_argv,
+    git_env,
     read_refs,
 )
 from .lock import Lock
@@ -91,54 +94,46 @@ def overall_exit(results):
 # --- writing artifacts ---------------------------------------------------------------------
 
 
-def _hash_bundle(path):
-    """SHA-256 of the whole file, and whether the pack inside ends with its own checksum."""
-    whole = hashlib.sha256()
-    with open(path, "rb") as fh:
-        head = b""
-        while b"\n\n" not in head:
-            chunk = fh.read(65536)
-            if not chunk:
-                return whole.hexdigest(), False
-            head += chunk
-        whole.update(head)
-        header, _, rest = head.partition(b"\n\n")
-        algo = "sha256" if b"@object-format=sha256" in header else "sha1"
-        pack = hashlib.new(algo)
-        tail_len = pack.digest_size
-        pending = rest
-        while chunk := fh.read(fsutil.CHUNK):
-            whole.update(chunk)
-            pending += chunk
-            if len(pending) > 2 * fsutil.CHUNK:
-                pack.update(pending[:-tail_len])
-                pending = pending[-tail_len:]
-    pack.update(pending[:-tail_len])
-    ok = pending[-tail_len:] == pack.digest() and rest[:4] == b"PACK"
-    return whole.hexdigest(), ok
-
-
 def _write_bundle(repo_path, repo_dir, filename, positives, negatives):
-    """Create a bundle under a temp name; returns (size, sha256) or None when nothing is new."""
+    """Create a bundle under a temp name, hashing it as git writes it (one pass, no re-read).
+
+    Returns (size, sha256), or None when git finds nothing new to bundle.
+    """
     final = Path(repo_dir) / filename
     tmp = fsutil.temp_path(final)
     revs = "".join(f"{r}\n" for r in positives) + "".join(f"^{s}\n" for s in sorted(negatives))
-    proc = git(repo_path, "bundle", "create", "--quiet", str(tmp), "--stdin", input=revs,
-               check=False)
-    if proc.returncode != 0:
+    digest = hashlib.sha256()
+    size = 0
+    # stderr to a file, not a pipe: a chatty git must never block while we drain stdout
+    with tempfile.TemporaryFile() as err, open(tmp, "wb") as out:
+        proc = subprocess.Popen(git_argv(repo_path, "bundle", "create", "--quiet", "-",
+                                         "--stdin"),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                                env=git_env())
+        try:
+            proc.stdin.write(revs.encode())
+            proc.stdin.close()
+            while chunk := proc.stdout.read(fsutil.CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+            rc = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            proc.stdout.close()
+        err.seek(0)
+        stderr = err.read().decode("utf-8", "replace")
+    if rc != 0:
         tmp.unlink(missing_ok=True)
-        Path(f"{tmp}.lock").unlink(missing_ok=True)
-        if EMPTY_BUNDLE in proc.stderr:
+        if EMPTY_BUNDLE in stderr:
             return None
-        raise GitError(["bundle", "create"], proc.returncode, proc.stderr)
-    digest, pack_ok = _hash_bundle(tmp)
-    if not pack_ok:
-        tmp.unlink(missing_ok=True)
-        raise StrongroomError(f"the new bundle {filename} fails its own pack checksum; "
-                              "the disk may be failing. Nothing was recorded.")
-    size = tmp.stat().st_size
+        raise GitError(["bundle", "create"], rc, stderr)
     fsutil.commit(tmp, final)
-    return size, digest
+    return size, digest.hexdigest()
 
 
 def _write_refs(repo_dir, filename, name, state, now):

@@ -6,8 +6,6 @@ refused (a typo must not silently turn a setting off).
 
 from pathlib import Path
 
-import yaml
-
 from .errors import ConfigError
 
 JOB_TYPES = ("bundle_sync",)
@@ -101,6 +99,8 @@ def validate_job(data, where):
 
 
 def load_job(config_dir, name):
+    import yaml  # only verbs that read a job file pay for it
+
     path = Path(config_dir) / "jobs" / f"{name}.yml"
     try:
         text = path.read_text(encoding="utf-8")

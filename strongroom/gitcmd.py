@@ -25,10 +25,17 @@ def _env():
     return env
 
 
+def git_argv(repo, *args):
+    return ["git", *SAFE_CONFIG, "-C", str(repo), *args]
+
+
+def git_env():
+    return _env()
+
+
 def git(repo, *args, input=None, check=True, binary=False):
-    argv = ["git", *SAFE_CONFIG, "-C", str(repo), *args]
     proc = subprocess.run(
-        argv,
+        git_argv(repo, *args),
         input=input if binary or input is None else input.encode(),
         capture_output=True,
         env=_env(),
