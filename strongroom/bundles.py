@@ -291,7 +291,7 @@ def _sync_repo(name, path, store, opts, now, result):
         return
 
     if not repo_dir.exists():
-        repo_dir.mkdir(parents=True)
+        repo_dir.mkdir(parents=True, mode=0o700)  # bundles carry private history
     for gone in fsutil.clean_stale_temps(repo_dir):
         result.notes.append(f"removed leftover temp file {gone}")
     removed, live = clean_stale_git_locks(path, state.git_dir)
@@ -466,7 +466,7 @@ def sync(root, store, opts, names=None, lock_wait=0.0, now=None, progress=None):
     repos = [(n, p) for n, p in find_repositories(root) if names is None or n in names]
     if opts.dry_run:
         return [sync_repo(n, p, store, opts, now) for n, p in repos], OK
-    store.mkdir(parents=True, exist_ok=True)
+    store.mkdir(parents=True, exist_ok=True, mode=0o700)
     lock = Lock(store / LOCK_NAME, f"bundle store {store}").acquire(lock_wait)
     try:
         workers = opts.jobs or os.cpu_count() or 1

@@ -82,7 +82,9 @@ def digest(repo_path, files):
 
 def pack(repo_path, files, temp_out):
     """Write files as tar.zst to temp_out (the caller renames it into place)."""
-    with open(temp_out, "wb") as out:
+    # The pack holds secrets (.env, keys): readable by its owner only, from the first byte.
+    fd = os.open(temp_out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
         proc = subprocess.Popen(["zstd", "-q", "-c", "-T0"], stdin=subprocess.PIPE, stdout=out,
                                 stderr=subprocess.PIPE)
         try:
