@@ -190,8 +190,11 @@ def _ref_changes(before, after):
 
 
 def _load_chain(repo_dir, result):
+    """The chain if every part of its record reads back; None (start afresh) otherwise."""
     try:
-        return chain.load(repo_dir)
+        manifest = chain.load(repo_dir)
+        chain.chain_tips(manifest, repo_dir)  # every ref manifest must parse, too
+        return manifest
     except chain.ChainInvalid as exc:
         if (Path(repo_dir) / chain.MANIFEST).exists():
             result.notes.append(f"store state inconsistent ({exc}); starting a new chain")
@@ -232,7 +235,9 @@ def _orphans(repo_dir, manifest):
 
 def _verify_full(bundle_path, refs, scratch_parent):
     """Unbundle a new full bundle into scratch and check its refs and connectivity."""
-    with tempfile.TemporaryDirectory(prefix=".verify-", dir=scratch_parent) as tmp:
+    # Named like every temp file (PID inside), so a killed run's scratch is cleaned up.
+    with tempfile.TemporaryDirectory(prefix=".tmp-verify-", suffix=f".{os.getpid()}",
+                                     dir=scratch_parent) as tmp:
         git(tmp, "init", "-q", "--bare")
         git(tmp, "bundle", "unbundle", str(bundle_path))
         _set_refs(tmp, {"refs": refs, "symrefs": {}, "head": None})
@@ -478,7 +483,7 @@ def sync(root, store, opts, names=None, lock_wait=0.0, now=None, progress=None):
                 if res.status != "error" and res.action not in ("empty",):
                     try:
                         _prune_retired(store / res.name, opts, res)
-                    except (chain.ChainInvalid, OSError) as exc:
+                    except (StrongroomError, OSError) as exc:
                         res.notes.append(f"retired chains not pruned: {exc}")
                 results.append(res)
                 if progress:
@@ -650,7 +655,7 @@ def verify_repo(store, name, opts):
                 raise StrongroomError(f"git fsck --full --strict failed: {proc.stderr.strip()}")
             res.refs = len(refs["refs"])
         res.message = f"{res.checked_files} files hashed, chain restores, fsck clean"
-    except (StrongroomError, chain.ChainInvalid, OSError) as exc:
+    except (StrongroomError, OSError) as exc:
         res.status, res.message = "error", str(exc)
     res.seconds = round(time.monotonic() - started, 3)
     return res
@@ -696,10 +701,10 @@ def list_store(store):
         repo_dir = Path(store) / name
         try:
             m = chain.load(repo_dir, check_files=False)
+            refs = chain.read_refs_file(repo_dir / m["bundles"][-1]["refs_file"])
         except chain.ChainInvalid as exc:
             rows.append({"name": name, "status": "error", "message": str(exc)})
             continue
-        refs = chain.read_refs_file(repo_dir / m["bundles"][-1]["refs_file"])
         crit = (m.get("critical") or [{}])[-1]
         remote = _remote_state(repo_dir)
         rows.append({

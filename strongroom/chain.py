@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import fsutil
+from .errors import StrongroomError
 
 MANIFEST = "bundle-manifest.json"
 REMOTE_STATE = "remote-state.json"
@@ -20,7 +21,7 @@ RETIRED_DIR = ".retired"
 VERSION = 1
 
 
-class ChainInvalid(Exception):
+class ChainInvalid(StrongroomError):
     """The store's record for a repository cannot be trusted; the next sync starts afresh."""
 
 

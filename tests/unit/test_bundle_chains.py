@@ -145,6 +145,25 @@ def test_lost_store_state_falls_back_to_a_full_bundle(tmp_path):
     assert_restores_exactly(store, "r", src, tmp_path / "out")
 
 
+def test_unreadable_ref_manifest_starts_a_new_chain_and_is_reported(tmp_path):
+    root, store = tmp_path / "root", tmp_path / "store"
+    src = rich_repo(root / "r")
+    sync_json(root, store)
+    refs_file = next((store / "r").glob("full-*.refs.json"))
+    size = refs_file.stat().st_size
+    refs_file.write_text("x" * size)  # same size: only reading it can tell
+    listing = json.loads(strongroom("bundle", "list", "--store", store, "--json",
+                                    check=0).stdout)["repositories"]
+    assert listing[0]["status"] == "error" and refs_file.name in listing[0]["message"]
+    proc = strongroom("bundle", "restore", "--store", store, "r", tmp_path / "out", check=2)
+    assert f"{refs_file.name} in the store does not match its recorded SHA-256" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+    row = by_name(sync_json(root, store, check=1))["r"]
+    assert (row["action"], row["status"]) == ("full", "warning")
+    assert f"ref manifest {refs_file.name} unreadable" in row["notes"][0]
+    assert_restores_exactly(store, "r", src, tmp_path / "out")
+
+
 def test_missing_bundle_file_falls_back_to_full(tmp_path):
     root, store = tmp_path / "root", tmp_path / "store"
     src = init(root / "r")
