@@ -468,7 +468,12 @@ def sync(root, store, opts, names=None, lock_wait=0.0, now=None, progress=None):
     root, store = Path(root), Path(store)
     if not root.is_dir():
         raise StrongroomError(f"repositories root {root} does not exist or is not a directory")
-    repos = [(n, p) for n, p in find_repositories(root) if names is None or n in names]
+    found = find_repositories(root)
+    unknown = sorted(set(names or []) - {n for n, _ in found})
+    if unknown:
+        raise StrongroomError(f"no repository named {', '.join(unknown)} under {root} "
+                              "(names are paths relative to the root)")
+    repos = [(n, p) for n, p in found if names is None or n in names]
     if opts.dry_run:
         return [sync_repo(n, p, store, opts, now) for n, p in repos], OK
     store.mkdir(parents=True, exist_ok=True, mode=0o700)

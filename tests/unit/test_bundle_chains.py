@@ -287,6 +287,17 @@ def test_unknown_repository_and_missing_store_are_clear_errors(tmp_path):
     assert "repositories root" in proc.stderr and "does not exist" in proc.stderr
 
 
+def test_name_filter_and_unknown_names(tmp_path):
+    root, store = tmp_path / "root", tmp_path / "store"
+    rich_repo(root / "a")
+    rich_repo(root / "b")
+    report = sync_json(root, store, "--name", "b")
+    assert list(by_name(report)) == ["b"] and not (store / "a").exists()
+    proc = strongroom("bundle", "sync", "--root", root, "--store", store, "--name", "zz",
+                      check=2)
+    assert f"no repository named zz under {root}" in proc.stderr
+
+
 def test_empty_root_is_a_warning_that_says_where_it_looked(tmp_path):
     (tmp_path / "root").mkdir()
     proc = strongroom("bundle", "sync", "--root", tmp_path / "root", "--store",
