@@ -318,10 +318,11 @@ def _write(name, path, state, repo_dir, manifest, action, why, files, crit_diges
         manifest = chain.new_manifest(name, path, state.bare, now)
     orphans = _orphans(repo_dir, old_manifest)
     ts = chain.stamp(now)
+    taken = _used_names(repo_dir)
 
     if action in ("full", "incremental"):
         kind = "full" if action == "full" else "incremental"
-        filename = chain.unique_name(repo_dir, f"{kind}-{ts}", ".bundle")
+        filename = chain.unique_name(repo_dir, f"{kind}-{ts}", ".bundle", taken)
         if kind == "full":
             manifest["chain_id"] = filename[len("full-"): -len(".bundle")]  # unique per store
         negatives = set()
@@ -335,7 +336,7 @@ def _write(name, path, state, repo_dir, manifest, action, why, files, crit_diges
             result.written.append(filename)
             result.bytes_written += size
         stem = filename[: -len(".bundle")] if filename else chain.unique_name(
-            repo_dir, f"refs-{ts}", ".refs.json")[: -len(".refs.json")]
+            repo_dir, f"refs-{ts}", ".refs.json", taken)[: -len(".refs.json")]
         refs_file = f"{stem}.refs.json"
         refs_size, refs_sha = _write_refs(repo_dir, refs_file, name, state, now)
         result.written.append(refs_file)
@@ -359,7 +360,7 @@ def _write(name, path, state, repo_dir, manifest, action, why, files, crit_diges
         result.message = why or "; ".join(_ref_changes(result.refs_before, state.refs)[:8])
 
     if crit_needed:
-        crit_name = chain.unique_name(repo_dir, f"critical-{ts}", ".tar.zst")
+        crit_name = chain.unique_name(repo_dir, f"critical-{ts}", ".tar.zst", taken)
         rec = {"filename": None, "sha256": None, "size": 0, "files": files,
                "digest": crit_digest, "timestamp": chain.iso(now)}
         if files:
@@ -401,6 +402,17 @@ def _park_orphans(repo_dir, orphans, now, result):
     result.notes.append(f"moved {len(orphans)} unrecorded file(s) from a killed run aside")
 
 
+def _used_names(repo_dir):
+    """Every artifact name this repository has used: retired chains and remote copies."""
+    used = set()
+    retired = Path(repo_dir) / chain.RETIRED_DIR
+    if retired.is_dir():
+        used.update(p.name for p in retired.glob("*/*"))
+    for remote in _remote_state(repo_dir).values():
+        used.update(remote.get("verified", {}))
+    return used
+
+
 def _remote_state(repo_dir):
     try:
         return json.loads((Path(repo_dir) / chain.REMOTE_STATE).read_text(encoding="utf-8"))
@@ -417,9 +429,9 @@ def _upload(name, repo_dir, opts, result):
     rclone = Rclone(opts.rclone_config)
     remote_dir = join(opts.remote, name)
     state = _remote_state(repo_dir)
-    done = set(state.get(opts.remote, {}).get("verified", []))
+    done = dict(state.get(opts.remote, {}).get("verified", {}))  # name -> proven SHA-256
     expected = chain.expected_hashes(manifest)
-    todo = {n: h for n, h in expected.items() if n not in done}
+    todo = {n: h for n, h in expected.items() if done.get(n) != h}
     manifest_sha = fsutil.sha256_file(repo_dir / chain.MANIFEST)
     if not todo and state.get(opts.remote, {}).get("manifest") == manifest_sha:
         result.remote = "verified"
@@ -435,7 +447,7 @@ def _upload(name, repo_dir, opts, result):
         result.status = "error"
         result.message = f"off-site copy failed; local store kept: {exc}"
         return
-    state[opts.remote] = {"verified": sorted(done | set(todo)), "manifest": manifest_sha,
+    state[opts.remote] = {"verified": {**done, **todo}, "manifest": manifest_sha,
                           "when": chain.iso(chain.utcnow())}
     fsutil.atomic_write_json(repo_dir / chain.REMOTE_STATE, state)
     result.remote = "verified"
@@ -450,8 +462,8 @@ def _prune_retired(repo_dir, opts, result):
     if len(retired) <= opts.keep_retired:
         return
     if opts.remote:
-        verified = set(_remote_state(repo_dir).get(opts.remote, {}).get("verified", []))
-        if not set(chain.expected_hashes(manifest)) <= verified:
+        verified = _remote_state(repo_dir).get(opts.remote, {}).get("verified", {})
+        if any(verified.get(n) != h for n, h in chain.expected_hashes(manifest).items()):
             return  # the current chain is not yet proven off-site: keep the old ones
     keep = retired[-opts.keep_retired:] if opts.keep_retired else []
     for rec in retired[: len(retired) - len(keep)]:

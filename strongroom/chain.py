@@ -132,10 +132,14 @@ def read_refs_file(path):
     return data
 
 
-def unique_name(repo_dir, stem, suffix):
-    """`stem` + suffix, made unique if two runs fall in the same second."""
+def unique_name(repo_dir, stem, suffix, taken=()):
+    """`stem` + suffix, made unique if two runs fall in the same second.
+
+    `taken` holds names used before (retired chains, files a remote already has): a name
+    is never given to different content, or a remote would keep the old bytes under it.
+    """
     name, n = f"{stem}{suffix}", 1
-    while (Path(repo_dir) / name).exists():
+    while (Path(repo_dir) / name).exists() or name in taken:
         n += 1
         name = f"{stem}-{n}{suffix}"
     return name

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from strongroom import chain
+from strongroom import bundles, chain
 from strongroom.fsutil import sha256_file
 from tests.helpers import (
     ENV,
@@ -314,6 +314,24 @@ def test_remote_is_never_mirrored_with_delete(tmp_path):
     assert first_full <= on_remote and len(on_remote) >= 5
     # locally, retired chains beyond keep_retired were pruned only after the remote proved
     assert len(list((store / "r" / chain.RETIRED_DIR).iterdir())) == 1
+
+
+def test_names_never_repeat_across_chains_so_the_remote_never_keeps_stale_bytes(tmp_path):
+    """Same-second runs across a consolidation must not reuse a retired file's name."""
+    root, store, remote = tmp_path / "root", tmp_path / "store", tmp_path / "remote"
+    src = init(root / "r")
+    commit(src, {"f": "0\n"})
+    opts = bundles.Options(full_every=1, remote=str(remote), critical_patterns=[])
+    frozen = chain.utcnow()
+    for i in range(5):
+        commit(src, {"f": f"{i + 1}\n"})
+        (res,), code = bundles.sync(root, store, opts, now=frozen)
+        assert code == 0 and res.remote == "verified", res
+    names = [p.name for p in (remote / "r").glob("*.bundle")]
+    assert len(names) == 5 and len(set(names)) == 5
+    proc = strongroom("bundle", "restore", "--store", tmp_path / "fresh", "--remote", remote,
+                      "r", tmp_path / "out", check=0)
+    assert "Restored r" in proc.stdout and refs(tmp_path / "out") == refs(src)
 
 
 def test_retired_chains_are_kept_while_the_remote_is_failing(tmp_path):
