@@ -193,6 +193,37 @@ def cmd_config_check(args):
     return OK
 
 
+def cmd_schedule_explain(args):
+    from datetime import datetime
+
+    from . import schedule
+
+    spec = args.spec
+    if args.jitter:
+        spec = schedule.with_jitter(spec, args.seed, args.jitter)
+    out = schedule.explain(spec, datetime.now().replace(second=0, microsecond=0), args.count)
+    if args.spec != spec:
+        out["requested"] = args.spec
+    if args.json:
+        _emit_json(out)
+        return OK
+    print(f"schedule: {spec}" + (f"   (from '{args.spec}', jitter for {args.seed})"
+                                 if args.spec != spec else ""))
+    print(f"period:   {out['period_seconds'] // 60} min between runs at most")
+    for key in ("cron", "anacron", "systemd", "launchd"):
+        value = out[key]
+        if value is None:
+            print(f"{key}: refused: {out[key + '_refused']}")
+        elif key == "cron":
+            print(f"cron:     {value}")
+        elif key == "anacron":
+            print(f"anacron:  period {value['period']}, delay {value['delay']} min")
+        else:
+            print(f"{key}:  {json.dumps(value)}")
+    print("next:     " + "\n          ".join(out["next"]))
+    return OK
+
+
 def _common(p, store=True):
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--job", help="read options from <config-dir>/jobs/JOB.yml")
@@ -262,6 +293,20 @@ def build_parser():
     _common(c)
     c.add_argument("name", help="repository name")
     c.set_defaults(func=cmd_consolidate)
+    sc = sub.add_parser("schedule", help="schedule specs and their renderings",
+                        epilog=EPILOG)
+    scsub = sc.add_subparsers(dest="verb", required=True, metavar="VERB")
+    ex = scsub.add_parser("explain", help="every rendering of a spec and its next times",
+                          epilog="specs: 'daily HH:MM', 'weekly DAY HH:MM', 'monthly D HH:MM', "
+                                 "'every Nm', 'every Nh', or a 5-field cron expression")
+    ex.add_argument("spec", help="the schedule spec (quote it)")
+    ex.add_argument("--count", type=int, default=5, help="how many next times (default 5)")
+    ex.add_argument("--jitter", type=int, default=0, metavar="MINUTES",
+                    help="move the time later by a stable per-host offset below MINUTES")
+    ex.add_argument("--seed", default="", help="the host name the jitter is seeded by")
+    ex.add_argument("--json", action="store_true", help="machine-readable output")
+    ex.set_defaults(func=cmd_schedule_explain)
+
     cfg = sub.add_parser("config", help="check configuration files", epilog=EPILOG)
     csub = cfg.add_subparsers(dest="verb", required=True, metavar="VERB")
     chk = csub.add_parser("check", help="validate a job file against the schema")
