@@ -50,6 +50,23 @@ class Options:
     force_full: bool = False
 
 
+def options_from(mapping, config_dir=None, dry_run=False):
+    """Options from a job file's `options` (or the CLI's overlay of them)."""
+    conf = mapping.get("rclone_config")
+    if not conf and config_dir and (Path(config_dir) / "rclone.conf").is_file():
+        conf = str(Path(config_dir) / "rclone.conf")
+    return Options(
+        full_every=mapping.get("full_every", 10),
+        full_after_days=mapping.get("full_after_days", 30),
+        keep_retired=mapping.get("keep_retired", 1),
+        critical_patterns=list(mapping.get("critical_patterns", critical.DEFAULT_PATTERNS)),
+        remote=mapping.get("remote"),
+        rclone_config=conf,
+        jobs=mapping.get("jobs", 0),
+        dry_run=dry_run,
+    )
+
+
 @dataclass
 class RepoResult:
     name: str
@@ -414,10 +431,16 @@ def _used_names(repo_dir):
 
 
 def _remote_state(repo_dir):
+    """{remote: {verified: {name: sha256}, manifest, when}}; anything unreadable or of
+    another shape counts as nothing proven, so files are checked again, never trusted."""
     try:
-        return json.loads((Path(repo_dir) / chain.REMOTE_STATE).read_text(encoding="utf-8"))
+        data = json.loads((Path(repo_dir) / chain.REMOTE_STATE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
+    if not isinstance(data, dict):
+        return {}
+    return {remote: entry for remote, entry in data.items()
+            if isinstance(entry, dict) and isinstance(entry.get("verified"), dict)}
 
 
 def _upload(name, repo_dir, opts, result):

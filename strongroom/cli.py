@@ -6,10 +6,11 @@ Tables for people, --json for machines. Exit codes: 0 ok, 1 warning, 2 error,
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
-from . import __version__, bundles, config, paths
+from . import __version__, bundles, config, paths, report
 from .critical import DEFAULT_PATTERNS
 from .errors import ERROR, OK, WARNING, StrongroomError
 from .table import human_bytes, render
@@ -41,29 +42,16 @@ def _bundle_options(args):
         value = getattr(args, key, None)
         if value is not None:
             opts[key] = value
-    patterns = list(opts.pop("critical_patterns", DEFAULT_PATTERNS))
     if getattr(args, "no_default_critical", False):
-        patterns = []
-    patterns += getattr(args, "critical", None) or []
-    if not opts.get("rclone_config"):
-        default_conf = Path(args.config_dir) / "rclone.conf"
-        if default_conf.is_file():
-            opts["rclone_config"] = str(default_conf)
+        opts["critical_patterns"] = []
+    extra = getattr(args, "critical", None) or []
+    if extra:
+        opts["critical_patterns"] = list(opts.get("critical_patterns", DEFAULT_PATTERNS)) + extra
     for key in ("store",) + (("root",) if args.verb == "sync" else ()):
         if not opts.get(key):
             raise StrongroomError(f"--{key} is required (or --job NAME with '{key}' in its "
                                   "options)")
-    o = bundles.Options(
-        full_every=opts.get("full_every", 10),
-        full_after_days=opts.get("full_after_days", 30),
-        keep_retired=opts.get("keep_retired", 1),
-        critical_patterns=patterns,
-        remote=opts.get("remote"),
-        rclone_config=opts.get("rclone_config"),
-        jobs=opts.get("jobs", 0),
-        dry_run=getattr(args, "dry_run", False),
-    )
-    return o, opts
+    return bundles.options_from(opts, args.config_dir, getattr(args, "dry_run", False)), opts
 
 
 def cmd_sync(args):
@@ -76,41 +64,11 @@ def cmd_sync(args):
                     "changed": any(r.changed for r in results),
                     "repositories": [r.as_dict() for r in results]})
         return code
-    rows = []
-    for r in results:
-        note = r.message or ""
-        if r.notes:
-            note = "; ".join(filter(None, [note, *r.notes]))
-        crit = f"{r.critical_files} unencrypted" if r.critical_files else "-"
-        rows.append([r.name, r.action, r.status, human_bytes(r.bytes_written)
-                     if r.bytes_written else "-", r.chain_length or "-", crit,
-                     r.remote or ("-" if not opts.remote else ""), note])
-    if rows:
-        print(render(["REPOSITORY", "ACTION", "STATUS", "WRITTEN", "CHAIN", "CRITICAL",
-                      "OFF-SITE", "NOTE"], rows))
-    print(_summary(results, raw["root"], opts))
+    table = report.sync_table(results, opts.remote)
+    if table:
+        print(table)
+    print(report.sync_summary(results, raw["root"], opts.dry_run))
     return code
-
-
-def _summary(results, root, opts):
-    if not results:
-        return (f"No git repositories found under {root}. Put repositories there, or point "
-                "the job's root at them.")
-    counts = {}
-    for r in results:
-        counts[r.action] = counts.get(r.action, 0) + 1
-    parts = ", ".join(f"{n} {a}" for a, n in sorted(counts.items()))
-    written = sum(r.bytes_written for r in results)
-    verb = "would be" if opts.dry_run else ""
-    line = f"{len(results)} repositories: {parts}."
-    failed = [r.name for r in results if r.status == "error"]
-    if not failed and not any(r.changed for r in results) and not opts.dry_run:
-        line += " Nothing changed: every repository is as last bundled."
-    elif written:
-        line += f" {human_bytes(written)} {verb or ''}written.".replace("  ", " ")
-    if failed:
-        line += f" FAILED: {', '.join(failed)}."
-    return line
 
 
 def cmd_verify(args):
@@ -224,6 +182,43 @@ def cmd_schedule_explain(args):
     return OK
 
 
+def _job_paths(args):
+    from .jobs import Paths
+
+    return Paths(args.config_dir, args.state_dir, args.log_dir)
+
+
+def cmd_run(args):
+    from . import jobs
+
+    code, status, output = jobs.run(_job_paths(args), args.job_name, if_due=args.if_due,
+                                    wait=args.wait)
+    if args.json:
+        _emit_json({"exit_code": code, "status": status, "output": output})
+    elif output:
+        print(output)
+    return code
+
+
+def cmd_jobs_list(args):
+    from . import jobs
+
+    rows = jobs.list_jobs(_job_paths(args))
+    if args.json:
+        _emit_json({"config_dir": args.config_dir, "jobs": rows})
+    elif not rows:
+        print(f"No jobs in {Path(args.config_dir) / 'jobs'}.")
+    else:
+        print(render(["JOB", "TYPE", "SCHEDULE", "LAST RESULT", "LAST RUN", "LAST SUCCESS",
+                      "NEXT DUE"],
+                     [[r["job"], r.get("type", "-"), r.get("schedule", "-"),
+                       r.get("last_result", "INVALID"), r.get("last_run") or "-",
+                       r.get("last_success") or "-",
+                       ("due now" if r.get("due") else (r.get("next_due") or "-"))
+                       if r["valid"] else r["error"]] for r in rows]))
+    return ERROR if any(not r["valid"] for r in rows) else OK
+
+
 def _common(p, store=True):
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--job", help="read options from <config-dir>/jobs/JOB.yml")
@@ -244,7 +239,12 @@ def build_parser():
                         help="configuration directory (env STRONGROOM_CONFIG_DIR; default "
                              "/etc/strongroom as root, ~/.config/strongroom otherwise)")
     parser.add_argument("--state-dir", default=None,
-                        help="state directory (env STRONGROOM_STATE_DIR)")
+                        help="state directory (env STRONGROOM_STATE_DIR; default "
+                             "/var/lib/strongroom as root, ~/.local/state/strongroom "
+                             "otherwise)")
+    parser.add_argument("--log-dir", default=None,
+                        help="job logs (env STRONGROOM_LOG_DIR; default <state-dir>/log when "
+                             "the state dir is given, else /var/log/strongroom as root)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     b = sub.add_parser("bundle", help="git bundle chains: sync, verify, restore, list",
@@ -293,6 +293,23 @@ def build_parser():
     _common(c)
     c.add_argument("name", help="repository name")
     c.set_defaults(func=cmd_consolidate)
+    run = sub.add_parser("run", help="run a configured job (what the schedulers call)",
+                         epilog=EPILOG)
+    run.add_argument("job_name", metavar="JOB", help="job name: <config-dir>/jobs/JOB.yml")
+    run.add_argument("--if-due", action="store_true",
+                     help="run only when there was no successful run since the last "
+                          "scheduled time")
+    run.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                     help="wait this long for a running copy instead of exiting 11")
+    run.add_argument("--json", action="store_true", help="machine-readable output")
+    run.set_defaults(func=cmd_run)
+
+    jb = sub.add_parser("jobs", help="configured jobs", epilog=EPILOG)
+    jbsub = jb.add_subparsers(dest="verb", required=True, metavar="VERB")
+    jl = jbsub.add_parser("list", help="each job, its schedule, last result and next due")
+    jl.add_argument("--json", action="store_true", help="machine-readable output")
+    jl.set_defaults(func=cmd_jobs_list)
+
     sc = sub.add_parser("schedule", help="schedule specs and their renderings",
                         epilog=EPILOG)
     scsub = sc.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -319,8 +336,10 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    chosen_state = args.state_dir or os.environ.get("STRONGROOM_STATE_DIR")
     args.config_dir = args.config_dir or str(paths.config_dir())
     args.state_dir = args.state_dir or str(paths.state_dir())
+    args.log_dir = args.log_dir or str(paths.log_dir(chosen_state))
     try:
         return args.func(args)
     except StrongroomError as exc:

@@ -39,18 +39,57 @@ def _abs_path(v):
     return _str(v) and Path(v).expanduser().is_absolute()
 
 
+def _schedule(v):
+    from . import schedule
+
+    if not _str(v):
+        return False
+    try:
+        schedule.parse(v)
+    except ConfigError as exc:
+        _schedule.expected = f"a schedule spec ({exc})"
+        return False
+    return True
+
+
+def _one_of(*choices):
+    def check(v):
+        return v in choices
+
+    check.expected = "one of: " + ", ".join(choices)
+    return check
+
+
+def _list_of(*choices):
+    def check(v):
+        return isinstance(v, list) and all(x in choices for x in v)
+
+    check.expected = "a list of: " + ", ".join(choices)
+    return check
+
+
 _str.expected = "a non-empty string"
 _str_list.expected = "a list of non-empty strings"
 _abs_path.expected = "an absolute path"
+_schedule.expected = "a schedule spec"
+
+SEVERITIES = ("info", "success", "warning", "error")
+EVENTS = ("job_failed", "job_recovered", "job_succeeded", "rollback_done", "backup_stale",
+          "drill_passed", "drill_failed")
 
 # key: (required, check)
 JOB_SCHEMA = {
     "name": (True, _str),
     "type": (True, None),
-    "schedule": (False, _str),
+    "schedule": (False, _schedule),
     "options": (True, None),
     "description": (False, _str),
+    "notify": (False, None),  # checked below: {min_severity, events}
+    "log": (False, None),  # checked below: {max_bytes, keep}
 }
+NOTIFY_SCHEMA = {"min_severity": (False, _one_of(*SEVERITIES)),
+                 "events": (False, _list_of(*EVENTS))}
+LOG_SCHEMA = {"max_bytes": (False, _int_min(1024)), "keep": (False, _int_min(1))}
 OPTION_SCHEMAS = {
     "bundle_sync": {
         "root": (True, _abs_path),
@@ -95,6 +134,10 @@ def validate_job(data, where):
         raise ConfigError(f"{where}: key 'type' has value {_describe(data['type'])}; "
                           f"expected one of: {', '.join(JOB_TYPES)}")
     _check_mapping(where, data["options"], OPTION_SCHEMAS[data["type"]], "options.")
+    if "notify" in data:
+        _check_mapping(where, data["notify"], NOTIFY_SCHEMA, "notify.")
+    if "log" in data:
+        _check_mapping(where, data["log"], LOG_SCHEMA, "log.")
     return data
 
 

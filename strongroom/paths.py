@@ -26,3 +26,14 @@ def state_dir():
     if is_system():
         return Path("/var/lib/strongroom")
     return Path(os.environ.get("XDG_STATE_HOME") or _home() / ".local/state") / "strongroom"
+
+
+def log_dir(state=None):
+    """STRONGROOM_LOG_DIR; beside a state dir that was chosen explicitly; else the default."""
+    if env := os.environ.get("STRONGROOM_LOG_DIR"):
+        return Path(env)
+    if state is not None:
+        return Path(state) / "log"
+    if is_system():
+        return Path("/var/log/strongroom")
+    return state_dir() / "log"

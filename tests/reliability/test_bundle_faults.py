@@ -334,6 +334,20 @@ def test_names_never_repeat_across_chains_so_the_remote_never_keeps_stale_bytes(
     assert "Restored r" in proc.stdout and refs(tmp_path / "out") == refs(src)
 
 
+@pytest.mark.parametrize("junk", ['{"%s": {"verified": ["a-name-list"]}}', "[1, 2]", "{oops"])
+def test_unreadable_remote_state_means_check_again_not_trust(tmp_path, junk):
+    root, store, remote = tmp_path / "root", tmp_path / "store", tmp_path / "remote"
+    src = rich_repo(root / "r")
+    sync_json(root, store, "--remote", remote)
+    (store / "r" / chain.REMOTE_STATE).write_text(junk.replace("%s", str(remote)))
+    next((remote / "r").glob("full-*.bundle")).unlink()  # the remote lost a file meanwhile
+    row = by_name(sync_json(root, store, "--remote", remote))["r"]
+    assert row["remote"] == "verified" and row["status"] == "ok"
+    strongroom("bundle", "restore", "--store", tmp_path / "fresh", "--remote", remote, "r",
+               tmp_path / "out", check=0)
+    assert refs(tmp_path / "out") == refs(src)
+
+
 def test_retired_chains_are_kept_while_the_remote_is_failing(tmp_path):
     root, store = tmp_path / "root", tmp_path / "store"
     src = init(root / "r")

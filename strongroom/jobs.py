@@ -1,0 +1,259 @@
+"""The job runner: lock -> run -> status -> log, for the schedulers and for people.
+
+`strongroom run JOB` takes the job's lock (PID inside; a dead owner's lock is taken
+over), runs the job, writes <state>/status/JOB.json atomically and appends to
+<log>/JOB.log, which rotates by size. `--if-due` runs only when there has been no
+successful run since the most recent scheduled time, so cron and anacron together never
+run a job twice in a period, and a failed run leaves the job due.
+"""
+
+import io
+import json
+import os
+import signal
+import socket
+import time
+import traceback
+from contextlib import redirect_stdout
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from . import bundles, config, fsutil, report, schedule
+from .errors import ERROR, INCOMPLETE, LOCKED, OK, WARNING, LockedError, StrongroomError
+from .lock import Lock
+
+RESULTS = {OK: "ok", WARNING: "warning", ERROR: "error", INCOMPLETE: "incomplete",
+           LOCKED: "locked"}
+LOG_MAX_BYTES = 50 * 1024 * 1024
+LOG_KEEP = 3
+
+
+class Terminated(Exception):
+    def __init__(self, signum):
+        super().__init__(f"terminated by signal {signum}")
+        self.signum = signum
+
+
+def iso(dt):
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(text):
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def local_naive(dt):
+    """Schedules speak the host's local wall-clock time, as cron, systemd and launchd do."""
+    return dt.astimezone().replace(tzinfo=None)
+
+
+class Paths:
+    def __init__(self, config_dir, state_dir, log_dir):
+        self.config_dir, self.state_dir, self.log_dir = (Path(config_dir), Path(state_dir),
+                                                         Path(log_dir))
+
+    def status(self, job):
+        return self.state_dir / "status" / f"{job}.json"
+
+    def lock(self, job):
+        return self.state_dir / "locks" / f"{job}.lock"
+
+    def log(self, job):
+        return self.log_dir / f"{job}.log"
+
+
+def read_status(paths, job):
+    try:
+        return json.loads(paths.status(job).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def job_names(config_dir):
+    jobs = Path(config_dir) / "jobs"
+    return sorted(p.stem for p in jobs.glob("*.yml")) if jobs.is_dir() else []
+
+
+# --- when a job is due ----------------------------------------------------------------------
+
+
+def due(job, status, now):
+    """(is_due, reason, next_due) from the last *successful* run's start."""
+    spec = job.get("schedule")
+    last = status.get("last_success_started")
+    if not spec:
+        return True, "no schedule: runs whenever asked", None
+    sched = schedule.parse(spec)
+    if not last:
+        return True, "never succeeded", now
+    last_dt = parse_iso(last)
+    if sched.is_interval:
+        # a run started by the scheduler a few seconds late must not skip the next slot
+        slack = timedelta(seconds=min(60, sched.interval / 10))
+        next_due = last_dt + timedelta(seconds=sched.interval) - slack
+        return now >= next_due, f"last success {last}", next_due
+    nxt = sched.next_times(local_naive(last_dt), 1)
+    next_due = nxt[0].astimezone(UTC) if nxt else None
+    prev = sched.previous_time(local_naive(now))
+    is_due = prev is not None and local_naive(last_dt) < prev
+    return is_due, f"last success {last}", next_due
+
+
+# --- running ----------------------------------------------------------------------------
+
+
+def rotate_log(path, max_bytes, keep):
+    """path -> path.1 -> ... -> path.<keep>; what was path.<keep> is dropped."""
+    try:
+        if path.stat().st_size < max_bytes:
+            return
+    except FileNotFoundError:
+        return
+    generation = [path] + [path.with_name(f"{path.name}.{i}") for i in range(1, keep + 1)]
+    for i in range(keep - 1, -1, -1):
+        if generation[i].exists():
+            os.replace(generation[i], generation[i + 1])
+
+
+def _log(paths, job, lines, max_bytes, keep):
+    path = paths.log(job)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rotate_log(path, max_bytes, keep)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    with open(path, "a", encoding="utf-8") as fh:
+        for line in lines:
+            fh.write(f"{stamp} {line}\n")
+
+
+def run_bundle_sync(job, paths):
+    opts = bundles.options_from(job["options"], paths.config_dir)
+    results, code = bundles.sync(job["options"]["root"], job["options"]["store"], opts)
+    counts = {"repositories": len(results)}
+    for r in results:
+        counts[r.action] = counts.get(r.action, 0) + 1
+    text = report.sync_table(results, opts.remote)
+    summary = report.sync_summary(results, job["options"]["root"])
+    return {
+        "exit_code": code,
+        "message": summary,
+        "bytes": sum(r.bytes_written for r in results),
+        "counts": counts,
+        "changed": any(r.changed for r in results),
+        "output": (text + "\n" if text else "") + summary,
+    }
+
+
+HANDLERS = {"bundle_sync": run_bundle_sync}
+
+
+def _on_signal(signum, _frame):
+    raise Terminated(signum)
+
+
+def run(paths, name, if_due=False, wait=0.0, now=None):
+    """Run one job. Returns (exit_code, status dict, human output)."""
+    job = config.load_job(paths.config_dir, name)
+    prev = read_status(paths, name)
+    now = now or datetime.now(UTC)
+    if if_due:
+        is_due, why, next_due = due(job, prev, now)
+        if not is_due:
+            when = iso(next_due) if next_due else "unknown"
+            return OK, prev, f"{name}: not due ({why}; next due {when})"
+    for d in (paths.status(name).parent, paths.lock(name).parent):
+        d.mkdir(parents=True, exist_ok=True)
+    log_cfg = job.get("log") or {}
+    max_bytes = log_cfg.get("max_bytes", LOG_MAX_BYTES)
+    keep = log_cfg.get("keep", LOG_KEEP)
+    try:
+        lock = Lock(paths.lock(name), f"job {name}").acquire(wait)
+    except LockedError as exc:
+        _log(paths, name, [f"not started: {exc}"], max_bytes, keep)
+        raise
+    old_handlers = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
+    started = datetime.now(UTC)
+    t0 = time.monotonic()
+    running = {**prev, "running": True, "pid": os.getpid(), "current_started": iso(started)}
+    fsutil.atomic_write_json(paths.status(name), running)
+    log_lines = [f"run started (pid {os.getpid()})"]
+    if lock.previous_owner:
+        log_lines.append(f"took over the lock of PID {lock.previous_owner}, which is gone")
+    try:
+        buf = io.StringIO()
+        with redirect_stdout(buf):
+            outcome = HANDLERS[job["type"]](job, paths)
+    except Terminated as exc:
+        outcome = {"exit_code": 128 + exc.signum, "message": str(exc), "output": str(exc)}
+    except StrongroomError as exc:
+        outcome = {"exit_code": exc.exit_code, "message": str(exc), "output": str(exc)}
+    except Exception as exc:  # a bug must still leave a status and a log saying so
+        log_lines += traceback.format_exc().splitlines()
+        outcome = {"exit_code": ERROR, "message": f"internal error: {exc!r}",
+                   "output": f"internal error: {exc!r}"}
+    finally:
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+    code = outcome["exit_code"]
+    finished = datetime.now(UTC)
+    status = {
+        "job": name,
+        "type": job["type"],
+        "host": socket.gethostname(),
+        "schedule": job.get("schedule"),
+        "running": False,
+        "started": iso(started),
+        "finished": iso(finished),
+        "duration_seconds": round(time.monotonic() - t0, 3),
+        "result": RESULTS.get(code, "error"),
+        "exit_code": code,
+        "bytes": outcome.get("bytes", 0),
+        "counts": outcome.get("counts", {}),
+        "changed": outcome.get("changed", False),
+        "message": outcome["message"],
+        "last_success": prev.get("last_success"),
+        "last_success_started": prev.get("last_success_started"),
+        "consecutive_failures": 0,
+    }
+    if code in (OK, WARNING):
+        status["last_success"] = iso(finished)
+        status["last_success_started"] = iso(started)
+    else:
+        status["consecutive_failures"] = prev.get("consecutive_failures", 0) + 1
+    _, _, next_due = due(job, status, finished)
+    status["next_due"] = iso(next_due) if next_due else None
+    fsutil.atomic_write_json(paths.status(name), status)
+    output = outcome.get("output", "")
+    log_lines += output.splitlines()
+    log_lines.append(f"run finished: result={status['result']} exit={code} "
+                     f"duration={status['duration_seconds']}s bytes={status['bytes']}")
+    _log(paths, name, log_lines, max_bytes, keep)
+    lock.release()
+    return code, status, output
+
+
+def list_jobs(paths, now=None):
+    now = now or datetime.now(UTC)
+    rows = []
+    for name in job_names(paths.config_dir):
+        row = {"job": name}
+        try:
+            job = config.load_job(paths.config_dir, name)
+        except StrongroomError as exc:
+            rows.append({**row, "valid": False, "error": str(exc)})
+            continue
+        st = read_status(paths, name)
+        is_due, why, next_due = due(job, st, now)
+        running = bool(st.get("running")) and fsutil.pid_alive(st.get("pid") or 0)
+        rows.append({
+            **row,
+            "valid": True,
+            "type": job["type"],
+            "schedule": job.get("schedule") or "manual",
+            "last_result": ("running" if running else
+                            ("killed?" if st.get("running") else st.get("result", "never run"))),
+            "last_run": st.get("finished"),
+            "last_success": st.get("last_success"),
+            "next_due": iso(next_due) if next_due else None,
+            "due": is_due,
+        })
+    return rows
