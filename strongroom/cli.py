@@ -141,7 +141,8 @@ def cmd_config_check(args):
 
     path = Path(args.file)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = sys.stdin.read() if args.file == "-" else path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
     except OSError as exc:
         raise StrongroomError(f"cannot read {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
@@ -327,7 +328,7 @@ def build_parser():
     cfg = sub.add_parser("config", help="check configuration files", epilog=EPILOG)
     csub = cfg.add_subparsers(dest="verb", required=True, metavar="VERB")
     chk = csub.add_parser("check", help="validate a job file against the schema")
-    chk.add_argument("file", help="job file (YAML)")
+    chk.add_argument("file", help="job file (YAML), or - for standard input")
     chk.add_argument("--name-as", help="name to use for the file in messages")
     chk.set_defaults(func=cmd_config_check)
     return parser

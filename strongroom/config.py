@@ -4,6 +4,7 @@ An error names the file, the key, the value and what was expected; unknown keys 
 refused (a typo must not silently turn a setting off).
 """
 
+import re
 from pathlib import Path
 
 from .errors import ConfigError
@@ -29,6 +30,14 @@ def _num_min(lo):
 
     check.expected = f"a number >= {lo}"
     return check
+
+
+def _job_name(v):
+    return isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", v) is not None
+
+
+_job_name.expected = ("a name of letters, digits, '.', '_' or '-' (it names files, units and "
+                      "cron entries)")
 
 
 def _str_list(v):
@@ -79,7 +88,7 @@ EVENTS = ("job_failed", "job_recovered", "job_succeeded", "rollback_done", "back
 
 # key: (required, check)
 JOB_SCHEMA = {
-    "name": (True, _str),
+    "name": (True, _job_name),
     "type": (True, None),
     "schedule": (False, _schedule),
     "options": (True, None),
