@@ -186,3 +186,24 @@ def test_status_times_are_utc_iso(bed):
     st = status(state)
     started = datetime.strptime(st["started"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     assert abs(datetime.now(UTC) - started) < timedelta(minutes=5)
+
+
+def test_two_runs_started_together_one_runs_the_other_exits_11(bed):
+    tmp, root, conf, state = bed
+    big = init(root / "big")
+    for i in range(3):
+        commit(big, {f"b{i}": os.urandom(8 * 1024 * 1024)})
+    write_job(conf, root=root, store=tmp / "store")
+    argv = [str(VENV_BIN / "strongroom"), "--config-dir", str(conf), "--state-dir", str(state),
+            "run", "bundles"]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+             for _ in range(2)]
+    outs = [p.communicate() + (p.returncode,) for p in procs]
+    codes = sorted(rc for _, _, rc in outs)
+    assert codes == [0, 11], outs
+    loser = next(err.decode() for _, err, rc in outs if rc == 11)
+    assert "job bundles is locked by PID" in loser
+    st = status(state)
+    assert st["result"] == "ok" and st["counts"]["full"] == 2
+    log = (state / "log" / "bundles.log").read_text()
+    assert log.count("run started") == 1 and "not started: job bundles is locked" in log
