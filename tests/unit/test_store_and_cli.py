@@ -90,7 +90,8 @@ BASE = {"name": "j", "type": "bundle_sync", "options": {"root": "/srv", "store":
 
 
 @pytest.mark.parametrize(("patch", "message"), [
-    ({"name": None}, "key 'name' has value None; expected a non-empty string"),
+    ({"name": None}, "key 'name' has value None; expected a name of letters, digits"),
+    ({"name": "../etc"}, "key 'name' has value '../etc'; expected a name of letters"),
     ({"type": "snapshot!"}, "key 'type' has value 'snapshot!'; expected one of: bundle_sync"),
     ({"options": None}, "options must be a mapping, got None"),
     ({"options": ["root"]}, "options must be a mapping, got ['root']"),
