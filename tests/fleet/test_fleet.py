@@ -116,7 +116,8 @@ def test_every_host_is_provisioned_as_its_scheduler_says(bed):
         spec = schedule.with_jitter("daily 02:30", name, 30)
         crontab = h.run("crontab -l").stdout
         if scheduler == "cron":
-            assert "#Ansible: strongroom job bundles\n* * * * * " in crontab
+            prefix = f"#Ansible: strongroom[{home}/.config/strongroom]"
+            assert f"{prefix} job bundles\n* * * * * " in crontab
             assert "run bundles --if-due" in crontab
             assert "@hourly /usr/sbin/anacron -s -t" in crontab
             tab = h.file(f"{home}/.config/strongroom/anacrontab").content_string
@@ -244,7 +245,7 @@ def test_switching_scheduler_removes_the_old_entries(bed):
     laptop, server = bed.home("laptop"), bed.home("server")
     assert not (laptop / "Library/LaunchAgents/org.strongroom.bundles.plist").exists()
     assert not (server / ".config/systemd/user/strongroom-bundles.timer").exists()
-    assert "strongroom job bundles" in as_user("sr-server", ["crontab", "-l"]).stdout
+    assert "] job bundles\n" in as_user("sr-server", ["crontab", "-l"]).stdout
     ok(bed.playbook("site.yml"), "site.yml (back to each host's own)")
     assert (laptop / "Library/LaunchAgents/org.strongroom.bundles.plist").exists()
     assert (server / ".config/systemd/user/strongroom-bundles.timer").exists()

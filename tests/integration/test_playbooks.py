@@ -14,7 +14,7 @@ from tests.helpers import ENV, ROOT, VENV_BIN, commit, refs, rich_repo
 pytestmark = pytest.mark.slow
 
 
-def play(tmp_path, playbook, extravars, check=False):
+def play(tmp_path, playbook, extravars, check=False, expect_rc=0):
     private = tmp_path / "runner"
     private.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in ENV.items() if k.startswith(("PATH", "HOME", "LC_", "GIT_"))}
@@ -34,7 +34,10 @@ def play(tmp_path, playbook, extravars, check=False):
     )
     stats = r.stats or {}
     stdout = r.stdout.read()
-    assert r.rc == 0, f"{playbook} failed (rc {r.rc}):\n{stdout[-6000:]}"
+    if expect_rc == 0:
+        assert r.rc == 0, f"{playbook} failed (rc {r.rc}):\n{stdout[-6000:]}"
+    else:
+        assert r.rc != 0, f"{playbook} should have failed:\n{stdout[-3000:]}"
     return stats, stdout, r
 
 
@@ -60,6 +63,8 @@ def bed(tmp_path_factory):
         "strongroom_install_mode": "user",
         "strongroom_home": str(home),
         "strongroom_offsite_dir": str(base / "offsite"),
+        # systemd units land under this test's home; cron would mean root's real crontab
+        "strongroom_scheduler": "systemd",
     }
     return base, home, src, extravars
 
@@ -112,3 +117,30 @@ def test_backup_now_then_restore(bed):
     # the secret file's content never reaches Ansible's output
     events = json.dumps([e.get("event_data", {}) for e in r.events])
     assert "canary-4f2a" not in stdout and "canary-4f2a" not in events
+
+
+BAD = [
+    ({"name": "bundles", "type": "bundle_sync", "schedule": "daily 25:00",
+      "options": {"root": "/srv", "store": "/srv/s"}},
+     "key 'schedule' has value 'daily 25:00'; expected a schedule spec"),
+    ({"name": "bundles", "type": "snapshot", "options": {"root": "/srv", "store": "/srv/s"}},
+     "key 'type' has value 'snapshot'; expected one of: bundle_sync"),
+    ({"name": "bundles", "type": "bundle_sync", "options": {"root": "/srv", "store": 7}},
+     "key 'options.store' has value 7; expected an absolute path"),
+    ({"name": "bundles", "type": "bundle_sync", "schedule": "every 7m",
+      "options": {"root": "/srv", "store": "/srv/s"}},
+     "cron cannot run 'every 7m'"),
+]
+
+
+@pytest.mark.parametrize(("job", "message"), BAD, ids=["schedule", "type", "store", "cron"])
+def test_bad_inventory_fails_before_any_change(tmp_path, job, message):
+    home = tmp_path / "home"
+    home.mkdir()
+    extravars = {"strongroom_install_mode": "user", "strongroom_home": str(home),
+                 "strongroom_offsite_dir": str(tmp_path / "offsite"),
+                 "strongroom_scheduler": "cron", "strongroom_jobs_list": [job]}
+    stats, stdout, _ = play(tmp_path, "site.yml", extravars, expect_rc=2)
+    assert message in stdout
+    assert changed(stats) == 0 and list(home.iterdir()) == []
+    assert not (tmp_path / "offsite").exists()
