@@ -59,6 +59,14 @@ def rich_repo(path):
     return repo
 
 
+def big_repo(path, megabytes=24):
+    """Incompressible content, so bundling takes long enough to be interrupted."""
+    repo = init(path)
+    for i in range(4):
+        commit(repo, {f"blob{i}.bin": os.urandom(megabytes * 1024 * 1024 // 4)}, f"big {i}")
+    return repo
+
+
 def refs(repo):
     return g(repo, "for-each-ref", "--format=%(objectname) %(refname)")
 

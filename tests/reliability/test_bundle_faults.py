@@ -16,6 +16,7 @@ from strongroom.fsutil import sha256_file
 from tests.helpers import (
     ENV,
     VENV_BIN,
+    big_repo,
     by_name,
     commit,
     g,
@@ -103,13 +104,6 @@ def pack_complete(path):
         return False
     # git's own pack checksum (SHA-1 here), not a security use
     return hashlib.sha1(pack[:-20], usedforsecurity=False).digest() == pack[-20:]
-
-
-def big_repo(path, megabytes=24):
-    repo = init(path)
-    for i in range(4):
-        commit(repo, {f"blob{i}.bin": os.urandom(megabytes * 1024 * 1024 // 4)}, f"big {i}")
-    return repo
 
 
 def start_sync(root, store, *extra):

@@ -11,7 +11,7 @@ import pytest
 
 from strongroom import jobs
 from strongroom.lock import Lock
-from tests.helpers import ENV, VENV_BIN, commit, init, rich_repo, strongroom
+from tests.helpers import ENV, VENV_BIN, big_repo, commit, rich_repo, strongroom
 
 
 @pytest.fixture
@@ -139,9 +139,7 @@ def test_log_rotates_by_size_and_keeps_a_few_generations(bed):
 
 def test_sigterm_leaves_an_honest_status(bed):
     tmp, root, conf, state = bed
-    big = init(root / "big")
-    for i in range(4):
-        commit(big, {f"b{i}": os.urandom(12 * 1024 * 1024)})
+    big_repo(root / "big", megabytes=48)
     write_job(conf, root=root, store=tmp / "store")
     proc = subprocess.Popen([str(VENV_BIN / "strongroom"), "--config-dir", str(conf),
                              "--state-dir", str(state), "run", "bundles"],
@@ -190,9 +188,7 @@ def test_status_times_are_utc_iso(bed):
 
 def test_two_runs_started_together_one_runs_the_other_exits_11(bed):
     tmp, root, conf, state = bed
-    big = init(root / "big")
-    for i in range(3):
-        commit(big, {f"b{i}": os.urandom(8 * 1024 * 1024)})
+    big_repo(root / "big", megabytes=24)
     write_job(conf, root=root, store=tmp / "store")
     argv = [str(VENV_BIN / "strongroom"), "--config-dir", str(conf), "--state-dir", str(state),
             "run", "bundles"]
