@@ -220,6 +220,28 @@ def cmd_jobs_list(args):
     return ERROR if any(not r["valid"] for r in rows) else OK
 
 
+def cmd_notify_test(args):
+    from . import notify
+
+    targets, results, notes = notify.test_all(args.config_dir, args.severity)
+    failed = [r["target"] for r in results if not r["delivered"]]
+    if args.json:
+        _emit_json({"targets": len(targets), "results": results, "notes": notes,
+                    "failed": failed})
+    else:
+        for note in notes:
+            print(f"warning: {note}")
+        if not targets:
+            print(f"No notification targets in {Path(args.config_dir) / 'notify.yml'}.")
+        for r in results:
+            print(f"{r['target']}: {'delivered' if r['delivered'] else 'FAILED'}")
+    if failed:
+        print(f"strongroom: error: notification failed for: {', '.join(failed)}",
+              file=sys.stderr)
+        return ERROR
+    return WARNING if not targets or notes else OK
+
+
 def _common(p, store=True):
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--job", help="read options from <config-dir>/jobs/JOB.yml")
@@ -310,6 +332,15 @@ def build_parser():
     jl = jbsub.add_parser("list", help="each job, its schedule, last result and next due")
     jl.add_argument("--json", action="store_true", help="machine-readable output")
     jl.set_defaults(func=cmd_jobs_list)
+
+    nt = sub.add_parser("notify", help="notification targets (<config-dir>/notify.yml)",
+                        epilog=EPILOG)
+    ntsub = nt.add_subparsers(dest="verb", required=True, metavar="VERB")
+    ntt = ntsub.add_parser("test", help="send a test message to every target")
+    ntt.add_argument("--severity", choices=["info", "success", "warning", "error"],
+                     default="info", help="severity of the test message (default info)")
+    ntt.add_argument("--json", action="store_true", help="machine-readable output")
+    ntt.set_defaults(func=cmd_notify_test)
 
     sc = sub.add_parser("schedule", help="schedule specs and their renderings",
                         epilog=EPILOG)

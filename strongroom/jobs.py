@@ -18,7 +18,7 @@ from contextlib import redirect_stdout
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from . import bundles, config, fsutil, report, schedule
+from . import bundles, config, fsutil, notify, report, schedule
 from .errors import ERROR, INCOMPLETE, LOCKED, OK, WARNING, LockedError, StrongroomError
 from .lock import Lock
 
@@ -221,12 +221,25 @@ def run(paths, name, if_due=False, wait=0.0, now=None):
         status["consecutive_failures"] = prev.get("consecutive_failures", 0) + 1
     _, _, next_due = due(job, status, finished)
     status["next_due"] = iso(next_due) if next_due else None
-    fsutil.atomic_write_json(paths.status(name), status)
     output = outcome.get("output", "")
     log_lines += output.splitlines()
     log_lines.append(f"run finished: result={status['result']} exit={code} "
                      f"duration={status['duration_seconds']}s bytes={status['bytes']}")
     _log(paths, name, log_lines, max_bytes, keep)
+    # After the log (a failure message quotes its tail), before the status (which records
+    # the deliveries). A failed delivery never changes the job's result.
+    sent = notify.notify_job(paths.config_dir, job, status, prev.get("result"),
+                             paths.log(name))
+    status["notifications"] = sent
+    fsutil.atomic_write_json(paths.status(name), status)
+    failed = [n for n in sent if not n["delivered"]]
+    if sent:
+        _log(paths, name, [f"notification {n['event']} to {n['target']}: "
+                           + ("delivered" if n["delivered"] else
+                              "FAILED" + (f" ({n['error']})" if n.get("error") else ""))
+                           for n in sent], max_bytes, keep)
+    if failed:
+        output += "\nNotification failed: " + ", ".join(n["target"] for n in failed)
     lock.release()
     return code, status, output
 
