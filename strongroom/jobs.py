@@ -228,8 +228,12 @@ def run(paths, name, if_due=False, wait=0.0, now=None):
     _log(paths, name, log_lines, max_bytes, keep)
     # After the log (a failure message quotes its tail), before the status (which records
     # the deliveries). A failed delivery never changes the job's result.
-    sent = notify.notify_job(paths.config_dir, job, status, prev.get("result"),
-                             paths.log(name))
+    try:
+        sent = notify.notify_job(paths.config_dir, job, status, prev.get("result"),
+                                 paths.log(name))
+    except Exception as exc:  # telling someone must never cost the job its status
+        sent = [{"target": "-", "event": "-", "delivered": False,
+                 "error": f"notification failed internally: {type(exc).__name__}"}]
     status["notifications"] = sent
     fsutil.atomic_write_json(paths.status(name), status)
     failed = [n for n in sent if not n["delivered"]]

@@ -5,6 +5,7 @@ test provisions a real engine virtualenv without touching the machine's /opt or 
 """
 
 import json
+import subprocess
 
 import ansible_runner
 import pytest
@@ -92,6 +93,10 @@ def test_site_converges_then_reports_no_change(bed):
     assert oct(conf.stat().st_mode & 0o777) == "0o600"
     stats, _, _ = play(base, "site.yml", extravars)
     assert changed(stats) == 0, stats
+    # the installed (not editable) engine carries its message templates
+    proc = subprocess.run([str(engine), "--config-dir", str(base / "none"), "notify", "test"],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 1 and "No notification targets" in proc.stdout, proc.stderr
 
 
 def test_backup_now_then_restore(bed):

@@ -200,3 +200,22 @@ def test_group_readable_notify_file_is_warned_about(bed, receiver):
     (conf / "notify.yml").chmod(0o644)
     proc = sr(conf, state, "notify", "test", check=1)
     assert "is readable by others; it holds secrets and should be 0600" in proc.stdout
+
+
+def test_a_crash_while_notifying_never_costs_the_job_its_status(bed, monkeypatch):
+    from strongroom import jobs, notify
+
+    tmp, root, conf, state = bed
+    write_job(conf, root, tmp / "store")
+
+    def boom(*args, **kwargs):
+        raise RuntimeError(f"exploded with {CANARY}")
+
+    monkeypatch.setattr(notify, "notify_job", boom)
+    code, status, _ = jobs.run(jobs.Paths(conf, state, state / "log"), "bundles")
+    assert code == 0 and status["result"] == "ok"
+    saved = json.loads((state / "status" / "bundles.json").read_text())
+    assert saved["notifications"] == [{"target": "-", "event": "-", "delivered": False,
+                                       "error": "notification failed internally: "
+                                                "RuntimeError"}]
+    assert CANARY not in (state / "log" / "bundles.log").read_text()
