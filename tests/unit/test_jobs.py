@@ -7,20 +7,9 @@ import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from strongroom import jobs
 from strongroom.lock import Lock
-from tests.helpers import ENV, VENV_BIN, big_repo, commit, rich_repo, strongroom
-
-
-@pytest.fixture
-def bed(tmp_path):
-    root = tmp_path / "root"
-    rich_repo(root / "r")
-    conf, state = tmp_path / "conf", tmp_path / "state"
-    (conf / "jobs").mkdir(parents=True)
-    return tmp_path, root, conf, state
+from tests.helpers import ENV, VENV_BIN, big_repo, commit, strongroom
 
 
 def write_job(conf, name="bundles", schedule="daily 01:00", root=None, store=None, extra=""):

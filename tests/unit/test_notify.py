@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from tests.helpers import rich_repo, strongroom
+from tests.helpers import strongroom
 
 CANARY = "canary-7f3b9d2e"  # planted in every URL; must never show up anywhere
 
@@ -54,15 +54,6 @@ def closed_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture
-def bed(tmp_path):
-    root = tmp_path / "root"
-    rich_repo(root / "r")
-    conf, state = tmp_path / "conf", tmp_path / "state"
-    (conf / "jobs").mkdir(parents=True)
-    return tmp_path, root, conf, state
 
 
 def write_job(conf, root, store, notify=""):
