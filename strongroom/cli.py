@@ -242,6 +242,34 @@ def cmd_notify_test(args):
     return WARNING if not targets or notes else OK
 
 
+def cmd_status(args):
+    from . import status
+
+    paths_ = _job_paths(args)
+    rows = status.rows(paths_, factor=args.stale_factor)
+    if args.prometheus:
+        status.write_prometheus(args.prometheus, rows)
+    sent = status.notify_stale(paths_, rows) if args.notify else []
+    stale = [r["job"] for r in rows if r["stale"]]
+    if args.json:
+        _emit_json({"jobs": rows, "stale": stale, "notifications": sent})
+    elif not rows:
+        print(f"No jobs in {Path(args.config_dir) / 'jobs'}.")
+    else:
+        print(render(["JOB", "RESULT", "WHEN", "AGE", "DURATION", "NEXT DUE", "STALE"],
+                     [[r["job"], r.get("result", "INVALID"), r.get("finished") or "-",
+                       status.human_age(r.get("age_seconds")),
+                       f"{r['duration_seconds']}s" if r.get("duration_seconds") is not None
+                       else "-", r.get("next_due") or "-",
+                       "STALE" if r["stale"] else "no"] for r in rows]))
+        for n in sent:
+            if not n["delivered"]:
+                print(f"stale alert to {n['target']}: FAILED")
+    if any(not r["valid"] for r in rows):
+        return ERROR
+    return WARNING if (args.stale and stale) else OK
+
+
 def _common(p, store=True):
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--job", help="read options from <config-dir>/jobs/JOB.yml")
@@ -332,6 +360,19 @@ def build_parser():
     jl = jbsub.add_parser("list", help="each job, its schedule, last result and next due")
     jl.add_argument("--json", action="store_true", help="machine-readable output")
     jl.set_defaults(func=cmd_jobs_list)
+
+    st = sub.add_parser("status", help="every job's last result, age, next due, staleness",
+                        epilog=EPILOG)
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.add_argument("--stale", action="store_true",
+                    help="exit 1 when any job had no success within its stale limit")
+    st.add_argument("--stale-factor", type=float, default=2.0, metavar="F",
+                    help="stale after F x the job's period without a success (default 2)")
+    st.add_argument("--notify", action="store_true",
+                    help="send the backup_stale alert for every stale job")
+    st.add_argument("--prometheus", metavar="PATH",
+                    help="also write a node_exporter textfile (written atomically)")
+    st.set_defaults(func=cmd_status)
 
     nt = sub.add_parser("notify", help="notification targets (<config-dir>/notify.yml)",
                         epilog=EPILOG)
