@@ -13,6 +13,7 @@ import pytest
 from tests.helpers import ENV, ROOT, VENV_BIN, commit, refs, rich_repo
 
 pytestmark = pytest.mark.slow
+CANARY = "canary-notify-51c0"
 
 
 def play(tmp_path, playbook, extravars, check=False, expect_rc=0):
@@ -66,6 +67,9 @@ def bed(tmp_path_factory):
         "strongroom_offsite_dir": str(base / "offsite"),
         # systemd units land under this test's home; cron would mean root's real crontab
         "strongroom_scheduler": "systemd",
+        # a closed port: rendering is tested here, delivery in tests/unit/test_notify.py
+        "strongroom_notify_targets": [{"url": f"json://127.0.0.1:9/hook?token={CANARY}",
+                                       "name": "ops", "min_severity": "error"}],
     }
     return base, home, src, extravars
 
@@ -83,8 +87,10 @@ def test_check_mode_on_a_fresh_host_changes_nothing(bed):
 
 def test_site_converges_then_reports_no_change(bed):
     base, home, _, extravars = bed
-    stats, _, _ = play(base, "site.yml", extravars)
+    stats, stdout, r = play(base, "site.yml", extravars)
     assert changed(stats) > 0
+    assert CANARY not in stdout and CANARY not in json.dumps(
+        [e.get("event_data", {}) for e in r.events])
     engine = home / ".local/share/strongroom/venv/bin/strongroom"
     assert engine.exists()
     job = home / ".config/strongroom/jobs/bundles.yml"
@@ -93,10 +99,14 @@ def test_site_converges_then_reports_no_change(bed):
     assert oct(conf.stat().st_mode & 0o777) == "0o600"
     stats, _, _ = play(base, "site.yml", extravars)
     assert changed(stats) == 0, stats
-    # the installed (not editable) engine carries its message templates
-    proc = subprocess.run([str(engine), "--config-dir", str(base / "none"), "notify", "test"],
-                          capture_output=True, text=True, check=False)
-    assert proc.returncode == 1 and "No notification targets" in proc.stdout, proc.stderr
+    notify_yml = home / ".config/strongroom/notify.yml"
+    assert oct(notify_yml.stat().st_mode & 0o777) == "0o600"
+    assert CANARY in notify_yml.read_text()
+    # the installed (not editable) engine reads it with its own templates and Apprise
+    proc = subprocess.run([str(engine), "--config-dir", str(home / ".config/strongroom"),
+                           "notify", "test"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 2 and "ops: FAILED" in proc.stdout, proc.stderr
+    assert CANARY not in proc.stdout + proc.stderr
 
 
 def test_backup_now_then_restore(bed):
