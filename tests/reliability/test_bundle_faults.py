@@ -28,6 +28,13 @@ from tests.helpers import (
 )
 
 
+def assert_remote_restores(tmp_path, remote, src):
+    """A new machine with an empty store rebuilds the repository from the remote alone."""
+    strongroom("bundle", "restore", "--store", tmp_path / "fresh", "--remote", remote, "r",
+               tmp_path / "out", check=0)
+    assert refs(tmp_path / "out") == refs(src)
+
+
 def synced(tmp_path, *extra):
     root, store = tmp_path / "root", tmp_path / "store"
     src = rich_repo(root / "r")
@@ -276,9 +283,7 @@ def test_unreachable_remote_fails_loudly_and_keeps_everything_local(tmp_path):
     good = tmp_path / "remote"
     row = by_name(sync_json(root, store, "--remote", good))["r"]
     assert row["remote"] == "verified" and row["action"] == "unchanged"
-    strongroom("bundle", "restore", "--store", tmp_path / "fresh", "--remote", good, "r",
-               tmp_path / "out", check=0)
-    assert refs(tmp_path / "out") == refs(src)
+    assert_remote_restores(tmp_path, good, src)
 
 
 def test_a_remote_holding_other_content_under_our_name_is_an_error(tmp_path):
@@ -337,9 +342,7 @@ def test_unreadable_remote_state_means_check_again_not_trust(tmp_path, junk):
     next((remote / "r").glob("full-*.bundle")).unlink()  # the remote lost a file meanwhile
     row = by_name(sync_json(root, store, "--remote", remote))["r"]
     assert row["remote"] == "verified" and row["status"] == "ok"
-    strongroom("bundle", "restore", "--store", tmp_path / "fresh", "--remote", remote, "r",
-               tmp_path / "out", check=0)
-    assert refs(tmp_path / "out") == refs(src)
+    assert_remote_restores(tmp_path, remote, src)
 
 
 def test_retired_chains_are_kept_while_the_remote_is_failing(tmp_path):
@@ -353,3 +356,31 @@ def test_retired_chains_are_kept_while_the_remote_is_failing(tmp_path):
         sync_json(root, store, "--remote", bad / "sub", "--full-every", "1", check=2)
     assert len(list((store / "r" / chain.RETIRED_DIR).iterdir())) >= 3
     assert Path(store / "r" / chain.MANIFEST).exists()
+
+
+def test_restore_without_a_missing_file_or_a_reachable_remote_is_refused(tmp_path):
+    root, store, src = synced(tmp_path)
+    bundle = next((store / "r").glob("incremental-*.bundle"))
+    kept = bundle.read_bytes()
+    bundle.unlink()
+    proc = strongroom("bundle", "restore", "--store", store, "r", tmp_path / "out", check=2)
+    assert f"r: {bundle.name} is missing from the store and no --remote was given" in \
+        proc.stderr
+    assert not (tmp_path / "out").exists()
+    proc = strongroom("bundle", "restore", "--store", store, "--remote",
+                      tmp_path / "no-such-remote", "r", tmp_path / "out", check=2)
+    assert "rclone copyto failed" in proc.stderr and not (tmp_path / "out").exists()
+    assert not list(tmp_path.glob(".tmp-out*"))
+    bundle.write_bytes(kept)  # the local store is otherwise untouched and still restores
+    strongroom("bundle", "restore", "--store", store, "r", tmp_path / "out", check=0)
+    assert refs(tmp_path / "out") == refs(src)
+
+
+def test_verify_of_an_unknown_name_is_an_error_and_others_still_checked(tmp_path):
+    root, store, src = synced(tmp_path)
+    proc = strongroom("bundle", "verify", "--store", store, "r", "ghost", "--json", check=3)
+    rows = {r["name"]: r for r in json.loads(proc.stdout)["repositories"]}
+    assert rows["r"]["status"] == "ok"
+    assert rows["ghost"]["message"] == f"no chain for ghost in {store}"
+    proc = strongroom("bundle", "verify", "--store", tmp_path / "nostore", check=2)
+    assert f"bundle store {tmp_path / 'nostore'} does not exist" in proc.stderr
