@@ -177,7 +177,7 @@ def _head_commit(state):
 # --- sync ----------------------------------------------------------------------------------
 
 
-def _plan(manifest, state, opts, now, repo_dir):
+def _plan(manifest, last, state, opts, now):
     """Decide full / incremental / unchanged, and why, without writing anything."""
     if manifest is None:
         return "full", "first bundle"
@@ -187,7 +187,6 @@ def _plan(manifest, state, opts, now, repo_dir):
         return "full", f"{manifest['incremental_count']} incrementals since the full bundle"
     if chain.age_days(manifest, now) >= opts.full_after_days:
         return "full", f"full bundle older than {opts.full_after_days:g} days"
-    last = chain.read_refs_file(Path(repo_dir) / chain.last_refs_entry(manifest)["refs_file"])
     if (last["refs"], last.get("symrefs", {}), last.get("head")) == (
             state.refs, state.symrefs, state.head):
         return "unchanged", ""
@@ -207,16 +206,20 @@ def _ref_changes(before, after):
 
 
 def _load_chain(repo_dir, result):
-    """The chain if every part of its record reads back; None (start afresh) otherwise."""
+    """(manifest, last ref manifest) if the record reads back; (None, None) otherwise."""
     try:
         manifest = chain.load(repo_dir)
-        chain.chain_tips(manifest, repo_dir)  # every ref manifest must parse, too
-        return manifest
+        last = chain.read_refs_file(Path(repo_dir) / chain.last_refs_entry(manifest)["refs_file"])
+        return manifest, last
     except chain.ChainInvalid as exc:
-        if (Path(repo_dir) / chain.MANIFEST).exists():
-            result.notes.append(f"store state inconsistent ({exc}); starting a new chain")
-            result.status = "warning"
-        return None
+        _inconsistent(repo_dir, result, exc)
+        return None, None
+
+
+def _inconsistent(repo_dir, result, exc):
+    if (Path(repo_dir) / chain.MANIFEST).exists():
+        result.notes.append(f"store state inconsistent ({exc}); starting a new chain")
+        result.status = "warning"
 
 
 def _retire(repo_dir, manifest, label, now):
@@ -283,18 +286,23 @@ def _sync_repo(name, path, store, opts, now, result):
         result.action, result.message = "empty", "no commits yet: nothing to bundle"
         return
     repo_dir = store / name
-    manifest = None
+    manifest = last = None
     if repo_dir.is_dir():
-        manifest = _load_chain(repo_dir, result)
+        manifest, last = _load_chain(repo_dir, result)
     if manifest is not None:
-        last = chain.read_refs_file(repo_dir / chain.last_refs_entry(manifest)["refs_file"])
         result.refs_before = last["refs"]
-    action, why = _plan(manifest, state, opts, now, repo_dir)
+    action, why = _plan(manifest, last, state, opts, now)
     if action == "incremental":
-        tips = chain.chain_tips(manifest, repo_dir)
-        present = existing_objects(path, tips)
-        if not present:
-            action, why = "full", "none of the recorded tips exist in the repository any more"
+        try:
+            tips = chain.chain_tips(manifest, repo_dir)
+        except chain.ChainInvalid as exc:  # an older ref manifest is damaged
+            _inconsistent(repo_dir, result, exc)
+            manifest, action, why = None, "full", "first bundle"
+            result.refs_before = {}
+        else:
+            if not existing_objects(path, tips):
+                action, why = "full", ("none of the recorded tips exist in the repository "
+                                       "any more")
 
     files = critical.select(path, opts.critical_patterns) if not state.bare else []
     crit_digest = critical.digest(path, files) if files else ""

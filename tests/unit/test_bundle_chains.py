@@ -164,6 +164,23 @@ def test_unreadable_ref_manifest_starts_a_new_chain_and_is_reported(tmp_path):
     assert_restores_exactly(store, "r", src, tmp_path / "out")
 
 
+def test_a_damaged_older_ref_manifest_starts_a_new_chain_on_the_next_change(tmp_path):
+    root, store = tmp_path / "root", tmp_path / "store"
+    src = rich_repo(root / "r")
+    sync_json(root, store)
+    commit(src, {"x": "1\n"})
+    sync_json(root, store)
+    older = next((store / "r").glob("full-*.refs.json"))
+    older.write_text("y" * older.stat().st_size)
+    assert by_name(sync_json(root, store))["r"]["action"] == "unchanged"
+    commit(src, {"x": "2\n"})
+    row = by_name(sync_json(root, store, check=1))["r"]
+    assert (row["action"], row["status"]) == ("full", "warning")
+    assert f"ref manifest {older.name} unreadable" in row["notes"][0]
+    assert (store / "r" / ".retired").is_dir()  # the old files were moved aside, not lost
+    assert_restores_exactly(store, "r", src, tmp_path / "out")
+
+
 def test_missing_bundle_file_falls_back_to_full(tmp_path):
     root, store = tmp_path / "root", tmp_path / "store"
     src = init(root / "r")
