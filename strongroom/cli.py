@@ -270,6 +270,39 @@ def cmd_status(args):
     return WARNING if (args.stale and stale) else OK
 
 
+def _drill_progress(art):
+    if sys.stderr.isatty():
+        sys.stderr.write(f"{art.job}/{art.name} ({art.source}): {art.result} "
+                         f"in {art.duration_seconds:.1f}s\n")
+
+
+def cmd_drill(args):
+    from . import drill
+
+    if args.store:
+        opts = bundles.options_from({"remote": args.remote,
+                                     "rclone_config": args.rclone_config}, args.config_dir)
+        wanted = ("local", "remote") if args.source == "both" else (args.source,)
+        if "remote" in wanted and not opts.remote:
+            raise StrongroomError(f"--source {args.source} needs --remote")
+        plan_list, notes = [drill.Plan("-", Path(args.store).absolute(), opts, wanted)], []
+    else:
+        plan_list, notes = drill.plans(args.config_dir, args.job, args.source)
+    scratch = args.scratch or str(Path(args.state_dir) / "drill")
+    artifacts, code, summary = drill.run(plan_list, scratch, args.wait,
+                                         progress=None if args.json else _drill_progress)
+    if args.json:
+        _emit_json({"exit_code": code, "summary": summary, "notes": notes,
+                    "artifacts": [a.as_dict() for a in artifacts]})
+    else:
+        if artifacts:
+            print(drill.summary_table(artifacts))
+        for note in notes:
+            print(f"note: {note}")
+        print(summary)
+    return code
+
+
 def _common(p, store=True):
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--job", help="read options from <config-dir>/jobs/JOB.yml")
@@ -355,6 +388,31 @@ def build_parser():
     run.add_argument("--json", action="store_true", help="machine-readable output")
     run.set_defaults(func=cmd_run)
 
+    dr = sub.add_parser(
+        "drill", help="restore every bundle chain into scratch space and check it",
+        description="Restore drill: rebuild each chain (from the local store, the remote, or "
+                    "both) into a scratch directory, compare its refs with the ref manifest, "
+                    "run git fsck --full --strict, and remove the scratch data. Nothing is "
+                    "written to a store or a remote. Finding nothing to test exits 1. "
+                    "Scheduled drills are jobs of type restore_drill (strongroom run JOB), "
+                    "which also record each result in the status and notify.",
+        epilog=EPILOG)
+    dr.add_argument("--job", action="append", metavar="NAME",
+                    help="drill this bundle_sync job's store (repeatable; default: every "
+                         "bundle_sync job in <config-dir>/jobs)")
+    dr.add_argument("--store", help="drill this bundle store instead of the jobs' stores")
+    dr.add_argument("--remote", help="rclone REMOTE:PATH of --store's off-site copy")
+    dr.add_argument("--rclone-config", dest="rclone_config",
+                    help="rclone.conf to use (default <config-dir>/rclone.conf if present)")
+    dr.add_argument("--source", choices=["local", "remote", "both"], default="local",
+                    help="restore from the local store, from the remote alone, or both "
+                         "(default local)")
+    dr.add_argument("--scratch", help="scratch directory (default <state-dir>/drill)")
+    dr.add_argument("--wait", type=float, default=300.0, metavar="SECONDS",
+                    help="wait this long for a store's lock (default 300)")
+    dr.add_argument("--json", action="store_true", help="machine-readable output")
+    dr.set_defaults(func=cmd_drill)
+
     jb = sub.add_parser("jobs", help="configured jobs", epilog=EPILOG)
     jbsub = jb.add_subparsers(dest="verb", required=True, metavar="VERB")
     jl = jbsub.add_parser("list", help="each job, its schedule, last result and next due")
@@ -418,14 +476,14 @@ def main(argv=None):
     except StrongroomError as exc:
         print(f"strongroom: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # the reader went away (| head): nothing left to say
+        return ERROR
     except OSError as exc:
         print(f"strongroom: error: {exc}", file=sys.stderr)
         return ERROR
     except KeyboardInterrupt:
         print("strongroom: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return ERROR
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-JOB_TYPES = ("bundle_sync",)
+JOB_TYPES = ("bundle_sync", "restore_drill")
 
 
 def _str(v):
@@ -91,7 +91,7 @@ JOB_SCHEMA = {
     "name": (True, _job_name),
     "type": (True, None),
     "schedule": (False, _schedule),
-    "options": (True, None),
+    "options": (False, None),  # checked below, per type
     "description": (False, _str),
     "notify": (False, None),  # checked below: {min_severity, events}
     "log": (False, None),  # checked below: {max_bytes, keep}
@@ -110,6 +110,13 @@ OPTION_SCHEMAS = {
         "keep_retired": (False, _int_min(0)),
         "critical_patterns": (False, _str_list),
         "jobs": (False, _int_min(0)),
+    },
+    "restore_drill": {
+        # default: every bundle_sync job on the host
+        "jobs": (False, _str_list),
+        "source": (False, _one_of("local", "remote", "both")),
+        "scratch": (False, _abs_path),  # default <state-dir>/drill
+        "lock_wait": (False, _num_min(0)),
     },
 }
 
@@ -142,7 +149,10 @@ def validate_job(data, where):
     if data["type"] not in JOB_TYPES:
         raise ConfigError(f"{where}: key 'type' has value {_describe(data['type'])}; "
                           f"expected one of: {', '.join(JOB_TYPES)}")
-    _check_mapping(where, data["options"], OPTION_SCHEMAS[data["type"]], "options.")
+    schema = OPTION_SCHEMAS[data["type"]]
+    if "options" not in data and any(required for required, _ in schema.values()):
+        raise ConfigError(f"{where}: missing required key 'options'")
+    _check_mapping(where, data.get("options", {}), schema, "options.")
     if "notify" in data:
         _check_mapping(where, data["notify"], NOTIFY_SCHEMA, "notify.")
     if "log" in data:

@@ -18,7 +18,7 @@ from contextlib import redirect_stdout
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from . import bundles, config, fsutil, notify, report, schedule
+from . import bundles, config, drill, fsutil, notify, report, schedule
 from .errors import ERROR, INCOMPLETE, LOCKED, OK, WARNING, LockedError, StrongroomError
 from .lock import Lock
 
@@ -143,7 +143,24 @@ def run_bundle_sync(job, paths):
     }
 
 
-HANDLERS = {"bundle_sync": run_bundle_sync}
+def run_restore_drill(job, paths):
+    opts = job.get("options") or {}
+    plan_list, notes = drill.plans(paths.config_dir, opts.get("jobs"),
+                                   opts.get("source", "local"))
+    scratch = opts.get("scratch") or paths.state_dir / "drill"
+    artifacts, code, summary = drill.run(plan_list, scratch, opts.get("lock_wait", 300.0))
+    lines = ([drill.summary_table(artifacts)] if artifacts else []) + notes + [summary]
+    return {
+        "exit_code": code,
+        "message": summary,
+        "counts": {"restored": sum(a.result == "ok" for a in artifacts),
+                   "failed": sum(a.result != "ok" for a in artifacts)},
+        "artifacts": [a.as_dict() for a in artifacts],
+        "output": "\n".join(lines),
+    }
+
+
+HANDLERS = {"bundle_sync": run_bundle_sync, "restore_drill": run_restore_drill}
 
 
 def _on_signal(signum, _frame):
@@ -214,6 +231,8 @@ def run(paths, name, if_due=False, wait=0.0, now=None):
         "last_success_started": prev.get("last_success_started"),
         "consecutive_failures": 0,
     }
+    if "artifacts" in outcome:  # restore drills: each artifact's result and duration
+        status["artifacts"] = outcome["artifacts"]
     if code in (OK, WARNING):
         status["last_success"] = iso(finished)
         status["last_success_started"] = iso(started)

@@ -167,8 +167,12 @@ def log_tail(path, lines=15):
         return []
 
 
-def job_event(code, prev_result):
+def job_event(code, prev_result, job_type="bundle_sync"):
     """(event, severity) for a finished run, from its exit code and the previous result."""
+    if job_type == "restore_drill":
+        # "nothing to test" (1) is not a pass: it is reported as a failed drill, a warning
+        return ("drill_passed", "success") if code == 0 else (
+            "drill_failed", "warning" if code == 1 else "error")
     if code not in (0, 1):
         return "job_failed", "error"
     if prev_result in ("error", "incomplete"):
@@ -185,14 +189,14 @@ def notify_job(config_dir, job, status, prev_result, log_path):
                  "error": str(exc)}]
     if not targets:
         return []
-    event, severity = job_event(status["exit_code"], prev_result)
+    event, severity = job_event(status["exit_code"], prev_result, job["type"])
     rules = job.get("notify") or {}
     if event not in rules.get("events", EVENTS):
         return []
     if SEVERITIES.index(severity) < SEVERITIES.index(rules.get("min_severity", "info")):
         return []
     ctx = {"job": job["name"], "status": status, "severity": severity,
-           "log_tail": log_tail(log_path) if event == "job_failed" else []}
+           "log_tail": log_tail(log_path) if event in ("job_failed", "drill_failed") else []}
     title, body = render(event, ctx)
     results = send(targets, event, severity, title, body)
     for note in notes:
