@@ -291,15 +291,13 @@ def cmd_drill(args):
     scratch = args.scratch or str(Path(args.state_dir) / "drill")
     artifacts, code, summary = drill.run(plan_list, scratch, args.wait,
                                          progress=None if args.json else _drill_progress)
+    text = "\n".join(([drill.summary_table(artifacts)] if artifacts else [])
+                     + [f"note: {n}" for n in notes] + [summary])
     if args.json:
-        _emit_json({"exit_code": code, "summary": summary, "notes": notes,
+        _emit_json({"exit_code": code, "summary": summary, "notes": notes, "output": text,
                     "artifacts": [a.as_dict() for a in artifacts]})
     else:
-        if artifacts:
-            print(drill.summary_table(artifacts))
-        for note in notes:
-            print(f"note: {note}")
-        print(summary)
+        print(text)
     return code
 
 

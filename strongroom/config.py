@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-JOB_TYPES = ("bundle_sync", "restore_drill")
+JOB_TYPES = ("bundle_sync", "restore_drill", "status_check")
 
 
 def _str(v):
@@ -117,6 +117,11 @@ OPTION_SCHEMAS = {
         "source": (False, _one_of("local", "remote", "both")),
         "scratch": (False, _abs_path),  # default <state-dir>/drill
         "lock_wait": (False, _num_min(0)),
+    },
+    "status_check": {
+        "stale_factor": (False, _num_min(1)),  # stale after F x a job's period (default 2)
+        "prometheus": (False, _abs_path),  # also write a node_exporter textfile here
+        "remind_hours": (False, _num_min(0)),  # repeat a stale alert this often (0: once)
     },
 }
 

@@ -160,7 +160,41 @@ def run_restore_drill(job, paths):
     }
 
 
-HANDLERS = {"bundle_sync": run_bundle_sync, "restore_drill": run_restore_drill}
+def run_status_check(job, paths):
+    """Every job's staleness; alert each stale job once, then every remind_hours."""
+    from . import status as status_mod
+
+    opts = job.get("options") or {}
+    rows = [r for r in status_mod.rows(paths, factor=opts.get("stale_factor", 2.0))
+            if r["job"] != job["name"]]
+    if opts.get("prometheus"):
+        status_mod.write_prometheus(opts["prometheus"], rows)
+    now = datetime.now(UTC)
+    remind = timedelta(hours=opts.get("remind_hours", 24))
+    alerted = read_status(paths, job["name"]).get("stale_alerted", {})
+    stale = [r for r in rows if r["stale"]]
+    due_alert = [r for r in stale if r["job"] not in alerted or (
+        remind and now - parse_iso(alerted[r["job"]]) >= remind)]
+    sent = status_mod.notify_stale(paths, due_alert)
+    # a job that recovers is forgotten, so it is alerted again the next time it goes stale
+    alerted = {r["job"]: alerted[r["job"]] for r in stale if r["job"] in alerted}
+    alerted.update({r["job"]: iso(now) for r in due_alert})
+    names = ", ".join(r["job"] for r in stale)
+    message = (f"{len(stale)} of {len(rows)} jobs stale: {names}" if stale
+               else f"none of {len(rows)} jobs stale")
+    lines = [f"stale alert for {n['target']}: "
+             + ("delivered" if n["delivered"] else "FAILED") for n in sent]
+    return {
+        "exit_code": WARNING if stale else OK,
+        "message": message,
+        "counts": {"jobs": len(rows), "stale": len(stale), "alerted": len(due_alert)},
+        "extra": {"stale_alerted": alerted, "stale_alerts": sent},
+        "output": "\n".join(lines + [message]),
+    }
+
+
+HANDLERS = {"bundle_sync": run_bundle_sync, "restore_drill": run_restore_drill,
+            "status_check": run_status_check}
 
 
 def _on_signal(signum, _frame):
@@ -233,6 +267,7 @@ def run(paths, name, if_due=False, wait=0.0, now=None):
     }
     if "artifacts" in outcome:  # restore drills: each artifact's result and duration
         status["artifacts"] = outcome["artifacts"]
+    status.update(outcome.get("extra", {}))
     if code in (OK, WARNING):
         status["last_success"] = iso(finished)
         status["last_success_started"] = iso(started)

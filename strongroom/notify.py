@@ -47,7 +47,8 @@ class Target:
     def wants(self, event, severity):
         if event == "test":
             return True
-        return event in self.events and (
+        # event None: a message from a playbook (library/notify.py), filtered by severity only
+        return (event is None or event in self.events) and (
             SEVERITIES.index(severity) >= SEVERITIES.index(self.min_severity))
 
 
@@ -154,7 +155,7 @@ def send(targets, event, severity, title, body):
             continue
         a = _apprise_for(t, severity)
         delivered = bool(a and a.notify(title=title, body=body, notify_type=kind[severity]))
-        results.append({"target": t.name, "event": event, "severity": severity,
+        results.append({"target": t.name, "event": event or "message", "severity": severity,
                         "delivered": delivered})
     return results
 
@@ -169,6 +170,9 @@ def log_tail(path, lines=15):
 
 def job_event(code, prev_result, job_type="bundle_sync"):
     """(event, severity) for a finished run, from its exit code and the previous result."""
+    if job_type == "status_check":
+        # its findings go out as backup_stale alerts; only its own failure is news here
+        return ("job_failed", "error") if code not in (0, 1) else (None, None)
     if job_type == "restore_drill":
         # "nothing to test" (1) is not a pass: it is reported as a failed drill, a warning
         return ("drill_passed", "success") if code == 0 else (
@@ -190,6 +194,8 @@ def notify_job(config_dir, job, status, prev_result, log_path):
     if not targets:
         return []
     event, severity = job_event(status["exit_code"], prev_result, job["type"])
+    if event is None:
+        return []
     rules = job.get("notify") or {}
     if event not in rules.get("events", EVENTS):
         return []

@@ -159,3 +159,49 @@ def test_bad_inventory_fails_before_any_change(tmp_path, job, message):
     assert message in stdout
     assert changed(stats) == 0 and list(home.iterdir()) == []
     assert not (tmp_path / "offsite").exists()
+
+
+def test_verify_restore_and_fleet_status(bed):
+    import os
+    import time
+
+    base, home, src, extravars = bed
+    play(base, "site.yml", extravars)
+    play(base, "backup-now.yml", extravars)
+    stats, stdout, r = play(base, "verify-restore.yml", extravars)
+    assert changed(stats) == 0
+    assert "2 of 2 restores passed" in stdout  # app, from the store and from the remote
+    state = home / ".local/state/strongroom"
+    drill = json.loads((state / "status" / "restore-drill.json").read_text())
+    assert [(a["name"], a["source"], a["result"]) for a in drill["artifacts"]] == [
+        ("app", "local", "ok"), ("app", "remote", "ok")]
+    # a damaged bundle fails the host, by name, and is left exactly as found
+    (bundle,) = (state / "bundles" / "app").glob("full-*.bundle")
+    good = bundle.read_bytes()
+    bundle.write_bytes(good[:-40] + bytes(40))
+    try:
+        stats, stdout, _ = play(base, "verify-restore.yml", extravars, expect_rc=2)
+        assert ("localhost: restore drill did not pass: 1 of 2 restores FAILED: "
+                "bundles/app (local): app: full-") in stdout
+        assert "does not match its recorded SHA-256 (damaged)" in stdout
+        assert bundle.read_bytes() == good[:-40] + bytes(40)
+    finally:
+        bundle.write_bytes(good)
+    report = base / "fleet.json"
+    vars_ = dict(extravars, strongroom_status_report=str(report))
+    stats, stdout, _ = play(base, "status.yml", vars_)
+    assert changed(stats) == 1  # the report on the controller; the hosts are only read
+    rows = {row["job"]: row for row in json.loads(report.read_text())}
+    assert set(rows) == {"bundles", "restore-drill", "stale-check"}
+    assert rows["restore-drill"]["result"] == "error" and rows["stale-check"]["stale"] is False
+    lines = [ln.strip(' ",') for ln in stdout.splitlines()
+             if ln.strip(' "').startswith("localhost")]
+    assert any(ln.split()[:3] == ["localhost", "restore-drill", "error"] for ln in lines), lines
+    assert any(ln.split()[:2] == ["localhost", "stale-check"] and ln.endswith("no")
+               for ln in lines), lines
+    # a job whose scheduler never started it makes a strict status run fail, by name
+    old = time.time() - 3 * 86400
+    os.utime(home / ".config/strongroom/jobs/stale-check.yml", (old, old))
+    vars_ = dict(extravars, strongroom_status_fail_on_stale=True)
+    stats, stdout, _ = play(base, "status.yml", vars_, expect_rc=2)
+    assert "localhost stale-check: never run, stale" in stdout

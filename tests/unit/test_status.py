@@ -105,3 +105,46 @@ def test_an_invalid_job_file_makes_status_fail(bed):
     proc = sr(conf, state, "status", "--json", check=2)
     (row,) = json.loads(proc.stdout)["jobs"]
     assert row["valid"] is False and row["stale"] is True
+
+
+def test_the_scheduled_stale_check_alerts_once_then_reminds_and_forgets_on_recovery(bed):
+    tmp, root, conf, state = bed
+    receiver = Receiver()
+    try:
+        write_targets(conf, receiver.port, ntfy_sev="warning")
+        write_job(conf, "forgotten", "daily 01:00", root, tmp / "s")
+        age_file(conf / "jobs" / "forgotten.yml", 3)
+        write_job(conf, "healthy", "daily 01:00", root, tmp / "s2")
+        fake_status(state, "healthy", "ok", 0.5)
+        prom = tmp / "textfile" / "strongroom.prom"
+        (conf / "jobs" / "stale-check.yml").write_text(
+            "name: stale-check\ntype: status_check\nschedule: every 1h\noptions:\n"
+            f"  prometheus: {prom}\n  remind_hours: 24\n")
+        proc = sr(conf, state, "run", "stale-check", check=1)
+        assert "1 of 2 jobs stale: forgotten" in proc.stdout
+        (req,) = receiver.requests
+        assert json.loads(req["body"])["title"].endswith("forgotten is stale")
+        st = json.loads((state / "status" / "stale-check.json").read_text())
+        assert st["result"] == "warning" and list(st["stale_alerted"]) == ["forgotten"]
+        assert st["stale_alerts"] == [{"target": "phone", "event": "backup_stale",
+                                       "severity": "error", "delivered": True}]
+        assert 'strongroom_stale{job="forgotten",type="bundle_sync"} 1' in prom.read_text()
+        # the next hourly run does not repeat it...
+        sr(conf, state, "run", "stale-check", check=1)
+        assert len(receiver.requests) == 1
+        # ...until the reminder is due
+        st["stale_alerted"]["forgotten"] = jobs.iso(datetime.now(UTC) - timedelta(hours=25))
+        (state / "status" / "stale-check.json").write_text(json.dumps(st))
+        sr(conf, state, "run", "stale-check", check=1)
+        assert len(receiver.requests) == 2
+        # a recovered job is forgotten, so going stale again alerts again at once
+        fake_status(state, "forgotten", "ok", 0.1)
+        assert "none of 2 jobs stale" in sr(conf, state, "run", "stale-check", check=0).stdout
+        st = json.loads((state / "status" / "stale-check.json").read_text())
+        assert st["stale_alerted"] == {}
+        fake_status(state, "forgotten", "error", 5)
+        sr(conf, state, "run", "stale-check", check=1)
+        assert len(receiver.requests) == 3
+        assert CANARY not in proc.stdout + proc.stderr
+    finally:
+        receiver.close()
