@@ -301,6 +301,166 @@ def cmd_drill(args):
     return code
 
 
+def _manifest_report(verdict, manifest_path, mode):
+    lines = []
+    for rel in verdict.mismatched:
+        lines.append(f"MISMATCH  {rel}")
+    for rel in verdict.missing:
+        lines.append(f"MISSING   {rel}")
+    for rel, err in sorted(verdict.unreadable.items()):
+        lines.append(f"UNREADABLE {rel}: {err}")
+    for rel in verdict.new:
+        lines.append(f"new       {rel}  (not in the manifest; not a failure)")
+    checked = len(verdict.ok) + len(verdict.mismatched) + len(verdict.unreadable)
+    summary = (f"{'OK' if verdict.passed else 'FAILED'}: {checked + len(verdict.missing)} "
+               f"files in {manifest_path} ({mode}: {verdict.hashed} hashed, "
+               f"{verdict.trusted_by_stat} unchanged by size/mtime/inode); "
+               f"{len(verdict.mismatched)} mismatched, {len(verdict.missing)} missing, "
+               f"{len(verdict.new)} new")
+    return lines + [summary]
+
+
+def cmd_manifest(args):
+    from . import manifest
+
+    if args.verb == "export":
+        data = manifest.load(args.manifest)
+        text = manifest.sha256sum_lines(data)
+        if args.out:
+            from .fsutil import atomic_write_bytes
+
+            atomic_write_bytes(Path(args.out), text.encode())
+        else:
+            sys.stdout.write(text)
+        return OK
+    if args.verb == "verify":
+        data = manifest.load(args.manifest)
+        mode = "fast" if args.fast else "deep"
+        verdict = manifest.verify(args.root, data, fast=args.fast, jobs=args.jobs,
+                                  skip=manifest.own_files(args.manifest))
+        if args.json:
+            _emit_json({"manifest": args.manifest, "mode": mode, **verdict.as_dict()})
+        else:
+            print("\n".join(_manifest_report(verdict, args.manifest, mode)))
+        return OK if verdict.passed else ERROR
+    # create | update
+    old = None
+    if args.verb == "update":
+        old = manifest.load(args.manifest)
+        sel = manifest.selection_of(old)
+        include = args.include or sel.include
+        exclude = args.exclude or sel.exclude
+    else:
+        include, exclude = args.include or [], args.exclude or []
+    selection = manifest.Selection(include, exclude)
+    out = args.out if args.verb == "create" else args.manifest
+    reuse = old["checksums"] if (old and not args.deep) else None
+    data = manifest.build(args.root, selection, phase=args.phase, operation=args.verb,
+                          jobs=args.jobs, reuse=reuse, skip=manifest.own_files(out))
+    changes = manifest.diff(old["checksums"] if old else {}, data["checksums"])
+    if not args.dry_run:
+        manifest.write(out, data)
+    meta = data["metadata"]
+    if args.json:
+        _emit_json({"manifest": out, "files": meta["files"], "bytes": meta["bytes"],
+                    "written": not args.dry_run, **changes})
+    else:
+        if old:
+            for key, mark in (("added", "+"), ("removed", "-"), ("changed", "~")):
+                for rel in changes[key]:
+                    print(f"{mark} {rel}")
+        verb = "would write" if args.dry_run else "wrote"
+        print(f"{verb} {out}: {meta['files']} files, {human_bytes(meta['bytes'])}"
+              + (f"; {len(changes['added'])} added, {len(changes['removed'])} removed, "
+                 f"{len(changes['changed'])} changed" if old else ""))
+    return OK
+
+
+def _sync_settings(args):
+    from . import gitsync
+
+    opts = {}
+    if args.job:
+        opts = dict(config.load_job(args.config_dir, args.job)["options"])
+    if args.repo:
+        opts["repo"] = args.repo
+    if not opts.get("repo"):
+        raise StrongroomError("--repo DIR is required (or --job NAME with 'repo' in its options)")
+    for key in ("role", "remote", "branch"):
+        if getattr(args, key, None):
+            opts[key] = getattr(args, key)
+    policies = dict(opts.get("policies") or {})
+    for item in args.policy or []:
+        pattern, _, policy = item.rpartition("=")
+        if not pattern:
+            raise StrongroomError(f"--policy wants PATTERN=POLICY, got {item!r}")
+        policies[pattern] = policy
+    return gitsync.Settings(repo=Path(opts["repo"]).expanduser().absolute(),
+                            role=opts.get("role", "primary"),
+                            remote=opts.get("remote", "origin"), branch=opts.get("branch"),
+                            include=list(args.include or opts.get("include") or []),
+                            exclude=list(args.exclude or opts.get("exclude") or []),
+                            policies=policies)
+
+
+def cmd_gitsync(args):
+    from . import gitsync
+
+    if args.verb == "merge-driver":
+        return gitsync.merge_driver(args.kind, args.base, args.ours, args.theirs, args.path)
+    s = _sync_settings(args)
+    if args.verb == "status":
+        st = gitsync.status(s, offline=not args.fetch)
+        if args.json:
+            _emit_json(st)
+            return OK
+        ab = ("no upstream yet" if st["ahead"] is None
+              else f"{st['ahead']} ahead, {st['behind']} behind {s.remote}/{st['branch']}")
+        print(f"{st['repo']} ({st['role']}, branch {st['branch']}): {ab}")
+        print(f"dirty: {len(st['dirty'])} file(s)" + (": " + ", ".join(st["dirty"][:10])
+                                                        if st["dirty"] else ""))
+        last = st["last"]
+        print("last sync: " + (f"{last['operation']} {last['result']} at {last['finished']}: "
+                               f"{last['message']}" if last else "never"))
+        snap = st["snapshot"]
+        print("snapshot: " + (f"taken {snap['taken']} ({snap['age_seconds']} s ago), "
+                              f"{snap['files']} files" if snap else "none"))
+        return OK
+    if args.verb == "rollback":
+        if args.status:
+            info = gitsync.snapshot_info(s)
+            if args.json:
+                _emit_json({"snapshot": info})
+            else:
+                print(f"snapshot taken {info['taken']} ({info['age_seconds']} s ago) at "
+                      f"{(info['head'] or '-')[:12]} on {info['branch']}, {info['files']} files"
+                      if info else "no snapshot")
+            return OK if info else WARNING
+        if not (Path(s.repo) / ".git").is_dir():
+            raise StrongroomError(f"{s.repo} is not a git work tree (no .git directory)")
+        from .lock import Lock
+
+        with Lock(Path(s.repo) / ".git" / "strongroom" / "sync.lock",
+                  f"sync of {s.repo}").acquire(args.wait):
+            out = gitsync.rollback(s)
+        if args.json:
+            _emit_json(out)
+        else:
+            print(f"rolled back to {(out['head'] or '-')[:12]} (snapshot of {out['taken']}); "
+                  f"{out['files']} files restored and verified")
+        return OK
+    gitsync.check_repo(s)  # before writing merge drivers into it
+    gitsync.install_policies(s)
+    result = (gitsync.push if args.verb == "push" else gitsync.pull)(s)
+    if args.json:
+        _emit_json(result)
+    else:
+        print(f"{result['operation']}: {result['result']}: {result['message']}")
+        if result.get("rollback"):
+            print(result["rollback"])
+    return gitsync.exit_code(result)
+
+
 def _common(p, store=True):
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--job", help="read options from <config-dir>/jobs/JOB.yml")
@@ -452,6 +612,80 @@ def build_parser():
     ex.add_argument("--seed", default="", help="the host name the jitter is seeded by")
     ex.add_argument("--json", action="store_true", help="machine-readable output")
     ex.set_defaults(func=cmd_schedule_explain)
+
+    mf = sub.add_parser("manifest", help="SHA-256 manifests of a tree: create, verify, "
+                        "update, export", epilog=EPILOG)
+    mfsub = mf.add_subparsers(dest="verb", required=True, metavar="VERB")
+    patterns_help = "gitignore-style pattern (repeatable)"
+    for verb, helptext in (("create", "hash every covered file under ROOT into --out"),
+                           ("update", "re-record the manifest after intentional changes")):
+        m = mfsub.add_parser(verb, help=helptext, epilog=EPILOG)
+        m.add_argument("root", metavar="ROOT")
+        if verb == "create":
+            m.add_argument("--out", required=True, help="manifest file to write (atomically; "
+                           "the previous one is kept as FILE.prev)")
+        else:
+            m.add_argument("--manifest", required=True, help="the manifest to update")
+            m.add_argument("--deep", action="store_true",
+                           help="re-hash every file (default: files whose size, mtime or "
+                                "inode are unchanged keep their recorded hash)")
+        m.add_argument("--include", action="append", metavar="GLOB",
+                       help=patterns_help + "; default every file")
+        m.add_argument("--exclude", action="append", metavar="GLOB", help=patterns_help)
+        m.add_argument("--phase", default="manual", help="recorded in metadata.phase")
+        m.add_argument("--dry-run", action="store_true", help="report, write nothing")
+        m.add_argument("--jobs", type=int, default=0, help="hashing threads (default: cores)")
+        m.add_argument("--json", action="store_true", help="machine-readable output")
+        m.set_defaults(func=cmd_manifest)
+    mv = mfsub.add_parser("verify", help="check ROOT against a manifest (exit 2 on any "
+                          "mismatch or missing file)", epilog=EPILOG)
+    mv.add_argument("root", metavar="ROOT")
+    mv.add_argument("--manifest", required=True)
+    how = mv.add_mutually_exclusive_group()
+    how.add_argument("--deep", action="store_true", help="re-hash every file (default)")
+    how.add_argument("--fast", action="store_true",
+                     help="re-hash only files whose size, mtime or inode changed")
+    mv.add_argument("--jobs", type=int, default=0, help="hashing threads (default: cores)")
+    mv.add_argument("--json", action="store_true", help="machine-readable output")
+    mv.set_defaults(func=cmd_manifest)
+    me = mfsub.add_parser("export", help="print the manifest in sha256sum -c --strict format")
+    me.add_argument("--manifest", required=True)
+    me.add_argument("--out", help="write here instead of standard output")
+    me.set_defaults(func=cmd_manifest)
+
+    sy = sub.add_parser("sync", help="two-machine git sync with snapshots and rollback",
+                        epilog=EPILOG)
+    sysub = sy.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for verb, helptext in (
+            ("push", "snapshot, check, commit everything with this side's manifest, push"),
+            ("pull", "snapshot, fetch, merge under the conflict policy, verify"),
+            ("status", "ahead/behind, dirty files, last sync, snapshot (works offline)"),
+            ("rollback", "restore the last snapshot: HEAD, then files; never prompts")):
+        p = sysub.add_parser(verb, help=helptext, epilog=EPILOG)
+        p.add_argument("--repo", help="the work tree (default: the job's 'repo')")
+        p.add_argument("--job", help="read options from <config-dir>/jobs/JOB.yml")
+        p.add_argument("--role", choices=["primary", "secondary"],
+                       help="this machine's role (from the inventory; default primary)")
+        p.add_argument("--remote", help="git remote name (default origin)")
+        p.add_argument("--branch", help="branch (default the current one)")
+        p.add_argument("--include", action="append", metavar="GLOB",
+                       help="files the manifest covers (gitignore-style; default all)")
+        p.add_argument("--exclude", action="append", metavar="GLOB")
+        p.add_argument("--policy", action="append", metavar="PATTERN=POLICY",
+                       help="conflict policy: append, block or primary-wins")
+        p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        if verb == "rollback":
+            p.add_argument("--status", action="store_true",
+                           help="show whether a snapshot exists and how old it is")
+        if verb == "status":
+            p.add_argument("--fetch", action="store_true", help="fetch first (online)")
+        p.set_defaults(func=cmd_gitsync)
+    md = sysub.add_parser("merge-driver", help="(called by git) apply a conflict policy")
+    md.add_argument("kind", choices=["append", "block", "ours", "theirs"])
+    for name in ("base", "ours", "theirs", "path"):
+        md.add_argument(name)
+    md.set_defaults(func=cmd_gitsync)
 
     cfg = sub.add_parser("config", help="check configuration files", epilog=EPILOG)
     csub = cfg.add_subparsers(dest="verb", required=True, metavar="VERB")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-JOB_TYPES = ("bundle_sync", "restore_drill", "status_check")
+JOB_TYPES = ("bundle_sync", "restore_drill", "status_check", "git_sync")
 
 
 def _str(v):
@@ -77,6 +77,13 @@ def _list_of(*choices):
     return check
 
 
+def _policies(v):
+    return isinstance(v, dict) and all(
+        isinstance(k, str) and k.strip() and p in ("append", "block", "primary-wins")
+        for k, p in v.items())
+
+
+_policies.expected = "a mapping of path pattern to append, block or primary-wins"
 _str.expected = "a non-empty string"
 _str_list.expected = "a list of non-empty strings"
 _abs_path.expected = "an absolute path"
@@ -117,6 +124,16 @@ OPTION_SCHEMAS = {
         "source": (False, _one_of("local", "remote", "both")),
         "scratch": (False, _abs_path),  # default <state-dir>/drill
         "lock_wait": (False, _num_min(0)),
+    },
+    "git_sync": {
+        "repo": (True, _abs_path),
+        "direction": (True, _one_of("push", "pull")),
+        "role": (True, _one_of("primary", "secondary")),  # from the inventory
+        "remote": (False, _str),
+        "branch": (False, _str),
+        "include": (False, _str_list),
+        "exclude": (False, _str_list),
+        "policies": (False, _policies),
     },
     "status_check": {
         "stale_factor": (False, _num_min(1)),  # stale after F x a job's period (default 2)

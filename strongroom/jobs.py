@@ -160,6 +160,31 @@ def run_restore_drill(job, paths):
     }
 
 
+def run_git_sync(job, paths):
+    from . import gitsync
+
+    o = job["options"]
+    s = gitsync.Settings(repo=Path(o["repo"]).expanduser(), role=o["role"],
+                         remote=o.get("remote", "origin"), branch=o.get("branch"),
+                         include=list(o.get("include") or []),
+                         exclude=list(o.get("exclude") or []),
+                         policies=dict(o.get("policies") or {}))
+    gitsync.check_repo(s)
+    gitsync.install_policies(s)
+    result = (gitsync.push if o["direction"] == "push" else gitsync.pull)(s)
+    extra = {"sync": {k: result.get(k) for k in ("operation", "head", "conflicts",
+                                                  "kept_side_by_side") if k in result}}
+    if result.get("rollback"):
+        extra["rollback"] = result["rollback"]  # notified as rollback_done
+    return {"exit_code": gitsync.exit_code(result),
+            "message": result["message"] + (f"; {result['rollback']}"
+                                             if result.get("rollback") else ""),
+            "changed": result.get("result") == "ok" and result.get("committed", True),
+            "extra": extra,
+            "output": f"{result['operation']}: {result['result']}: {result['message']}"
+                      + (f"\n{result['rollback']}" if result.get("rollback") else "")}
+
+
 def run_status_check(job, paths):
     """Every job's staleness; alert each stale job once, then every remind_hours."""
     from . import status as status_mod
@@ -194,7 +219,7 @@ def run_status_check(job, paths):
 
 
 HANDLERS = {"bundle_sync": run_bundle_sync, "restore_drill": run_restore_drill,
-            "status_check": run_status_check}
+            "status_check": run_status_check, "git_sync": run_git_sync}
 
 
 def _on_signal(signum, _frame):

@@ -194,6 +194,8 @@ def notify_job(config_dir, job, status, prev_result, log_path):
     if not targets:
         return []
     event, severity = job_event(status["exit_code"], prev_result, job["type"])
+    if status.get("rollback") and event == "job_failed":
+        event = "rollback_done"  # a failed sync that was undone: say what happened
     if event is None:
         return []
     rules = job.get("notify") or {}
@@ -202,7 +204,8 @@ def notify_job(config_dir, job, status, prev_result, log_path):
     if SEVERITIES.index(severity) < SEVERITIES.index(rules.get("min_severity", "info")):
         return []
     ctx = {"job": job["name"], "status": status, "severity": severity,
-           "log_tail": log_tail(log_path) if event in ("job_failed", "drill_failed") else []}
+           "log_tail": log_tail(log_path) if event in ("job_failed", "drill_failed",
+                                                       "rollback_done") else []}
     title, body = render(event, ctx)
     results = send(targets, event, severity, title, body)
     for note in notes:
