@@ -30,6 +30,7 @@ lint: venv
 
 bench: deps venv
 	$(VENV)/bin/python bench/bundles.py
+	$(VENV)/bin/python bench/manifest.py
 	$(VENV)/bin/python bench/provision.py
 
 clean:

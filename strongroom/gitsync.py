@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -232,14 +233,27 @@ def rollback(s):
     if meta["head"]:
         _run_git(s, "checkout", "-q", "-f", meta["branch"], check=False)
         _run_git(s, "reset", "-q", "--hard", meta["head"])
-    for rel in meta["files"]:
+    def current(rel):
+        try:
+            return fsutil.sha256_file(Path(s.repo) / rel)
+        except OSError:
+            return None
+
+    # Copy back only what differs from the snapshot (after the reset, most files already
+    # match); hashing runs in parallel, and every file is checked either way.
+    files = meta["files"]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        now = dict(zip(files, pool.map(current, files), strict=True))
+    for rel, digest in files.items():
+        if now[rel] == digest:
+            continue
         src, dst = snap / "files" / rel, Path(s.repo) / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = fsutil.temp_path(dst)
         shutil.copy2(src, tmp)
         os.replace(tmp, dst)
-    bad = [rel for rel, digest in meta["files"].items()
-           if fsutil.sha256_file(Path(s.repo) / rel) != digest]
+        now[rel] = current(rel)
+    bad = [rel for rel, digest in files.items() if now[rel] != digest]
     if bad:
         raise SyncFailed(f"rollback did not restore: {', '.join(bad)}")
     head = _out(_run_git(s, "rev-parse", "-q", "--verify", "HEAD", check=False)).strip()

@@ -77,30 +77,28 @@ def walk(root, selection, skip=()):
     """Relative POSIX paths of every regular file covered, sorted. Symlinks are neither
     followed nor recorded: a manifest describes file contents inside the tree."""
     root = Path(root)
-    skip = {Path(s).resolve() for s in skip}
+    real_root = root.resolve()
+    skip_rel = set()
+    for p in skip:
+        resolved = Path(p).resolve()
+        if resolved.is_relative_to(real_root):  # outside the tree: nothing to skip
+            skip_rel.add(resolved.relative_to(real_root).as_posix())
     out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel_dir = os.path.relpath(dirpath, root)
-        rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
-        keep = []
-        for d in dirnames:
-            # prune excluded directories early (".git/", "node_modules/" ...)
-            if selection._exc.match_file(rel_dir + d + "/"):
-                continue
-            keep.append(d)
-        dirnames[:] = sorted(keep)
-        for name in filenames:
-            rel = rel_dir + name
-            full = Path(dirpath) / name
-            try:
-                st = full.lstat()
-            except FileNotFoundError:
-                continue
-            if not stat.S_ISREG(st.st_mode) or name.startswith(".tmp-"):
-                continue
-            if skip and full.resolve() in skip:
-                continue
-            if selection.covers(rel):
+    stack = [("", str(root))]
+    while stack:
+        rel_dir, path = stack.pop()
+        try:
+            entries = list(os.scandir(path))
+        except OSError:
+            continue
+        for entry in entries:
+            rel = rel_dir + entry.name
+            if entry.is_dir(follow_symlinks=False):
+                # prune excluded directories early (".git/", "node_modules/" ...)
+                if not selection._exc.match_file(rel + "/"):
+                    stack.append((rel + "/", entry.path))
+            elif (entry.is_file(follow_symlinks=False) and not entry.name.startswith(".tmp-")
+                  and rel not in skip_rel and selection.covers(rel)):
                 out.append(rel)
     return sorted(out)
 
@@ -270,10 +268,14 @@ def verify(root, data, fast=False, jobs=0, paths=None, skip=()):
     v = Verdict()
     to_hash = []
     for rel in wanted:
-        p = root / rel
-        if not p.is_file():
+        try:
+            st = os.stat(root / rel)
+        except OSError:
+            st = None
+        if st is None or not stat.S_ISREG(st.st_mode):
             v.missing.append(rel)
-        elif fast and _stat_matches(p, checks[rel]):
+        elif fast and (st.st_size, st.st_mtime_ns, st.st_ino) == (
+                checks[rel].get("size"), checks[rel].get("mtime_ns"), checks[rel].get("inode")):
             v.ok.append(rel)
             v.trusted_by_stat += 1
         else:
