@@ -3,38 +3,17 @@
 import json
 
 import checksum_manifest
-import pytest
 
-from tests.modules.test_git_bundle import Exit, Fail, _exit, _fail  # noqa: F401
+from tests.modules import harness
 from tests.unit.test_manifest import tree
 
 
-def run(args, check_mode=False, diff=False):
-    from unittest import mock
-
-    from ansible.module_utils import basic
-    from ansible.module_utils.testing import patch_module_args
-
-    args = dict(args)
-    if check_mode:
-        args["_ansible_check_mode"] = True
-    if diff:
-        args["_ansible_diff"] = True
-    with mock.patch.multiple(basic.AnsibleModule, exit_json=_exit, fail_json=_fail), \
-            patch_module_args(args):
-        checksum_manifest.main()
-
-
 def ok(args, **kw):
-    with pytest.raises(Exit) as e:
-        run(args, **kw)
-    return e.value.args[0]
+    return harness.ok(checksum_manifest.main, args, **kw)
 
 
 def failed(args, **kw):
-    with pytest.raises(Fail) as e:
-        run(args, **kw)
-    return e.value.args[0]
+    return harness.failed(checksum_manifest.main, args, **kw)
 
 
 def test_present_is_honest_about_changed_and_check_mode_writes_nothing(tmp_path):

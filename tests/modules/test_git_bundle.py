@@ -1,54 +1,24 @@
 """library/git_bundle.py through main(), with exit_json/fail_json turned into exceptions."""
 
 import json
-from unittest import mock
 
 import git_bundle
 import pytest
-from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
 
 from tests.helpers import commit, refs, rich_repo, store_snapshot
+from tests.modules import harness
 
 
-class Exit(Exception):
-    pass
-
-
-class Fail(Exception):
-    pass
-
-
-def _exit(self, **kw):
-    raise Exit(kw)
-
-
-def _fail(self, **kw):
-    raise Fail(kw)
-
-
-def run(args, check_mode=False, diff=False):
-    args = dict(args)
-    if check_mode:
-        args["_ansible_check_mode"] = True
-    if diff:
-        args["_ansible_diff"] = True
-    with mock.patch.multiple(basic.AnsibleModule, exit_json=_exit, fail_json=_fail), \
-            patch_module_args(args):
-        git_bundle.main()
-    raise AssertionError("the module returned without exit_json or fail_json")
+def run(args, **kw):
+    return harness.run(git_bundle.main, args, **kw)
 
 
 def ok(args, **kw):
-    with pytest.raises(Exit) as e:
-        run(args, **kw)
-    return e.value.args[0]
+    return harness.ok(git_bundle.main, args, **kw)
 
 
 def failed(args, **kw):
-    with pytest.raises(Fail) as e:
-        run(args, **kw)
-    return e.value.args[0]
+    return harness.failed(git_bundle.main, args, **kw)
 
 
 @pytest.fixture
