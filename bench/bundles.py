@@ -19,8 +19,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from timing import best  # bench/ is on sys.path when a bench script runs
 
 ENV = dict(os.environ, LC_ALL="C", GIT_AUTHOR_NAME="B", GIT_AUTHOR_EMAIL="b@example.org",
            GIT_COMMITTER_NAME="B", GIT_COMMITTER_EMAIL="b@example.org")
@@ -70,16 +71,6 @@ def generate(root, count, seed=50):
                          rng)
         sizes.append(kind)
     return sizes
-
-
-def best(fn, rounds):
-    times = []
-    for _ in range(rounds):
-        prep = fn()
-        t0 = time.perf_counter()
-        prep()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def repos_under(root):

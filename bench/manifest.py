@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from timing import best  # bench/ is on sys.path when a bench script runs
+
 STRONGROOM = str(Path(sys.executable).parent / "strongroom")
 
 
@@ -51,16 +53,6 @@ def generate(root, total_bytes, files, seed=4000):
         p.write_bytes(i.to_bytes(8, "big") + data[8:])
         paths.append(p)
     return paths
-
-
-def best(fn, rounds):
-    times = []
-    for _ in range(rounds):
-        prep = fn()
-        t0 = time.perf_counter()
-        prep()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def run(argv, ok=(0,)):

@@ -201,3 +201,9 @@ def load_job(config_dir, name):
         raise ConfigError(f"{path}: key 'name' has value {_describe(data['name'])}; "
                           f"expected '{name}' (the file's name)")
     return data
+
+
+def job_names(config_dir):
+    """Names of every job file in <config-dir>/jobs, sorted."""
+    jobs = Path(config_dir) / "jobs"
+    return sorted(p.stem for p in jobs.glob("*.yml")) if jobs.is_dir() else []

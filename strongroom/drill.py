@@ -53,7 +53,7 @@ class Plan:
 
 def plans(config_dir, job_names=None, source="local"):
     """A Plan per bundle_sync job on this host (or per named job), and notes."""
-    names = job_names or _all_jobs(config_dir)
+    names = job_names or config.job_names(config_dir)
     out, notes = [], []
     for name in names:
         try:
@@ -76,11 +76,6 @@ def plans(config_dir, job_names=None, source="local"):
         if wanted:
             out.append(Plan(name, Path(job["options"]["store"]).expanduser(), opts, wanted))
     return out, notes
-
-
-def _all_jobs(config_dir):
-    jobs = Path(config_dir) / "jobs"
-    return sorted(p.stem for p in jobs.glob("*.yml")) if jobs.is_dir() else []
 
 
 def clean_scratch(scratch):

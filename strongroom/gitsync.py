@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import fsutil, manifest
-from .errors import ERROR, OK, WARNING, StrongroomError
+from .errors import ERROR, OK, StrongroomError
 from .gitcmd import GitError, git
 from .lock import Lock
 
@@ -484,6 +484,3 @@ def status(s, offline=True):
 def exit_code(result):
     return result.get("exit_code", ERROR if result.get("result") == "error" else OK)
 
-
-__all__ = ["Settings", "push", "pull", "status", "rollback", "snapshot_info",
-           "install_policies", "merge_driver", "exit_code", "OK", "WARNING", "ERROR"]

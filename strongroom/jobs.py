@@ -69,9 +69,7 @@ def read_status(paths, job):
         return {}
 
 
-def job_names(config_dir):
-    jobs = Path(config_dir) / "jobs"
-    return sorted(p.stem for p in jobs.glob("*.yml")) if jobs.is_dir() else []
+job_names = config.job_names
 
 
 # --- when a job is due ----------------------------------------------------------------------
