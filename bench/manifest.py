@@ -55,8 +55,13 @@ def generate(root, total_bytes, files, seed=4000):
     return paths
 
 
+# An installed engine runs from compiled bytecode (pip writes it); a development shell
+# that forbids writing bytecode would make every run compile the engine from source.
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def run(argv, ok=(0,)):
-    proc = subprocess.run(argv, capture_output=True, check=False)
+    proc = subprocess.run(argv, capture_output=True, check=False, env=ENV)
     if proc.returncode not in ok:
         raise SystemExit(f"{argv[:3]} failed ({proc.returncode}): {proc.stderr.decode()}")
     return proc

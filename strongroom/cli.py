@@ -10,8 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__, bundles, config, paths, report
-from .critical import DEFAULT_PATTERNS
+from . import __version__, config, paths, report
 from .errors import ERROR, OK, WARNING, StrongroomError
 from .table import human_bytes, render
 
@@ -33,6 +32,8 @@ def _progress(i, total, res):
 
 def _bundle_options(args):
     """Options from --job (the job file) overlaid by what the command line says."""
+    from . import bundles
+
     opts = {}
     if getattr(args, "job", None):
         job = config.load_job(args.config_dir, args.job)
@@ -46,6 +47,8 @@ def _bundle_options(args):
         opts["critical_patterns"] = []
     extra = getattr(args, "critical", None) or []
     if extra:
+        from .critical import DEFAULT_PATTERNS
+
         opts["critical_patterns"] = list(opts.get("critical_patterns", DEFAULT_PATTERNS)) + extra
     for key in ("store",) + (("root",) if args.verb == "sync" else ()):
         if not opts.get(key):
@@ -55,6 +58,8 @@ def _bundle_options(args):
 
 
 def cmd_sync(args):
+    from . import bundles
+
     opts, raw = _bundle_options(args)
     results, code = bundles.sync(raw["root"], raw["store"], opts, names=args.name or None,
                                  lock_wait=args.wait, progress=_progress)
@@ -72,6 +77,8 @@ def cmd_sync(args):
 
 
 def cmd_verify(args):
+    from . import bundles
+
     opts, raw = _bundle_options(args)
     results, code = bundles.verify(raw["store"], opts, args.name or None, lock_wait=args.wait)
     if args.json:
@@ -91,6 +98,8 @@ def cmd_verify(args):
 
 
 def cmd_restore(args):
+    from . import bundles
+
     opts, raw = _bundle_options(args)
     Path(raw["store"]).mkdir(parents=True, exist_ok=True)  # a new machine restoring off-site
     with bundles.Lock(Path(raw["store"]) / bundles.LOCK_NAME,
@@ -107,6 +116,8 @@ def cmd_restore(args):
 
 
 def cmd_list(args):
+    from . import bundles
+
     opts, raw = _bundle_options(args)
     rows = bundles.list_store(raw["store"])
     if args.json:
@@ -125,6 +136,8 @@ def cmd_list(args):
 
 
 def cmd_consolidate(args):
+    from . import bundles
+
     opts, raw = _bundle_options(args)
     res = bundles.consolidate(raw["store"], args.name, opts, lock_wait=args.wait)
     if args.json:
@@ -277,7 +290,7 @@ def _drill_progress(art):
 
 
 def cmd_drill(args):
-    from . import drill
+    from . import bundles, drill
 
     if args.store:
         opts = bundles.options_from({"remote": args.remote,
@@ -438,16 +451,13 @@ def cmd_gitsync(args):
             return OK if info else WARNING
         if not (Path(s.repo) / ".git").is_dir():
             raise StrongroomError(f"{s.repo} is not a git work tree (no .git directory)")
-        from .lock import Lock
-
-        with Lock(Path(s.repo) / ".git" / "strongroom" / "sync.lock",
-                  f"sync of {s.repo}").acquire(args.wait):
+        with gitsync.sync_lock(s, args.wait):
             out = gitsync.rollback(s)
         if args.json:
             _emit_json(out)
         else:
             print(f"rolled back to {(out['head'] or '-')[:12]} (snapshot of {out['taken']}); "
-                  f"{out['files']} files restored and verified")
+                  f"{out['files']} files verified, {len(out['changed_files'])} put back")
         return OK
     gitsync.check_repo(s)  # before writing merge drivers into it
     gitsync.install_policies(s)

@@ -74,6 +74,17 @@ def _out(proc):
     return proc.stdout.decode() if isinstance(proc.stdout, bytes) else proc.stdout
 
 
+def current_head(s):
+    """The commit HEAD names, or None in a repository without commits."""
+    return _out(_run_git(s, "rev-parse", "-q", "--verify", "HEAD", check=False)).strip() or None
+
+
+def sync_lock(s, wait=0):
+    """One sync (or rollback) at a time per repository."""
+    _dir(s).mkdir(parents=True, exist_ok=True)
+    return Lock(_dir(s) / "sync.lock", f"sync of {s.repo}").acquire(wait)
+
+
 def _branch(s):
     if s.branch:
         return s.branch
@@ -108,32 +119,45 @@ def check_repo(s):
 # --- merge drivers ------------------------------------------------------------------------
 
 
-def install_policies(s, engine=None):
-    """Write the attributes block and the merge-driver definitions (idempotent)."""
+def install_policies(s, engine=None, dry_run=False):
+    """Write the attributes block and the merge-driver definitions (idempotent).
+
+    Returns what differed (and, unless dry_run, was written): a list of
+    "info/attributes" and the git config keys set.
+    """
     engine = engine or str(Path(sys.executable).parent / "strongroom")
     attrs = Path(s.repo) / ".git" / "info" / "attributes"
-    attrs.parent.mkdir(parents=True, exist_ok=True)
-    old = attrs.read_text() if attrs.exists() else ""
+    current = attrs.read_text() if attrs.exists() else ""
+    old = current
     if ATTR_BEGIN in old:
         head, _, rest = old.partition(ATTR_BEGIN)
         old = head + rest.partition(ATTR_END + "\n")[2]
     lines = [f"{pattern} merge=strongroom-{policy}" for pattern, policy in s.policies.items()]
     lines.append(f"{MANIFEST_NAME} merge=strongroom-manifest")
-    block = ATTR_BEGIN + "\n" + "\n".join(lines) + "\n" + ATTR_END + "\n"
-    new = old + block
-    if new != (attrs.read_text() if attrs.exists() else ""):
-        fsutil.atomic_write_bytes(attrs, new.encode())
+    new = old + ATTR_BEGIN + "\n" + "\n".join(lines) + "\n" + ATTR_END + "\n"
+    changes = []
+    if new != current:
+        changes.append("info/attributes")
+        if not dry_run:
+            attrs.parent.mkdir(parents=True, exist_ok=True)
+            fsutil.atomic_write_bytes(attrs, new.encode())
+    side = "ours" if s.role == "primary" else "theirs"
     drivers = {
         "append": f"{engine} sync merge-driver append %O %A %B %P",
         "block": f"{engine} sync merge-driver block %O %A %B %P",
-        "primary-wins": f"{engine} sync merge-driver {'ours' if s.role == 'primary' else 'theirs'}"
-                        " %O %A %B %P",
+        "primary-wins": f"{engine} sync merge-driver {side} %O %A %B %P",
         # both sides' manifests conflict by nature; the merge result is re-recorded
         "manifest": f"{engine} sync merge-driver ours %O %A %B %P",
     }
     for name, cmd in drivers.items():
-        _run_git(s, "config", f"merge.strongroom-{name}.name", f"strongroom {name}")
-        _run_git(s, "config", f"merge.strongroom-{name}.driver", cmd)
+        for key, value in ((f"merge.strongroom-{name}.name", f"strongroom {name}"),
+                           (f"merge.strongroom-{name}.driver", cmd)):
+            have = _out(_run_git(s, "config", "--local", "--get", key, check=False)).strip()
+            if have != value:
+                changes.append(key)
+                if not dry_run:
+                    _run_git(s, "config", "--local", key, value)
+    return changes
 
 
 def merge_driver(kind, base, ours, theirs, path):
@@ -221,29 +245,60 @@ def snapshot_info(s):
             "head": meta["head"], "branch": meta["branch"], "files": len(meta["files"])}
 
 
-def rollback(s):
-    """Back to the snapshot: HEAD first, then the files, then a check. Never prompts."""
-    snap = _dir(s) / "snapshot"
-    try:
-        meta = json.loads((snap / "snapshot.json").read_text())
-    except (OSError, ValueError):
-        raise SyncFailed(f"{s.repo}: no snapshot to roll back to") from None
-    if (Path(s.repo) / ".git" / "MERGE_HEAD").exists():
-        _run_git(s, "merge", "--abort", check=False)
-    if meta["head"]:
-        _run_git(s, "checkout", "-q", "-f", meta["branch"], check=False)
-        _run_git(s, "reset", "-q", "--hard", meta["head"])
-    def current(rel):
+def _hashes(s, rels):
+    def one(rel):
         try:
             return fsutil.sha256_file(Path(s.repo) / rel)
         except OSError:
             return None
 
-    # Copy back only what differs from the snapshot (after the reset, most files already
-    # match); hashing runs in parallel, and every file is checked either way.
-    files = meta["files"]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        now = dict(zip(files, pool.map(current, files), strict=True))
+        return dict(zip(rels, pool.map(one, rels), strict=True))
+
+
+def _tracked_changes(s, covered):
+    """Tracked files that differ from HEAD and are not among `covered`."""
+    if not current_head(s):
+        return set()
+    out = _out(_run_git(s, "diff", "--name-only", "-z", "HEAD", check=False))
+    return set(filter(None, out.split("\0"))) - set(covered)
+
+
+def rollback(s, dry_run=False):
+    """Back to the snapshot: HEAD first, then the files, then a check. Never prompts.
+
+    Returns what differed from the snapshot (`changed_files`, `head_moved`); dry_run only
+    reports that and changes nothing.
+    """
+    snap = _dir(s) / "snapshot"
+    try:
+        meta = json.loads((snap / "snapshot.json").read_text())
+    except (OSError, ValueError):
+        raise SyncFailed(f"{s.repo}: no snapshot to roll back to") from None
+    files = meta["files"]
+    merging = (Path(s.repo) / ".git" / "MERGE_HEAD").exists()
+    on_branch = _out(_run_git(s, "symbolic-ref", "--short", "-q", "HEAD", check=False)).strip()
+    head_moved = bool(meta["head"]) and (current_head(s) != meta["head"]
+                                         or on_branch != meta["branch"])
+    # tracked files outside the snapshot were clean when it was taken: only a reset
+    # puts them back (and a reset is skipped when nothing needs it, so that a dirty file
+    # the snapshot holds is not reverted and copied back for nothing)
+    extra = _tracked_changes(s, files)
+    out = {"head": meta["head"], "files": len(files), "taken": meta["taken"],
+           "head_moved": head_moved}
+    if dry_run:
+        now = _hashes(s, list(files))
+        out["changed_files"] = sorted(extra | {r for r, d in files.items() if now[r] != d})
+        return out
+    if merging:
+        _run_git(s, "merge", "--abort", check=False)
+    if meta["head"] and (head_moved or merging or extra):
+        _run_git(s, "checkout", "-q", "-f", meta["branch"], check=False)
+        _run_git(s, "reset", "-q", "--hard", meta["head"])
+    # Copy back only what differs from the snapshot (after a reset, most files already
+    # match); hashing runs in parallel, and every file is checked either way.
+    now = _hashes(s, list(files))
+    copied = set()
     for rel, digest in files.items():
         if now[rel] == digest:
             continue
@@ -252,14 +307,16 @@ def rollback(s):
         tmp = fsutil.temp_path(dst)
         shutil.copy2(src, tmp)
         os.replace(tmp, dst)
-        now[rel] = current(rel)
+        copied.add(rel)
+        now.update(_hashes(s, [rel]))
     bad = [rel for rel, digest in files.items() if now[rel] != digest]
     if bad:
         raise SyncFailed(f"rollback did not restore: {', '.join(bad)}")
-    head = _out(_run_git(s, "rev-parse", "-q", "--verify", "HEAD", check=False)).strip()
-    if meta["head"] and head != meta["head"]:
-        raise SyncFailed(f"rollback left HEAD at {head}, expected {meta['head']}")
-    return {"head": meta["head"], "files": len(meta["files"]), "taken": meta["taken"]}
+    now_head = current_head(s)
+    if meta["head"] and now_head != meta["head"]:
+        raise SyncFailed(f"rollback left HEAD at {now_head}, expected {meta['head']}")
+    out["changed_files"] = sorted(copied | extra)
+    return out
 
 
 # --- state ------------------------------------------------------------------------------
@@ -280,6 +337,20 @@ def _record_manifest(s, phase, operation):
     return data
 
 
+def _same_content(path, data):
+    """The manifest at path records the same files, hashes and patterns as data (its
+    timestamp, host and mtimes aside): rewriting it would commit a change of nothing."""
+    try:
+        old = manifest.load(path)
+    except manifest.ManifestError:
+        return False
+
+    def sums(d):
+        return {rel: entry.get("sha256") for rel, entry in d["checksums"].items()}
+
+    return sums(old) == sums(data) and manifest.selection_of(old) == manifest.selection_of(data)
+
+
 def _check_json_files(s, rels):
     """A covered *.json that no longer parses is damage, not an edit worth syncing."""
     bad = []
@@ -296,8 +367,7 @@ def _check_json_files(s, rels):
 def _guarded(s, operation, body, notify_cb=None):
     """Lock, snapshot, run body; on any failure roll back and record it."""
     check_repo(s)
-    _dir(s).mkdir(parents=True, exist_ok=True)
-    with Lock(_dir(s) / "sync.lock", f"sync of {s.repo}").acquire(0):
+    with sync_lock(s):
         fsutil.clean_stale_temps(_dir(s))
         started = time.monotonic()
         snap = snapshot(s)
@@ -346,10 +416,12 @@ def push(s, notify_cb=None):
                              + " into their files by hand and delete the .theirs copies")
         _check_json_files(s, manifest.walk(s.repo, _selection(s)))
         data = _record_manifest(s, "pre-sync", "push")
-        manifest.write(Path(s.repo) / MANIFEST_NAME, data)
+        if not _same_content(Path(s.repo) / MANIFEST_NAME, data):
+            manifest.write(Path(s.repo) / MANIFEST_NAME, data)
         (Path(s.repo) / (MANIFEST_NAME + ".prev")).unlink(missing_ok=True)
         committed = _commit_all(s, f"sync: {s.host} ({s.role}) {now_iso()}")
         head = _out(_run_git(s, "rev-parse", "HEAD")).strip()
+        remote_before = _remote_head(s, branch)
         proc = _run_git(s, "push", "-q", s.remote, f"HEAD:refs/heads/{branch}", check=False)
         if proc.returncode != 0:
             err = (proc.stderr.decode() if isinstance(proc.stderr, bytes) else proc.stderr)
@@ -365,10 +437,11 @@ def push(s, notify_cb=None):
         if not v.passed:
             raise SyncFailed("post-sync check failed: " + ", ".join(v.mismatched + v.missing))
         fsutil.atomic_write_json(_baseline_path(s), data["checksums"])
+        pushed = remote_before != head
         return {"operation": "push", "result": "ok", "exit_code": OK, "head": head,
-                "committed": committed, "message": (f"pushed {head[:12]} to {s.remote}/"
-                                                    f"{branch}" if committed else
-                                                    "nothing to commit; remote is current")}
+                "committed": committed, "pushed": pushed, "changed": committed or pushed,
+                "message": (f"pushed {head[:12]} to {s.remote}/{branch}" if pushed else
+                            "nothing to commit; remote is current")}
 
     return _guarded(s, "push", body, notify_cb)
 
@@ -391,7 +464,7 @@ def pull(s, notify_cb=None):
         if head and _run_git(s, "merge-base", "--is-ancestor", theirs, head,
                              check=False).returncode == 0:
             return {"operation": "pull", "result": "ok", "exit_code": OK, "head": head,
-                    "message": "already up to date"}
+                    "changed": False, "message": "already up to date"}
         _commit_all(s, f"sync: local changes on {s.host} before pull {now_iso()}")
         ours = _out(_run_git(s, "rev-parse", "HEAD")).strip()
         base = _out(_run_git(s, "merge-base", ours, theirs, check=False)).strip()
@@ -441,6 +514,7 @@ def pull(s, notify_cb=None):
         fsutil.atomic_write_json(_baseline_path(s), data["checksums"])
         new_head = _out(_run_git(s, "rev-parse", "HEAD")).strip()
         return {"operation": "pull", "result": "ok", "exit_code": OK, "head": new_head,
+                "changed": new_head != head,
                 "incoming": sorted(incoming), "merged_both": sorted(incoming & local),
                 "message": f"merged {theirs[:12]}: {len(incoming)} files came in"}
 
@@ -459,6 +533,44 @@ def _keep_both(s, paths, theirs):
         fsutil.atomic_write_bytes(dst, data)
         kept.append(f"{rel}.theirs")
     return kept
+
+
+def _remote_head(s, branch):
+    proc = _run_git(s, "ls-remote", s.remote, f"refs/heads/{branch}", check=False)
+    if proc.returncode != 0:
+        err = proc.stderr.decode() if isinstance(proc.stderr, bytes) else proc.stderr
+        raise SyncFailed(f"cannot reach {s.remote}: {(err.strip().splitlines() or ['?'])[-1]}")
+    words = _out(proc).split()
+    return words[0] if words else None
+
+
+def preview(s, operation):
+    """What push or pull would do, touching nothing (no fetch, no snapshot, no lock)."""
+    check_repo(s)
+    branch = _branch(s)
+    head = _out(_run_git(s, "rev-parse", "-q", "--verify", "HEAD", check=False)).strip()
+    remote = _remote_head(s, branch)
+    dirty = [p for p in _dirty(s) if p not in (MANIFEST_NAME, MANIFEST_NAME + ".prev")]
+    out = {"operation": operation, "branch": branch, "head": head or None,
+           "remote_head": remote, "dirty": dirty}
+    if operation == "push":
+        left = [str(p.relative_to(s.repo)) for p in Path(s.repo).rglob("*.theirs")
+                if ".git" not in p.parts]
+        if left:
+            raise SyncFailed("a blocked merge is unresolved: " + ", ".join(left))
+        _check_json_files(s, manifest.walk(s.repo, _selection(s)))
+        out["would_change"] = bool(dirty) or remote != head
+        out["message"] = (f"would commit {len(dirty)} file(s) and push" if dirty else
+                          "would push" if remote != head else "remote is current")
+        return out
+    known = remote and _run_git(s, "cat-file", "-e", f"{remote}^{{commit}}",
+                                check=False).returncode == 0
+    current = remote is None or remote == head or (
+        known and head and _run_git(s, "merge-base", "--is-ancestor", remote, head,
+                                    check=False).returncode == 0)
+    out["would_change"] = not current
+    out["message"] = "already up to date" if current else f"would merge {remote[:12]}"
+    return out
 
 
 def status(s, offline=True):

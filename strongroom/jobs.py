@@ -177,7 +177,7 @@ def run_git_sync(job, paths):
     return {"exit_code": gitsync.exit_code(result),
             "message": result["message"] + (f"; {result['rollback']}"
                                              if result.get("rollback") else ""),
-            "changed": result.get("result") == "ok" and result.get("committed", True),
+            "changed": bool(result.get("changed")),
             "extra": extra,
             "output": f"{result['operation']}: {result['result']}: {result['message']}"
                       + (f"\n{result['rollback']}" if result.get("rollback") else "")}

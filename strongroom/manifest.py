@@ -33,6 +33,7 @@ from .errors import StrongroomError
 
 VERSION = "2.0"
 ALWAYS_EXCLUDED = (".git/", ".strongroom/")
+_ALWAYS_DIRS = frozenset(p.rstrip("/") for p in ALWAYS_EXCLUDED)
 
 
 class ManifestError(StrongroomError):
@@ -58,13 +59,25 @@ class Selection:
     exclude: list = field(default_factory=list)
 
     def __post_init__(self):
-        self._inc = _spec(self.include) if self.include else None
-        self._exc = _spec(list(ALWAYS_EXCLUDED) + list(self.exclude))
+        # no patterns of the user's: only the always-excluded directories matter, and a
+        # name check says that without compiling or matching patterns
+        self._default = not self.include and not self.exclude
+        if not self._default:
+            self._inc = _spec(self.include) if self.include else None
+            self._exc = _spec(list(ALWAYS_EXCLUDED) + list(self.exclude))
 
     def covers(self, rel):
+        if self._default:
+            return not any(part in _ALWAYS_DIRS for part in rel.split("/")[:-1])
         if self._exc.match_file(rel):
             return False
         return self._inc is None or self._inc.match_file(rel)
+
+    def prunes(self, rel_dir, name):
+        """Whether the directory rel_dir/name (and all below it) is left out."""
+        if self._default:
+            return name in _ALWAYS_DIRS
+        return bool(self._exc.match_file(rel_dir + name + "/"))
 
 
 def own_files(manifest_path):
@@ -73,9 +86,9 @@ def own_files(manifest_path):
     return [p, p.with_name(p.name + ".prev")]
 
 
-def walk(root, selection, skip=()):
-    """Relative POSIX paths of every regular file covered, sorted. Symlinks are neither
-    followed nor recorded: a manifest describes file contents inside the tree."""
+def scan(root, selection, skip=()):
+    """{relative POSIX path: os.DirEntry} of every regular file covered. Symlinks are
+    neither followed nor recorded: a manifest describes file contents inside the tree."""
     root = Path(root)
     real_root = root.resolve()
     skip_rel = set()
@@ -83,7 +96,10 @@ def walk(root, selection, skip=()):
         resolved = Path(p).resolve()
         if resolved.is_relative_to(real_root):  # outside the tree: nothing to skip
             skip_rel.add(resolved.relative_to(real_root).as_posix())
-    out = []
+    out = {}
+    # pruning already keeps the walk out of the always-excluded directories, so with the
+    # default selection every file reached is covered
+    default = selection._default
     stack = [("", str(root))]
     while stack:
         rel_dir, path = stack.pop()
@@ -95,12 +111,17 @@ def walk(root, selection, skip=()):
             rel = rel_dir + entry.name
             if entry.is_dir(follow_symlinks=False):
                 # prune excluded directories early (".git/", "node_modules/" ...)
-                if not selection._exc.match_file(rel + "/"):
+                if not selection.prunes(rel_dir, entry.name):
                     stack.append((rel + "/", entry.path))
             elif (entry.is_file(follow_symlinks=False) and not entry.name.startswith(".tmp-")
-                  and rel not in skip_rel and selection.covers(rel)):
-                out.append(rel)
-    return sorted(out)
+                  and rel not in skip_rel and (default or selection.covers(rel))):
+                out[rel] = entry
+    return out
+
+
+def walk(root, selection, skip=()):
+    """Relative POSIX paths of every regular file covered, sorted."""
+    return sorted(scan(root, selection, skip))
 
 
 def _entry(path):
@@ -265,11 +286,16 @@ def verify(root, data, fast=False, jobs=0, paths=None, skip=()):
         raise StrongroomError(f"{root} is not a directory")
     checks = data["checksums"]
     wanted = sorted(checks) if paths is None else sorted(p for p in paths if p in checks)
+    # one walk finds the new files and stats the listed ones (DirEntry.stat, no path joins)
+    found = scan(root, selection_of(data), skip) if paths is None else {}
+    base = str(root)
     v = Verdict()
     to_hash = []
     for rel in wanted:
         try:
-            st = os.stat(root / rel)
+            entry = found.get(rel)
+            st = (entry.stat(follow_symlinks=False) if entry is not None
+                  else os.stat(os.path.join(base, rel), follow_symlinks=False))
         except OSError:
             st = None
         if st is None or not stat.S_ISREG(st.st_mode):
@@ -287,7 +313,7 @@ def verify(root, data, fast=False, jobs=0, paths=None, skip=()):
         (v.ok if e["sha256"] == checks[rel]["sha256"] else v.mismatched).append(rel)
     v.mismatched.sort()
     if paths is None:
-        v.new = [r for r in walk(root, selection_of(data), skip) if r not in checks]
+        v.new = sorted(r for r in found if r not in checks)
     return v
 
 

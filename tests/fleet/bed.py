@@ -51,7 +51,11 @@ def as_user(user, argv, env=None):
 
 
 class Bed:
-    def __init__(self, jobs=None):
+    def __init__(self, jobs=None, hosts=None, extra_users=()):
+        # hosts: name -> (unix user, scheduler), all in the inventory; extra_users only
+        # log in over ssh (a git server, say). Two beds must not share user names.
+        self.hosts = hosts or HOSTS
+        self.extra_users = list(extra_users)
         self.base = Path(tempfile.mkdtemp(prefix="strongroom-fleet-", dir="/tmp"))
         self.base.chmod(0o755)  # the users must reach their homes below it
         self.port = free_port()
@@ -67,8 +71,10 @@ class Bed:
         if os.geteuid() != 0:
             raise PermissionError("the fleet bed needs root: it creates users and runs sshd")
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key)])
-        for host, (user, _) in HOSTS.items():
-            self._user(user, self.base / "home" / host)
+        for host, (user, _) in self.hosts.items():
+            self._user(user, self.home(host))
+        for user in self.extra_users:
+            self._user(user, self.base / "home" / user)
         self._sshd()
         self._write_inventory()
         return self
@@ -114,7 +120,7 @@ class Bed:
             f"PidFile {self.base / 'sshd.pid'}\nAuthorizedKeysFile .ssh/authorized_keys\n"
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
             "PermitRootLogin no\nStrictModes yes\nMaxStartups 30\nMaxSessions 30\n"
-            f"AllowUsers {' '.join(u for u, _ in HOSTS.values())}\n"
+            f"AllowUsers {' '.join(self.users)}\n"
             "Subsystem sftp /usr/lib/openssh/sftp-server\n")
         run(["/usr/sbin/sshd", "-t", "-f", str(conf)])
         self.sshd = subprocess.Popen(["/usr/sbin/sshd", "-D", "-f", str(conf), "-E",
@@ -129,7 +135,7 @@ class Bed:
 
     def _write_inventory(self):
         hosts = {}
-        for host, (user, scheduler) in HOSTS.items():
+        for host, (user, scheduler) in self.hosts.items():
             home = str(self.home(host))
             hosts[host] = {
                 "ansible_host": "127.0.0.1",
@@ -184,7 +190,7 @@ class Bed:
         return self.home(host) / ".local/share/strongroom/venv/bin/strongroom"
 
     def strongroom(self, host, *args):
-        user = HOSTS[host][0]
+        user = self.hosts[host][0]
         return as_user(user, [str(self.engine(host)), *map(str, args)])
 
     # --- tear-down ----------------------------------------------------------------------------

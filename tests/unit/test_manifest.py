@@ -156,3 +156,20 @@ def test_gitignore_style_patterns(tmp_path):
     assert sorted(data["checksums"]) == ["clients/acme/tasks.json"]
     create(root, out, "--include", "clients/**", "--include", "!clients/acme/*.json")
     assert sorted(json.loads(out.read_text())["checksums"]) == ["clients/beta/tasks.json"]
+
+
+def test_the_default_selection_agrees_with_the_gitignore_patterns():
+    """With no patterns of the user's a name check stands in for the pattern match."""
+    from strongroom.manifest import Selection
+
+    default = Selection()
+    patterned = Selection(exclude=["/no-such-path-anywhere"])  # forces the pattern path
+    assert default._default and not patterned._default
+    paths = ["a.txt", ".git", ".gitignore", ".git/config", "sub/.git/HEAD", "x.git/y",
+             ".strongroom/state", "a/.strongroom/b", "a/b/.strongroomx/c", "git/.git2/f",
+             "deep/er/.git/objects/ab"]
+    for rel in paths:
+        assert default.covers(rel) == patterned.covers(rel), rel
+    for rel_dir, name in [("", ".git"), ("a/", ".git"), ("", ".strongroom"), ("", "git"),
+                          ("a/", ".gitx"), ("", "node_modules")]:
+        assert default.prunes(rel_dir, name) == patterned.prunes(rel_dir, name), name

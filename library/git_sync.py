@@ -1,0 +1,239 @@
+#!/usr/bin/python
+# Copyright: Strongroom contributors
+# MIT License
+
+DOCUMENTATION = r"""
+---
+module: git_sync
+short_description: Keep two machines' copies of a git repository in step, safely
+description:
+  - One side of a two-machine sync through a git remote, guarded by a snapshot, SHA-256
+    manifests and automatic rollback. The same engine as C(strongroom sync).
+  - V(push) takes a snapshot, checks the covered files, commits every change (tracked edits
+    included) with this side's manifest, pushes and checks the remote. V(pull) takes a
+    snapshot, fetches, merges under the conflict policies and checks every file against the
+    other side's manifest or the snapshot. Any failure rolls back and the task fails,
+    saying what happened and that it rolled back.
+  - V(policies) only installs the merge drivers (C(.git/info/attributes) and
+    C(.git/config)) for O(policies); push and pull install them too.
+  - V(rollback) restores the last snapshot (HEAD, then files, then a hash check).
+  - V(status) reports ahead/behind, dirty files, the last sync and the snapshot, offline.
+version_added: "0.1.0"
+author: Strongroom contributors
+requirements:
+  - the strongroom engine importable by the module's Python (installed by the strongroom
+    role; point C(ansible_python_interpreter) at its virtualenv)
+options:
+  repo:
+    description: The work tree to sync.
+    type: path
+    required: true
+  operation:
+    description: What to do.
+    type: str
+    choices: [push, pull, policies, rollback, status]
+    default: status
+  role:
+    description:
+      - This machine's side, from the inventory. V(primary-wins) paths keep the primary's
+        version on both machines.
+    type: str
+    choices: [primary, secondary]
+    default: primary
+  remote:
+    description: The git remote to sync through.
+    type: str
+    default: origin
+  branch:
+    description: The branch to sync; default the checked-out one.
+    type: str
+  include:
+    description: gitignore-style patterns of the files the manifest covers; default all.
+    type: list
+    elements: str
+  exclude:
+    description: gitignore-style patterns left out of the manifest.
+    type: list
+    elements: str
+  policies:
+    description:
+      - Conflict policy per gitignore-style pattern, V(append), V(block) or
+        V(primary-wins).
+    type: dict
+  engine:
+    description:
+      - The C(strongroom) executable the merge drivers call; default the one beside the
+        module's Python.
+    type: path
+attributes:
+  check_mode:
+    support: full
+    details:
+      - push and pull ask the remote for its branch head (read-only) and report what would
+        happen; nothing is fetched, committed, snapshotted or written.
+  diff_mode:
+    support: none
+"""
+
+EXAMPLES = r"""
+- name: Push the notes from the primary
+  ansible.legacy.git_sync:
+    repo: /home/alice/brain
+    operation: push
+    role: primary
+    include: ["clients/*/tasks.json", "*.md"]
+    policies:
+      "log/completed.md": append
+      "clients/*/tasks.json": block
+  vars:
+    ansible_python_interpreter: "{{ strongroom_venv }}/bin/python"
+
+- name: Install the merge drivers only
+  ansible.legacy.git_sync:
+    repo: /home/alice/brain
+    operation: policies
+    role: secondary
+    policies: {"build/": primary-wins}
+"""
+
+RETURN = r"""
+head:
+  description: HEAD after the operation.
+  returned: push, pull, rollback
+  type: str
+message:
+  description: What happened, in one line.
+  returned: push, pull, check mode
+  type: str
+remote_head:
+  description: The remote branch's head as the remote reported it.
+  returned: check mode
+  type: str
+dirty:
+  description: Modified, added or untracked files (those push would commit).
+  returned: check mode, status
+  type: list
+  elements: str
+incoming:
+  description: Files the pulled commits changed.
+  returned: pull that merged
+  type: list
+  elements: str
+conflicts:
+  description: Files a block policy stopped on; their versions are kept as FILE.theirs.
+  returned: when a pull was blocked
+  type: list
+  elements: str
+rollback:
+  description: What the automatic rollback did.
+  returned: when a push or pull failed after its snapshot
+  type: str
+policy_changes:
+  description: The attribute file and git config keys that were (or would be) written.
+  returned: push, pull, policies
+  type: list
+  elements: str
+status:
+  description: ahead, behind, dirty, last sync, snapshot (operation=status).
+  returned: status
+  type: dict
+changed_files:
+  description: Files that differed from the snapshot and were (or would be) put back.
+  returned: rollback
+  type: list
+  elements: str
+"""
+
+import traceback
+from pathlib import Path
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+try:
+    from strongroom import gitsync
+    from strongroom.errors import StrongroomError
+
+    HAS_STRONGROOM = True
+    IMPORT_ERROR = None
+except ImportError:
+    HAS_STRONGROOM = False
+    IMPORT_ERROR = traceback.format_exc()
+
+
+def settings(p):
+    return gitsync.Settings(repo=Path(p["repo"]), role=p["role"], remote=p["remote"],
+                            branch=p["branch"], include=list(p["include"] or []),
+                            exclude=list(p["exclude"] or []),
+                            policies=dict(p["policies"] or {}))
+
+
+def sync(module, s):
+    p = module.params
+    changes = gitsync.install_policies(s, p["engine"], dry_run=module.check_mode)
+    if module.check_mode:
+        out = gitsync.preview(s, p["operation"])
+        module.exit_json(changed=out["would_change"] or bool(changes), message=out["message"],
+                         head=out["head"], remote_head=out["remote_head"], dirty=out["dirty"],
+                         policy_changes=changes)
+    result = gitsync.push(s) if p["operation"] == "push" else gitsync.pull(s)
+    out = {k: result[k] for k in ("head", "message", "incoming", "conflicts",
+                                  "kept_side_by_side", "rollback") if k in result}
+    out["policy_changes"] = changes
+    if result["result"] != "ok":
+        module.fail_json(msg=f"{p['operation']} of {p['repo']} failed: {result['message']}"
+                             + (f"; {result['rollback']}" if result.get("rollback") else ""),
+                         changed=bool(changes), **out)
+    module.exit_json(changed=bool(result.get("changed") or changes), **out)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            repo=dict(type="path", required=True),
+            operation=dict(type="str", default="status",
+                           choices=["push", "pull", "policies", "rollback", "status"]),
+            role=dict(type="str", default="primary", choices=["primary", "secondary"]),
+            remote=dict(type="str", default="origin"),
+            branch=dict(type="str"),
+            include=dict(type="list", elements="str"),
+            exclude=dict(type="list", elements="str"),
+            policies=dict(type="dict"),
+            engine=dict(type="path"),
+        ),
+        supports_check_mode=True,
+    )
+    if not HAS_STRONGROOM:
+        module.fail_json(msg=missing_required_lib(
+            "strongroom", reason="to sync repositories",
+            url="run playbooks/site.yml to install the engine, and set "
+                "ansible_python_interpreter to its virtualenv's python"),
+            exception=IMPORT_ERROR)
+    p = module.params
+    try:
+        s = settings(p)
+        gitsync.check_repo(s)
+        if p["operation"] == "status":
+            st = gitsync.status(s)
+            module.exit_json(changed=False, status=st, dirty=st["dirty"])
+        if p["operation"] == "policies":
+            changes = gitsync.install_policies(s, p["engine"], dry_run=module.check_mode)
+            module.exit_json(changed=bool(changes), policy_changes=changes)
+        if p["operation"] == "rollback":
+            info = gitsync.snapshot_info(s)
+            if info is None:
+                module.fail_json(msg=f"{p['repo']}: no snapshot to roll back to")
+            if module.check_mode:
+                out = gitsync.rollback(s, dry_run=True)
+            else:
+                with gitsync.sync_lock(s):
+                    out = gitsync.rollback(s)
+            module.exit_json(changed=bool(out["changed_files"] or out["head_moved"]),
+                             head=out["head"], changed_files=out["changed_files"],
+                             message=f"snapshot of {info['taken']}")
+        sync(module, s)
+    except StrongroomError as exc:
+        module.fail_json(msg=str(exc))
+
+
+if __name__ == "__main__":
+    main()
