@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-JOB_TYPES = ("bundle_sync", "restore_drill", "status_check", "git_sync")
+JOB_TYPES = ("bundle_sync", "restore_drill", "status_check", "git_sync", "snapshot")
 
 
 def _str(v):
@@ -84,6 +84,16 @@ def _policies(v):
 
 
 _policies.expected = "a mapping of path pattern to append, block or primary-wins"
+
+
+def _size(v):
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v >= 0
+    return isinstance(v, str) and re.fullmatch(r"\d+(\.\d+)?\s*[kKmMgGtT]?i?[bB]?", v.strip()) \
+        is not None
+
+
+_size.expected = "a size such as 50M, 2G or a byte count"
 _str.expected = "a non-empty string"
 _str_list.expected = "a list of non-empty strings"
 _abs_path.expected = "an absolute path"
@@ -134,6 +144,20 @@ OPTION_SCHEMAS = {
         "include": (False, _str_list),
         "exclude": (False, _str_list),
         "policies": (False, _policies),
+    },
+    "snapshot": {
+        "source": (True, _abs_path),
+        "dest": (True, _abs_path),
+        "critical": (False, _str_list),  # gitignore-style patterns
+        "db": (False, _str_list),  # SQLite files, absolute or relative to source
+        "exclude": (False, _str_list),
+        "immutable": (False, _one_of("require", "warn", "off")),
+        "format": (False, _one_of("zst", "gz")),
+        "large_threshold": (False, _size),
+        # after each snapshot; both must be set for the job to prune
+        "keep_last": (False, _int_min(1)),
+        "keep_days": (False, _num_min(0)),
+        "lock_wait": (False, _num_min(0)),
     },
     "status_check": {
         "stale_factor": (False, _num_min(1)),  # stale after F x a job's period (default 2)

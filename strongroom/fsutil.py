@@ -1,5 +1,7 @@
 """Files that are either whole or absent: atomic writes, fsync, hashes, safe extraction."""
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -134,3 +136,77 @@ def safe_extract(tar: tarfile.TarFile, target):
     check_archive_members(members, target)
     tar.extractall(target, members=members, filter="data")
     return members
+
+
+# --- inode flags (chattr) ------------------------------------------------------------------
+# Set and read through the FS_IOC_GETFLAGS/SETFLAGS ioctls, as chattr does, one open per
+# path instead of one process per path.
+FS_IOC_GETFLAGS = 0x80086601
+FS_IOC_SETFLAGS = 0x40086602
+IMMUTABLE = 0x10  # chattr +i
+APPEND_ONLY = 0x20  # chattr +a
+
+
+def _flag_fd(path):
+    return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+
+def get_flags(path):
+    import array
+    import fcntl
+
+    fd = _flag_fd(path)
+    try:
+        buf = array.array("i", [0])
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, buf, True)
+        return buf[0]
+    finally:
+        os.close(fd)
+
+
+def set_flag(path, flag, on=True):
+    """Set or clear one flag; OSError EPERM without CAP_LINUX_IMMUTABLE, ENOTTY or
+    EOPNOTSUPP where the filesystem has no such flags."""
+    import array
+    import fcntl
+
+    fd = _flag_fd(path)
+    try:
+        buf = array.array("i", [0])
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, buf, True)
+        new = (buf[0] | flag) if on else (buf[0] & ~flag)
+        if new != buf[0]:
+            fcntl.ioctl(fd, FS_IOC_SETFLAGS, array.array("i", [new]), True)
+    finally:
+        os.close(fd)
+
+
+def has_flag(path, flag):
+    try:
+        return bool(get_flags(path) & flag)
+    except OSError:
+        return False
+
+
+def probe_immutable(directory):
+    """(supported, reason): set +i on a scratch file in `directory`, read it back, lift it."""
+    probe = Path(directory) / f"{TEMP_PREFIX}probe.{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+    except OSError as exc:
+        return False, f"cannot write in {directory}: {exc.strerror}"
+    try:
+        set_flag(probe, IMMUTABLE)
+        ok = has_flag(probe, IMMUTABLE)
+        set_flag(probe, IMMUTABLE, on=False)
+        return (True, "chattr +i works here") if ok else (
+            False, "the immutable flag did not stick on this filesystem")
+    except OSError as exc:
+        if exc.errno == errno.EPERM:
+            return False, ("no permission to set the immutable flag (needs root or "
+                           "CAP_LINUX_IMMUTABLE)")
+        return False, f"this filesystem has no immutable flag ({exc.strerror})"
+    finally:
+        with contextlib.suppress(OSError):
+            set_flag(probe, IMMUTABLE, on=False)
+        probe.unlink(missing_ok=True)

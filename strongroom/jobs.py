@@ -158,6 +158,31 @@ def run_restore_drill(job, paths):
     }
 
 
+def run_snapshot(job, paths):
+    """Take a snapshot; then, when keep_last and keep_days are set, prune."""
+    from . import cli_backup, snapshots
+
+    o = dict(job["options"])
+    rep = cli_backup.take(o)
+    lines = [f"snapshot {rep['id']}: {rep['counts']['files']} files, archive "
+             f"{rep['bytes']['archive']} bytes, immutable: {rep['applied']}"]
+    extra = {"snapshot": {"id": rep["id"], "path": rep["path"], "immutable": rep["applied"],
+                          "warning": rep.get("warning")}}
+    code = WARNING if rep.get("warning") else OK
+    if rep.get("warning"):
+        lines.append(f"warning: {rep['warning']}")
+    if o.get("keep_last") and o.get("keep_days") is not None:
+        pr = snapshots.prune(o["dest"], o["keep_last"], o["keep_days"])
+        extra["prune"] = pr
+        lines.append(f"pruned {len(pr['deleted'])}, kept {len(pr['kept'])}")
+        if pr["problems"]:
+            code = ERROR
+            lines += pr["problems"]
+    return {"exit_code": code, "message": lines[-1] if code != OK else lines[0],
+            "changed": True, "extra": extra, "bytes": rep["bytes"]["archive"],
+            "counts": rep["counts"], "output": "\n".join(lines)}
+
+
 def run_git_sync(job, paths):
     from . import gitsync
 
@@ -217,7 +242,8 @@ def run_status_check(job, paths):
 
 
 HANDLERS = {"bundle_sync": run_bundle_sync, "restore_drill": run_restore_drill,
-            "status_check": run_status_check, "git_sync": run_git_sync}
+            "status_check": run_status_check, "git_sync": run_git_sync,
+            "snapshot": run_snapshot}
 
 
 def _on_signal(signum, _frame):

@@ -1,0 +1,721 @@
+"""Immutable snapshots of a project folder.
+
+A snapshot is a folder <dest>/<id>, id = YYYYMMDD-HHMMSS-<short git sha | nogit> (UTC):
+
+  MANIFEST.txt     who, where, which versions
+  REPORT.json      counts, bytes, durations, databases, immutability
+  LARGE_FILES.txt  files above the size threshold (what a push should not carry)
+  critical/        the critical files, paths preserved
+  db/              each SQLite database, copied with the online backup API and checked
+  full.tar.zst     everything else (or full.tar.gz), default excludes honoured
+  SHA256SUMS       every file above; `sha256sum -c --strict` passes inside the folder
+
+It is built under a temporary name and renamed only when complete, then every file and
+the folder get chattr +i (a +i folder alone still lets its files be rewritten). The
+archive and its checksum come from one read of the tree: tar streams into zstd, whose
+output is hashed on its way to disk.
+"""
+
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import tarfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from . import __version__, fsutil, manifest, sqlite
+from .errors import StrongroomError
+from .gitcmd import git
+
+DEFAULT_EXCLUDES = ["node_modules/", "venv/", ".venv/", "__pycache__/", ".git/"]
+LARGE_DEFAULT = 50 * 1024 * 1024
+ID_RE = re.compile(r"^(\d{8}-\d{6})-([0-9a-f]{7,40}|nogit)$")
+ARCHIVES = {"zst": "full.tar.zst", "gz": "full.tar.gz"}
+COMPRESSORS = {"zst": ["zstd", "-q", "-3", "-T0", "-c"], "gz": ["gzip", "-6", "-c"]}
+DECOMPRESSORS = {"zst": ["zstd", "-q", "-d", "-c"], "gz": ["gzip", "-d", "-c"]}
+SUMS = "SHA256SUMS"
+STATE_DIR = ".strongroom"  # beside the snapshots: verification records (not immutable)
+CHUNK = 1 << 20
+
+
+class SnapshotError(StrongroomError):
+    pass
+
+
+# --- reading a snapshot folder ------------------------------------------------------------
+
+
+def parse_id(name):
+    m = ID_RE.match(name)
+    if not m:
+        return None
+    return datetime.strptime(m.group(1), "%Y%m%d-%H%M%S").replace(tzinfo=UTC)
+
+
+def snapshot_ids(dest):
+    """Finished snapshots in dest, oldest first (temporary folders are not snapshots)."""
+    try:
+        names = [e.name for e in os.scandir(dest) if e.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if parse_id(n))
+
+
+def _folder(dest, snap_id):
+    if not parse_id(snap_id):
+        raise SnapshotError(f"{snap_id!r} is not a snapshot id (YYYYMMDD-HHMMSS-<sha|nogit>)")
+    path = Path(dest) / snap_id
+    if not path.is_dir():
+        raise SnapshotError(f"no snapshot {snap_id} in {dest}")
+    return path
+
+
+_SUM_LINE = re.compile(r"^(\\?)([0-9a-f]{64}) [ *](.+)$")
+
+
+def read_sums(folder):
+    """{relative path: sha256} from SHA256SUMS; a malformed line is an error, never skipped."""
+    path = Path(folder) / SUMS
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SnapshotError(f"{path} is missing") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SnapshotError(f"cannot read {path}: {exc}") from None
+    sums = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        m = _SUM_LINE.match(line)
+        if not m:
+            raise SnapshotError(f"{path} line {n} is malformed: {line[:80]!r}")
+        name = m.group(3)
+        if m.group(1):
+            name = name.replace("\\n", "\n").replace("\\\\", "\\")
+        if name.startswith("/") or ".." in Path(name).parts:
+            raise SnapshotError(f"{path} line {n} names a path outside the snapshot: {name!r}")
+        sums[name] = m.group(2)
+    if not sums:
+        raise SnapshotError(f"{path} lists no files")
+    return sums
+
+
+def read_report(folder):
+    try:
+        return json.loads((Path(folder) / "REPORT.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _files_of(folder):
+    folder = Path(folder)
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                  if p.is_file() or p.is_symlink())
+
+
+def immutability_of(folder):
+    """'yes' when the folder and every file are +i, 'partial', or 'no'."""
+    folder = Path(folder)
+    files = [folder / r for r in _files_of(folder)]
+    flags = [fsutil.has_flag(p, fsutil.IMMUTABLE) for p in [folder, *files]]
+    return "yes" if all(flags) else "partial" if any(flags) else "no"
+
+
+# --- building ----------------------------------------------------------------------------
+
+
+class _HashingSink(threading.Thread):
+    """Reads a compressor's output, hashing it on its way into the archive file."""
+
+    def __init__(self, stream, out_path):
+        super().__init__(daemon=True)
+        self.stream, self.out_path = stream, out_path
+        self.digest = None
+        self.size = 0
+        self.error = None
+
+    def run(self):
+        import hashlib
+
+        h = hashlib.sha256()
+        try:
+            with open(self.out_path, "wb") as out:
+                while chunk := self.stream.read(CHUNK):
+                    h.update(chunk)
+                    out.write(chunk)
+                    self.size += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            self.digest = h.hexdigest()
+        except OSError as exc:
+            self.error = exc
+
+
+def _walk_tree(source, selection, skip_dirs):
+    """(relative path, DirEntry) for every directory, file and symlink the archive takes."""
+    stack = [("", str(source))]
+    while stack:
+        rel_dir, path = stack.pop()
+        try:
+            entries = sorted(os.scandir(path), key=lambda e: e.name)
+        except OSError as exc:
+            raise SnapshotError(f"cannot read {path}: {exc.strerror}") from None
+        subdirs = []
+        for entry in entries:
+            rel = rel_dir + entry.name
+            if entry.is_dir(follow_symlinks=False):
+                if entry.path in skip_dirs or selection.prunes(rel_dir, entry.name):
+                    continue
+                yield rel, entry
+                subdirs.append((rel + "/", entry.path))
+            elif selection.covers(rel):
+                yield rel, entry
+        stack.extend(reversed(subdirs))
+
+
+def _archive(source, out_path, fmt, selection, skip_dirs, skip_files, large_threshold):
+    """Stream the tree into the compressor; returns counts, the archive digest, large files."""
+    proc = subprocess.Popen(COMPRESSORS[fmt], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    sink = _HashingSink(proc.stdout, out_path)
+    sink.start()
+    counts = {"files": 0, "dirs": 0, "symlinks": 0, "bytes": 0}
+    large = []
+    try:
+        with tarfile.open(fileobj=proc.stdin, mode="w|", format=tarfile.PAX_FORMAT,
+                          copybufsize=CHUNK) as tar:
+            for rel, entry in _walk_tree(source, selection, skip_dirs):
+                if entry.path in skip_files:
+                    continue
+                try:
+                    info = tar.gettarinfo(entry.path, arcname=rel)
+                except OSError as exc:
+                    raise SnapshotError(f"cannot read {entry.path}: {exc.strerror}") from None
+                if info is None:  # sockets and the like: nothing to keep
+                    continue
+                if info.isreg():
+                    try:
+                        with open(entry.path, "rb") as fh:
+                            tar.addfile(info, fh)
+                    except OSError as exc:
+                        raise SnapshotError(
+                            f"cannot read {entry.path}: {exc.strerror}") from None
+                    counts["files"] += 1
+                    counts["bytes"] += info.size
+                    if info.size > large_threshold:
+                        large.append((info.size, rel))
+                else:
+                    tar.addfile(info)
+                    if info.isdir():
+                        counts["dirs"] += 1
+                    elif info.issym():
+                        counts["symlinks"] += 1
+        proc.stdin.close()
+    except BaseException:
+        proc.kill()
+        raise
+    finally:
+        rc = proc.wait()
+        sink.join()
+    if rc != 0:
+        raise SnapshotError(f"{COMPRESSORS[fmt][0]} failed (exit {rc}) writing {out_path}")
+    if sink.error:
+        raise SnapshotError(f"cannot write {out_path}: {sink.error}")
+    return counts, sink.digest, sink.size, large
+
+
+def _copy_hashing(src, dst):
+    import hashlib
+
+    h = hashlib.sha256()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with open(src, "rb") as fi, open(dst, "wb") as fo:
+        while chunk := fi.read(CHUNK):
+            h.update(chunk)
+            fo.write(chunk)
+    shutil.copystat(src, dst)
+    return h.hexdigest()
+
+
+def _short_sha(source):
+    proc = git(source, "rev-parse", "--short=7", "HEAD", check=False)
+    sha = proc.stdout.strip() if proc.returncode == 0 else ""
+    return sha if re.fullmatch(r"[0-9a-f]{7,40}", sha) else "nogit"
+
+
+def _tool_version(argv):
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=10)
+        return (proc.stdout or proc.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _new_id(dest, source):
+    sha = _short_sha(source)
+    for _ in range(3):  # two snapshots in one second: wait for the next one
+        snap_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S") + "-" + sha
+        if not (Path(dest) / snap_id).exists():
+            return snap_id
+        time.sleep(1.0 - (time.time() % 1.0) + 0.01)
+    raise SnapshotError(f"{Path(dest) / snap_id} already exists")
+
+
+def _resolve_dbs(source, dbs):
+    out = []
+    for db in dbs or []:
+        path = Path(db) if Path(db).is_absolute() else Path(source) / db
+        path = path.absolute()
+        try:
+            rel = path.relative_to(Path(source).absolute()).as_posix()
+        except ValueError:
+            rel = path.name  # outside the source: kept under its own name
+        out.append((path, rel))
+    return out
+
+
+def create(source, dest, critical=(), dbs=(), exclude=(), immutable="warn", fmt="zst",
+           large_threshold=LARGE_DEFAULT, progress=None):
+    """Take a snapshot; returns its report (as written to REPORT.json) plus `applied`."""
+    started = time.monotonic()
+    source, dest = Path(source).absolute(), Path(dest).absolute()
+    if not source.is_dir():
+        raise SnapshotError(f"source {source} is not a directory")
+    if immutable not in ("require", "warn", "off"):
+        raise SnapshotError(f"immutable must be require, warn or off, got {immutable!r}")
+    if fmt not in ARCHIVES:
+        raise SnapshotError(f"format must be zst or gz, got {fmt!r}")
+    if shutil.which(COMPRESSORS[fmt][0]) is None:
+        raise SnapshotError(f"{COMPRESSORS[fmt][0]} is not installed (needed for .{fmt})")
+    dest.mkdir(parents=True, exist_ok=True)
+    fsutil.clean_stale_temps(dest)
+    supported, reason = (False, "immutability is off") if immutable == "off" else \
+        fsutil.probe_immutable(dest)
+    if immutable == "require" and not supported:
+        raise SnapshotError(f"immutability is required but unavailable on {dest}: {reason}")
+    databases = _resolve_dbs(source, dbs)
+    for path, _ in databases:
+        if not sqlite.is_database(path):
+            raise SnapshotError(f"--db {path}: not a SQLite database (or missing)")
+    snap_id = _new_id(dest, source)
+    tmp = dest / f"{fsutil.TEMP_PREFIX}{snap_id}.{os.getpid()}"
+    tmp.mkdir()
+    sums, durations = {}, {}
+    try:
+        # critical files: copied and hashed in one read, paths preserved
+        t0 = time.monotonic()
+        crit_sel = manifest.Selection(list(critical), DEFAULT_EXCLUDES + list(exclude))
+        critical_files = manifest.walk(source, crit_sel) if critical else []
+        crit_bytes = 0
+        for rel in critical_files:
+            sums[f"critical/{rel}"] = _copy_hashing(source / rel, tmp / "critical" / rel)
+            crit_bytes += (tmp / "critical" / rel).stat().st_size
+        durations["critical"] = round(time.monotonic() - t0, 3)
+        # databases: backup API, integrity_check, never the raw file
+        t0 = time.monotonic()
+        db_reports = []
+        for path, rel in databases:
+            rep = sqlite.backup(path, tmp / "db" / rel)
+            rep["copy"] = f"db/{rel}"
+            db_reports.append(rep)
+            sums[f"db/{rel}"] = fsutil.sha256_file(tmp / "db" / rel)
+        durations["databases"] = round(time.monotonic() - t0, 3)
+        # the full archive; the live databases (and their journals) are in db/ instead
+        t0 = time.monotonic()
+        skip_files = {str(p) + suffix for p, _ in databases
+                      for suffix in ("", "-wal", "-shm", "-journal")}
+        arch_sel = manifest.Selection([], DEFAULT_EXCLUDES + list(exclude))
+        archive = ARCHIVES[fmt]
+        counts, digest, arch_bytes, large = _archive(
+            source, tmp / archive, fmt, arch_sel, {str(dest)}, skip_files, large_threshold)
+        sums[archive] = digest
+        durations["archive"] = round(time.monotonic() - t0, 3)
+        large_text = "".join(f"{size}\t{rel}\n" for size, rel in sorted(large, reverse=True))
+        _write(tmp / "LARGE_FILES.txt", large_text or "# none\n", sums)
+        created = parse_id(snap_id).strftime("%Y-%m-%dT%H:%M:%SZ")
+        meta = {
+            "id": snap_id, "created": created, "host": socket.gethostname(),
+            "user": _user(), "source": str(source), "dest": str(dest),
+            "git_commit": snap_id.rsplit("-", 1)[1], "strongroom": __version__,
+            "python": platform.python_version(), "sqlite": sqlite.sqlite3.sqlite_version,
+            "compressor": _tool_version([COMPRESSORS[fmt][0], "--version"]),
+            "format": archive, "critical_patterns": " ".join(critical) or "-",
+            "excludes": " ".join(DEFAULT_EXCLUDES + list(exclude)),
+        }
+        _write(tmp / "MANIFEST.txt", "".join(f"{k}: {v}\n" for k, v in meta.items()), sums)
+        durations["total"] = round(time.monotonic() - started, 3)
+        report = {
+            "id": snap_id, "created": created, "source": str(source),
+            "counts": {"files": counts["files"], "dirs": counts["dirs"],
+                       "symlinks": counts["symlinks"], "critical": len(critical_files),
+                       "databases": len(db_reports), "large_files": len(large)},
+            "bytes": {"source": counts["bytes"], "archive": arch_bytes,
+                      "critical": crit_bytes, "databases": sum(d["bytes"] for d in db_reports)},
+            "durations_seconds": durations, "databases": db_reports,
+            "large_threshold": large_threshold, "archive": archive,
+            "immutability": {"policy": immutable, "supported": supported, "reason": reason},
+        }
+        _write(tmp / "REPORT.json", json.dumps(report, indent=2, sort_keys=True) + "\n", sums)
+        lines = manifest.sha256sum_lines({"checksums": {k: {"sha256": v}
+                                                        for k, v in sums.items()}})
+        (tmp / SUMS).write_text(lines, encoding="utf-8")
+        for p in [*tmp.rglob("*"), tmp]:
+            if p.is_file():
+                fsutil.fsync_file(p)
+        fsutil.fsync_dir(tmp)
+        final = dest / snap_id
+        os.rename(tmp, final)  # the only step that makes it a snapshot
+        fsutil.fsync_dir(dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    report["path"] = str(final)
+    report["applied"] = protect_snapshot(final) if supported else "no"
+    if supported and report["applied"] != "yes":
+        report["warning"] = "the immutable flag could not be set on every file"
+    elif not supported and immutable == "warn":
+        report["warning"] = f"snapshot is not immutable: {reason}"
+    return report
+
+
+def _write(path, text, sums):
+    data = text.encode("utf-8")
+    path.write_bytes(data)
+    import hashlib
+
+    sums[path.name] = hashlib.sha256(data).hexdigest()
+
+
+def _user():
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (KeyError, ImportError):
+        return str(os.getuid())
+
+
+# --- immutability -----------------------------------------------------------------------
+
+
+def protect_snapshot(folder):
+    """+i on every file, then on every directory bottom-up, the folder last."""
+    folder = Path(folder)
+    try:
+        paths = sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True)
+        for p in paths:
+            if not p.is_symlink():
+                fsutil.set_flag(p, fsutil.IMMUTABLE)
+        fsutil.set_flag(folder, fsutil.IMMUTABLE)
+    except OSError:
+        return immutability_of(folder)
+    return immutability_of(folder)
+
+
+def unprotect(folder):
+    """Lift +i (and +a) from the folder first, then from everything below it."""
+    folder = Path(folder)
+    for flag in (fsutil.IMMUTABLE, fsutil.APPEND_ONLY):
+        try:
+            fsutil.set_flag(folder, flag, on=False)
+        except OSError as exc:
+            if fsutil.has_flag(folder, flag):
+                raise SnapshotError(f"cannot lift the flags of {folder}: {exc.strerror}") \
+                    from None
+    for p in sorted(folder.rglob("*"), key=lambda p: len(p.parts)):
+        if p.is_symlink():
+            continue
+        for flag in (fsutil.IMMUTABLE, fsutil.APPEND_ONLY):
+            if fsutil.has_flag(p, flag):
+                try:
+                    fsutil.set_flag(p, flag, on=False)
+                except OSError as exc:
+                    raise SnapshotError(
+                        f"cannot lift the flags of {p}: {exc.strerror}") from None
+
+
+def protect(paths, append_only=False):
+    """`backup protect`: +i (or +a for logs that may only grow) on files and trees."""
+    flag = fsutil.APPEND_ONLY if append_only else fsutil.IMMUTABLE
+    done = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise SnapshotError(f"{path} does not exist")
+        targets = [path]
+        if path.is_dir():
+            targets = sorted(path.rglob("*"), key=lambda p: len(p.parts), reverse=True) + [path]
+        for p in targets:
+            if p.is_symlink():
+                continue
+            try:
+                fsutil.set_flag(p, flag)
+            except OSError as exc:
+                raise SnapshotError(f"cannot set chattr +{'a' if append_only else 'i'} on "
+                                    f"{p}: {exc.strerror}") from None
+            done.append(str(p))
+    return done
+
+
+# --- list, verify ----------------------------------------------------------------------
+
+
+def _verified_path(dest):
+    return Path(dest) / STATE_DIR / "verified.json"
+
+
+def _verified(dest):
+    try:
+        return json.loads(_verified_path(dest).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def list_snapshots(dest, now=None):
+    now = now or datetime.now(UTC)
+    verified = _verified(dest)
+    rows = []
+    for snap_id in snapshot_ids(dest):
+        folder = Path(dest) / snap_id
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        ver = verified.get(snap_id) or {}
+        rows.append({"id": snap_id, "created": parse_id(snap_id).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                     "age_seconds": int((now - parse_id(snap_id)).total_seconds()),
+                     "bytes": size, "immutable": immutability_of(folder),
+                     "last_verified": ver.get("when"), "last_result": ver.get("result")})
+    return rows
+
+
+def _archive_readable(path, fmt):
+    """Decompress to the end and walk every tar member: a truncated archive fails here."""
+    proc = subprocess.Popen(DECOMPRESSORS[fmt] + [str(path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    members = 0
+    try:
+        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+            for m in tar:
+                members += 1
+                if m.isreg():
+                    f = tar.extractfile(m)
+                    while f.read(CHUNK):
+                        pass
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        proc.kill()
+        proc.wait()
+        return f"archive unreadable after {members} members: {exc}"
+    finally:
+        proc.stdout.close()
+    err = proc.stderr.read().decode(errors="replace").strip()
+    proc.stderr.close()
+    if proc.wait() != 0:
+        return f"archive does not decompress: {err.splitlines()[-1] if err else 'error'}"
+    return None
+
+
+def verify(dest, snap_id):
+    """Checksums of every file, no unlisted file, archive readable to the end, databases
+    intact. Returns {id, passed, problems: [...], checked}; records the result."""
+    folder = _folder(dest, snap_id)
+    problems = []
+    try:
+        sums = read_sums(folder)
+    except SnapshotError as exc:
+        sums = {}
+        problems.append(str(exc))
+    present = set(_files_of(folder)) - {SUMS}
+    for rel in sorted(sums):
+        path = folder / rel
+        if rel not in present:
+            problems.append(f"{rel}: missing")
+        elif fsutil.sha256_file(path) != sums[rel]:
+            problems.append(f"{rel}: checksum mismatch")
+    if sums:
+        for rel in sorted(present - set(sums)):
+            problems.append(f"{rel}: not listed in {SUMS}")
+    for fmt, name in ARCHIVES.items():
+        if name in present:
+            why = _archive_readable(folder / name, fmt)
+            if why:
+                problems.append(f"{name}: {why}")
+    for rel in sorted(r for r in present if r.startswith("db/")):
+        check = sqlite.integrity(folder / rel)
+        if check != "ok":
+            problems.append(f"{rel}: integrity_check: {check}")
+    result = {"id": snap_id, "passed": not problems, "problems": problems,
+              "checked": len(sums)}
+    _record_verified(dest, snap_id, result)
+    return result
+
+
+def _record_verified(dest, snap_id, result):
+    records = _verified(dest)
+    records[snap_id] = {"when": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        "result": "ok" if result["passed"] else "failed"}
+    records = {k: v for k, v in records.items() if (Path(dest) / k).is_dir()}
+    _verified_path(dest).parent.mkdir(exist_ok=True)
+    fsutil.atomic_write_json(_verified_path(dest), records)
+
+
+# --- restore ----------------------------------------------------------------------------
+
+
+def restore_critical(dest, snap_id, target):
+    """Each critical file back to its path under target, replaced atomically.
+
+    Every file is first copied beside its destination and checked against SHA256SUMS; a
+    mismatch replaces nothing. Then one sync, the renames, and one fsync per directory
+    (not two fsyncs per file: 10,000 files restore in about a second, not ten).
+    """
+    folder = _folder(dest, snap_id)
+    sums = read_sums(folder)
+    target = Path(target).absolute()
+    rels = sorted(r[len("critical/"):] for r in sums if r.startswith("critical/"))
+    if not rels:
+        raise SnapshotError(f"snapshot {snap_id} holds no critical files")
+    staged = []
+    try:
+        for rel in rels:
+            dst = target / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = fsutil.temp_path(dst)
+            staged.append((tmp, dst))
+            if _copy_hashing(folder / "critical" / rel, tmp) != sums[f"critical/{rel}"]:
+                raise SnapshotError(f"critical/{rel} in {snap_id} does not match its "
+                                    "checksum; nothing was replaced")
+            os.chmod(tmp, 0o644 | (os.stat(tmp).st_mode & 0o111))
+        os.sync()
+        for tmp, dst in staged:
+            os.replace(tmp, dst)
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    for parent in {dst.parent for _, dst in staged}:
+        fsutil.fsync_dir(parent)
+    return {"id": snap_id, "mode": "critical", "target": str(target), "files": rels}
+
+
+def _scan_archive(path, fmt, target):
+    """The pre-scan: every member checked before anything is written."""
+    proc = subprocess.Popen(DECOMPRESSORS[fmt] + [str(path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    members = []
+    try:
+        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+            for m in tar:
+                members.append(m)
+        fsutil.check_archive_members(members, target)
+    except fsutil.UnsafeArchive as exc:
+        raise SnapshotError(f"refusing to restore: {exc}") from None
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise SnapshotError(f"archive unreadable: {exc}") from None
+    finally:
+        proc.stdout.close()
+        proc.wait()
+    return len(members)
+
+
+def restore_full(dest, snap_id, target):
+    """The whole tree into target: extracted beside it, then the current target moved
+    aside, then the extraction renamed into place (databases from db/ put back too)."""
+    folder = _folder(dest, snap_id)
+    sums = read_sums(folder)
+    fmt = next((f for f, name in ARCHIVES.items() if name in sums), None)
+    if fmt is None:
+        raise SnapshotError(f"snapshot {snap_id} has no full archive")
+    archive = folder / ARCHIVES[fmt]
+    if fsutil.sha256_file(archive) != sums[ARCHIVES[fmt]]:
+        raise SnapshotError(f"{ARCHIVES[fmt]} in {snap_id} does not match its checksum; "
+                            "nothing was restored")
+    target = Path(target).absolute()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fsutil.clean_stale_temps(target.parent)
+    work = target.parent / f"{fsutil.TEMP_PREFIX}restore-{target.name}.{os.getpid()}"
+    work.mkdir()
+    try:
+        count = _scan_archive(archive, fmt, work)
+        proc = subprocess.Popen(DECOMPRESSORS[fmt] + [str(archive)], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL)
+        try:
+            with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+                for m in tar:
+                    fsutil.check_archive_members([m], work)
+                    tar.extract(m, work, filter="data")
+        finally:
+            proc.stdout.close()
+            proc.wait()
+        report = read_report(folder)
+        for db in report.get("databases", []):
+            rel = db["copy"][len("db/"):]
+            if Path(db["path"]).is_relative_to(report.get("source", "/nonexistent")):
+                dst = work / rel
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                _copy_hashing(folder / db["copy"], dst)
+                os.chmod(dst, 0o644)
+        aside = None
+        if target.exists() or target.is_symlink():
+            stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+            aside = target.with_name(f"{target.name}.before-restore-{stamp}")
+            os.rename(target, aside)
+        os.rename(work, target)
+        fsutil.fsync_dir(target.parent)
+    except (fsutil.UnsafeArchive, tarfile.TarError) as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        raise SnapshotError(f"refusing to restore: {exc}") from None
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return {"id": snap_id, "mode": "full", "target": str(target), "members": count,
+            "moved_aside": str(aside) if aside else None}
+
+
+# --- prune ------------------------------------------------------------------------------
+
+
+def plan_prune(dest, keep_last, keep_days, now=None):
+    """(keep, delete): the newest keep_last always stay, and any younger than keep_days;
+    a snapshot dated in the future (a clock that jumped) is kept."""
+    if keep_last < 1:
+        raise SnapshotError("--keep-last must be at least 1: prune never removes every "
+                            "snapshot")
+    now = now or datetime.now(UTC)
+    ids = snapshot_ids(dest)
+    newest = set(ids[-keep_last:])
+    keep, delete = [], []
+    for snap_id in ids:
+        age_days = (now - parse_id(snap_id)).total_seconds() / 86400
+        (keep if snap_id in newest or age_days < keep_days else delete).append(snap_id)
+    return keep, delete
+
+
+def prune(dest, keep_last, keep_days, dry_run=False, now=None):
+    keep, delete = plan_prune(dest, keep_last, keep_days, now)
+    before = {k: _fingerprint(Path(dest) / k) for k in keep}
+    if dry_run:
+        return {"kept": keep, "deleted": delete, "dry_run": True, "problems": []}
+    deleted = []
+    for snap_id in delete:
+        folder = Path(dest) / snap_id
+        unprotect(folder)  # only the ones being deleted
+        shutil.rmtree(folder)
+        deleted.append(snap_id)
+    fsutil.fsync_dir(dest)
+    problems = []
+    for snap_id in keep:
+        after = _fingerprint(Path(dest) / snap_id)
+        if after != before[snap_id]:
+            problems.append(f"{snap_id}: changed while pruning")
+    return {"kept": keep, "deleted": deleted, "dry_run": False, "problems": problems}
+
+
+def _fingerprint(folder):
+    """What prune must leave alone: every file's size and mtime, and the +i flags."""
+    folder = Path(folder)
+    out = {}
+    for rel in _files_of(folder):
+        st = os.lstat(folder / rel)
+        out[rel] = (st.st_size, st.st_mtime_ns, fsutil.has_flag(folder / rel, fsutil.IMMUTABLE))
+    out["."] = fsutil.has_flag(folder, fsutil.IMMUTABLE)
+    return out
