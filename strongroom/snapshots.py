@@ -307,7 +307,10 @@ def create(source, dest, critical=(), dbs=(), exclude=(), immutable="warn", fmt=
     try:
         # critical files: copied and hashed in one read, paths preserved
         t0 = time.monotonic()
-        crit_sel = manifest.Selection(list(critical), DEFAULT_EXCLUDES + list(exclude))
+        inside = [f"/{dest.relative_to(source).as_posix()}/"] if dest.is_relative_to(
+            source) else []  # a destination inside the source is never its own input
+        crit_sel = manifest.Selection(list(critical),
+                                      DEFAULT_EXCLUDES + list(exclude) + inside)
         critical_files = manifest.walk(source, crit_sel) if critical else []
         crit_bytes = 0
         for rel in critical_files:

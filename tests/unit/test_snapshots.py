@@ -460,3 +460,16 @@ def test_the_snapshot_job_takes_prunes_and_records_its_status(tmp_path):
                    "  format: rar\n")
     proc = strongroom("config", "check", bad, check=2)
     assert "key 'options.format' has value 'rar'; expected one of: zst, gz" in proc.stderr
+
+
+def test_a_destination_inside_the_source_is_never_its_own_input(tmp_path):
+    src = make_source(tmp_path)
+    dest = src / "backups"
+    first = take(src, dest, "--immutable", "off").stdout.strip()
+    second = take(src, dest, "--immutable", "off").stdout.strip()
+    folder = dest / second
+    crit = sorted(str(p.relative_to(folder / "critical"))
+                  for p in (folder / "critical").rglob("*") if p.is_file())
+    assert crit == ["config/app.json", "docs/plan.md"]
+    assert not [n for n in archive_names(folder) if n.startswith("backups")]
+    assert first != second
