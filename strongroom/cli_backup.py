@@ -52,7 +52,7 @@ def _need(opts, *keys):
                                   "its options)")
 
 
-def take(opts, progress=None):
+def take(opts):
     from . import snapshots
     from .lock import Lock
 

@@ -278,7 +278,7 @@ def _resolve_dbs(source, dbs):
 
 
 def create(source, dest, critical=(), dbs=(), exclude=(), immutable="warn", fmt="zst",
-           large_threshold=LARGE_DEFAULT, progress=None):
+           large_threshold=LARGE_DEFAULT):
     """Take a snapshot; returns its report (as written to REPORT.json) plus `applied`."""
     started = time.monotonic()
     source, dest = Path(source).absolute(), Path(dest).absolute()
