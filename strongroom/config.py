@@ -9,7 +9,8 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-JOB_TYPES = ("bundle_sync", "restore_drill", "status_check", "git_sync", "snapshot")
+JOB_TYPES = ("bundle_sync", "restore_drill", "status_check", "git_sync", "snapshot",
+             "checkpoint")
 
 
 def _str(v):
@@ -157,6 +158,15 @@ OPTION_SCHEMAS = {
         # after each snapshot; both must be set for the job to prune
         "keep_last": (False, _int_min(1)),
         "keep_days": (False, _num_min(0)),
+        "lock_wait": (False, _num_min(0)),
+        # the role installs the pre-push hook in the source when this is set
+        "pre_push_max_size": (False, _size),
+    },
+    "checkpoint": {
+        "source": (True, _abs_path),  # a git work tree
+        "dest": (True, _abs_path),
+        "keep_days": (False, _num_min(0)),
+        "max_file_size": (False, _size),
         "lock_wait": (False, _num_min(0)),
     },
     "status_check": {

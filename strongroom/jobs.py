@@ -183,6 +183,24 @@ def run_snapshot(job, paths):
             "counts": rep["counts"], "output": "\n".join(lines)}
 
 
+def run_checkpoint(job, paths):
+    """Save uncommitted work; then, when keep_days is set, drop old checkpoints."""
+    from . import cli_save
+
+    rep = cli_save.take_checkpoint(dict(job["options"]))
+    msg = (f"checkpoint {rep['name']}: {len(rep['files'])} file(s), "
+           f"{len(rep['deleted'])} deletion(s)" if rep["saved"] else rep["reason"])
+    lines = [msg] + ([f"warning: {rep['warning']}"] if rep.get("warning") else [])
+    if rep.get("prune", {}).get("deleted"):
+        lines.append(f"deleted {len(rep['prune']['deleted'])} old checkpoint(s)")
+    return {"exit_code": WARNING if rep.get("warning") else OK,
+            "message": lines[1] if rep.get("warning") else msg, "changed": rep["saved"],
+            "extra": {"checkpoint": {k: rep.get(k) for k in ("name", "path", "head",
+                                                              "saved", "warning")}},
+            "bytes": rep.get("bytes", 0), "counts": {"files": len(rep["files"])},
+            "output": "\n".join(lines)}
+
+
 def run_git_sync(job, paths):
     from . import gitsync
 
@@ -243,7 +261,7 @@ def run_status_check(job, paths):
 
 HANDLERS = {"bundle_sync": run_bundle_sync, "restore_drill": run_restore_drill,
             "status_check": run_status_check, "git_sync": run_git_sync,
-            "snapshot": run_snapshot}
+            "snapshot": run_snapshot, "checkpoint": run_checkpoint}
 
 
 def _on_signal(signum, _frame):

@@ -53,6 +53,27 @@ def task_results(r, task_name):
             and e["event_data"].get("task") == task_name]
 
 
+def jobs(home, offsite, src):
+    """inventory/local's jobs (with literal paths), plus a snapshot job with the pre-push
+    hook and checkpoint jobs, two of them without a schedule (their type's default)."""
+    return [
+        {"name": "bundles", "type": "bundle_sync", "schedule": "daily 01:00",
+         "options": {"root": str(home / "projects"),
+                     "store": str(home / ".local/state/strongroom/bundles"),
+                     "remote": f"offsite:{offsite}"}},
+        {"name": "restore-drill", "type": "restore_drill", "schedule": "weekly sun 04:30",
+         "options": {"source": "both"}},
+        {"name": "stale-check", "type": "status_check", "schedule": "every 1h"},
+        {"name": "app-snapshot", "type": "snapshot",
+         "options": {"source": str(src), "dest": str(home / "snapshots"),
+                     "critical": ["*.md"], "immutable": "off", "pre_push_max_size": "1M"}},
+        {"name": "app-wip", "type": "checkpoint",
+         "options": {"source": str(src), "dest": str(home / "checkpoints"), "keep_days": 14}},
+        {"name": "app-wip-manual", "type": "checkpoint", "schedule": "manual",
+         "options": {"source": str(src), "dest": str(home / "checkpoints")}},
+    ]
+
+
 @pytest.fixture(scope="module")
 def bed(tmp_path_factory):
     base = tmp_path_factory.mktemp("bed")
@@ -70,6 +91,7 @@ def bed(tmp_path_factory):
         # a closed port: rendering is tested here, delivery in tests/unit/test_notify.py
         "strongroom_notify_targets": [{"url": f"json://127.0.0.1:9/hook?token={CANARY}",
                                        "name": "ops", "min_severity": "error"}],
+        "strongroom_jobs_list": jobs(home, base / "offsite", src),
     }
     return base, home, src, extravars
 
@@ -78,7 +100,8 @@ def test_check_mode_on_a_fresh_host_changes_nothing(bed):
     base, home, _, extravars = bed
     fresh = base / "fresh-home"
     fresh.mkdir()
-    vars_ = dict(extravars, strongroom_home=str(fresh), strongroom_offsite_dir=str(base / "x"))
+    vars_ = dict(extravars, strongroom_home=str(fresh), strongroom_offsite_dir=str(base / "x"),
+                 strongroom_jobs_list=jobs(fresh, base / "x", fresh / "projects/app"))
     stats, _, _ = play(base / "check", "site.yml", vars_, check=True)
     assert changed(stats) > 0  # it reports what it would do
     assert list(fresh.iterdir()) == []
@@ -86,7 +109,7 @@ def test_check_mode_on_a_fresh_host_changes_nothing(bed):
 
 
 def test_site_converges_then_reports_no_change(bed):
-    base, home, _, extravars = bed
+    base, home, src, extravars = bed
     stats, stdout, r = play(base, "site.yml", extravars)
     assert changed(stats) > 0
     assert CANARY not in stdout and CANARY not in json.dumps(
@@ -97,6 +120,30 @@ def test_site_converges_then_reports_no_change(bed):
     assert "type: bundle_sync" in job.read_text()
     conf = home / ".config/strongroom/rclone.conf"
     assert oct(conf.stat().st_mode & 0o777) == "0o600"
+    # a job without a schedule gets its type's: snapshots nightly, checkpoints every 15m
+    units = home / ".config/systemd/user"
+    assert "OnCalendar=*-*-* 03:15:00" in (units / "strongroom-app-snapshot.timer").read_text()
+    timer = (units / "strongroom-app-wip.timer").read_text()
+    assert "OnBootSec=5min\nOnUnitActiveSec=15min\nPersistent=true" in timer
+    assert not (units / "strongroom-app-wip-manual.timer").exists()
+    manual = home / ".config/strongroom/jobs/app-wip-manual.yml"
+    assert "schedule" not in manual.read_text() and "type: checkpoint" in manual.read_text()
+    # the snapshot job's repository got the pre-push hook, pointing at that job
+    hook = (home / "projects/app/.git/hooks/pre-push").read_text()
+    assert "hook pre-push --max-size 1048576 --job app-snapshot" in hook
+    # and the installed engine behind it refuses a 2 MB file, after a snapshot by that job
+    big = subprocess.run(["git", "-C", str(src), "hash-object", "-w", "--stdin"],
+                         input=b"\0" * 2_000_000, capture_output=True, check=True).stdout
+    tree = subprocess.run(["git", "-C", str(src), "mktree"], capture_output=True, check=True,
+                          input=b"100644 blob " + big.strip() + b"\tbig.bin\n").stdout.strip()
+    sha = subprocess.run(["git", "-C", str(src), "commit-tree", tree.decode(), "-m", "big"],
+                         capture_output=True, text=True, check=True, env=ENV).stdout.strip()
+    bare = base / "pushed.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    proc = subprocess.run(["git", "-C", str(src), "push", str(bare), f"{sha}:refs/heads/big"],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode != 0 and "1.9 MiB  big.bin" in proc.stderr, proc.stderr
+    assert refs(bare) == "" and len(list((home / "snapshots").glob("2*"))) == 1
     stats, _, _ = play(base, "site.yml", extravars)
     assert changed(stats) == 0, stats
     notify_yml = home / ".config/strongroom/notify.yml"
@@ -192,7 +239,8 @@ def test_verify_restore_and_fleet_status(bed):
     stats, stdout, _ = play(base, "status.yml", vars_)
     assert changed(stats) == 1  # the report on the controller; the hosts are only read
     rows = {row["job"]: row for row in json.loads(report.read_text())}
-    assert set(rows) == {"bundles", "restore-drill", "stale-check"}
+    assert set(rows) == {"bundles", "restore-drill", "stale-check", "app-snapshot", "app-wip",
+                         "app-wip-manual"}
     assert rows["restore-drill"]["result"] == "error" and rows["stale-check"]["stale"] is False
     lines = [ln.strip(' ",') for ln in stdout.splitlines()
              if ln.strip(' "').startswith("localhost")]

@@ -1,0 +1,7 @@
+"""`python -m strongroom`: the same as the `strongroom` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
