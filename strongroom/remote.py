@@ -3,6 +3,7 @@
 Never `rclone sync` from the store: a sync mirrors local damage and deletions.
 """
 
+import json
 import os
 import subprocess
 import tempfile
@@ -11,7 +12,7 @@ from .errors import StrongroomError
 
 # rclone's documented exit codes, said in words a user can act on.
 RCLONE_EXIT = {
-    1: "syntax or usage error",
+    1: "syntax, usage or transfer error",
     2: "error not otherwise categorised",
     3: "directory not found",
     4: "file not found",
@@ -21,8 +22,7 @@ RCLONE_EXIT = {
     8: "transfer limit exceeded",
     9: "no files transferred",
 }
-BOUNDED = ["--retries", "3", "--retries-sleep", "1s", "--low-level-retries", "3",
-           "--contimeout", "10s", "--timeout", "60s"]
+BOUNDED = ["--retries-sleep", "1s", "--contimeout", "10s", "--timeout", "60s"]
 
 
 class RemoteError(StrongroomError):
@@ -43,12 +43,15 @@ def _tail(text, lines=6):
 
 
 class Rclone:
-    def __init__(self, config=None, bwlimit=None):
+    def __init__(self, config=None, bwlimit=None, retries=3, low_level_retries=3):
         self.config = config
         self.bwlimit = bwlimit
+        self.retries = retries  # attempts of the whole command
+        self.low_level_retries = low_level_retries  # of each request, with backoff
 
     def run(self, *args, check=True):
-        argv = ["rclone", *args, *BOUNDED]
+        argv = ["rclone", *args, *BOUNDED, "--retries", str(max(1, int(self.retries))),
+                "--low-level-retries", str(max(1, int(self.low_level_retries)))]
         if self.config:
             argv += ["--config", str(self.config)]
         if self.bwlimit:
@@ -64,6 +67,21 @@ class Rclone:
             raise RemoteError(f"rclone {args[0]} failed (exit {proc.returncode}: {meaning}): "
                               f"{_tail(proc.stderr)}")
         return proc
+
+    def local_path(self, dest):
+        """The filesystem path behind REMOTE:PATH when REMOTE is a local-folder remote (or
+        DEST is a plain path), else None. (config dump holds secrets: read, never shown.)"""
+        name, sep, path = dest.partition(":")
+        if not sep or "/" in name:
+            return dest
+        proc = self.run("config", "dump", check=False)
+        try:
+            section = json.loads(proc.stdout or "{}").get(name) or {}
+        except ValueError:
+            return None
+        if section.get("type") != "local" or set(section) - {"type"}:
+            return None  # a local remote with options (links, encodings...) goes by rclone
+        return path or "."
 
     def _listfile(self, names):
         fd, path = tempfile.mkstemp(suffix=".list")

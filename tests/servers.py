@@ -156,3 +156,40 @@ class InterceptingProxy:
 
     def close(self):
         self.sock.close()
+
+
+class S3Server:
+    """moto's S3 API server on 127.0.0.1 (a real HTTP server, driven through rclone's s3)."""
+
+    def __init__(self, directory):
+        import subprocess
+        import sys
+        import time
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.log = Path(directory) / "moto.log"
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p",
+             str(self.port)], stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            self.stop()
+            raise RuntimeError(f"moto_server did not start: {self.log.read_text()[-2000:]}")
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+
+    def rclone_section(self, name="s3"):
+        return (f"[{name}]\ntype = s3\nprovider = Other\naccess_key_id = test-key\n"
+                f"secret_access_key = test-secret\nendpoint = {self.endpoint}\n"
+                "region = us-east-1\n")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)

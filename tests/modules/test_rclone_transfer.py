@@ -1,0 +1,46 @@
+"""library/rclone_transfer.py through main(): check mode, honest changed, failures."""
+
+import rclone_transfer
+
+from tests.modules import harness
+from tests.unit.test_upload import remote_files, tree
+
+
+def ok(args, **kw):
+    return harness.ok(rclone_transfer.main, args, **kw)
+
+
+def failed(args, **kw):
+    return harness.failed(rclone_transfer.main, args, **kw)
+
+
+def test_check_mode_then_copy_then_no_change_then_delete(tmp_path, remotes, monkeypatch):
+    monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
+    src = tmp_path / "day"
+    files = tree(src)
+    args = {"src": str(src), "dest": remotes["s3"], "rclone_config": str(remotes["conf"]),
+            "immutable": True, "journal_dir": str(tmp_path / "journal")}
+    res = ok(args, check_mode=True)
+    assert res["changed"] is True and len(res["transferred"]) == 4
+    assert remote_files(remotes, remotes["s3"], tmp_path) == {}
+    res = ok(args)
+    assert res["changed"] is True and res["verified_by"] == "hash"
+    assert res["bytes_moved"] == sum(len(v) for v in files.values())
+    res = ok(args)
+    assert res["changed"] is False and res["transferred"] == []
+    res = ok(dict(args, delete_local_after_verify=True))
+    assert res["changed"] is True and sorted(res["deleted"]) == sorted(files)
+    assert not src.exists() and remote_files(remotes, remotes["s3"], tmp_path) == files
+
+
+def test_a_conflict_and_a_missing_source_fail_with_the_reason(tmp_path, remotes):
+    src = tmp_path / "day"
+    tree(src)
+    ok({"src": str(src), "dest": remotes["local"], "rclone_config": str(remotes["conf"])})
+    (tmp_path / "remote" / "a.txt").write_text("someone else's\n")
+    res = failed({"src": str(src), "dest": remotes["local"], "immutable": True,
+                  "delete_local_after_verify": True, "rclone_config": str(remotes["conf"])})
+    assert "--immutable never overwrites them: a.txt" in res["msg"]
+    assert (src / "a.txt").read_bytes() == b"alpha\n"
+    res = failed({"src": str(tmp_path / "nope"), "dest": remotes["local"]})
+    assert "does not exist" in res["msg"]
