@@ -33,6 +33,7 @@ bench: deps venv
 	$(VENV)/bin/python bench/manifest.py
 	$(VENV)/bin/python bench/provision.py
 	$(VENV)/bin/python bench/snapshot.py
+	$(VENV)/bin/python bench/upload.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

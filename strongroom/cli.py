@@ -10,7 +10,17 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__, cli_backup, cli_save, cli_upload, config, paths, report
+from . import (
+    __version__,
+    cli_backup,
+    cli_bisync,
+    cli_rollup,
+    cli_save,
+    cli_upload,
+    config,
+    paths,
+    report,
+)
 from .errors import ERROR, OK, WARNING, StrongroomError
 from .table import human_bytes, render
 
@@ -700,6 +710,9 @@ def build_parser():
     cli_backup.add_parser(sub)
     cli_save.add_parser(sub)
     cli_upload.add_parser(sub)
+    cli_rollup.add_parser(sub)
+    cli_bisync.add_parser(sub)
+    cli_bisync.add_restic_parser(sub)
     cfg = sub.add_parser("config", help="check configuration files", epilog=EPILOG)
     csub = cfg.add_subparsers(dest="verb", required=True, metavar="VERB")
     chk = csub.add_parser("check", help="validate a job file against the schema")

@@ -10,7 +10,7 @@ from pathlib import Path
 from .errors import ConfigError
 
 JOB_TYPES = ("bundle_sync", "restore_drill", "status_check", "git_sync", "snapshot",
-             "checkpoint")
+             "checkpoint", "daily", "rollup", "bisync", "restic")
 
 
 def _str(v):
@@ -47,6 +47,20 @@ def _str_list(v):
 
 def _abs_path(v):
     return _str(v) and Path(v).expanduser().is_absolute()
+
+
+def _bool(v):
+    return isinstance(v, bool)
+
+
+_bool.expected = "true or false"
+
+
+def _abs_list(v):
+    return _str_list(v) and all(_abs_path(x) for x in v)
+
+
+_abs_list.expected = "a list of absolute paths"
 
 
 def _schedule(v):
@@ -161,6 +175,12 @@ OPTION_SCHEMAS = {
         "lock_wait": (False, _num_min(0)),
         # the role installs the pre-push hook in the source when this is set
         "pre_push_max_size": (False, _size),
+        # each snapshot is copied to REMOTE:PATH/<id> (immutable) and checked by hash
+        "remote": (False, _str),
+        "rclone_config": (False, _abs_path),
+        "bwlimit": (False, _str),
+        "retries": (False, _int_min(1)),  # of each off-site copy (rclone --retries)
+        "low_level_retries": (False, _int_min(1)),
     },
     "checkpoint": {
         "source": (True, _abs_path),  # a git work tree
@@ -168,6 +188,50 @@ OPTION_SCHEMAS = {
         "keep_days": (False, _num_min(0)),
         "max_file_size": (False, _size),
         "lock_wait": (False, _num_min(0)),
+    },
+    "daily": {
+        "sources": (True, _abs_list),
+        "dest": (True, _abs_path),
+        "db": (False, _abs_list),
+        "exclude": (False, _str_list),
+        "remote": (False, _str),  # days go to REMOTE:PATH/YYYY-MM-DD, rollups to .../rollups
+        "rclone_config": (False, _abs_path),
+        "bwlimit": (False, _str),
+        "retries": (False, _int_min(1)),  # of each off-site copy (rclone --retries)
+        "low_level_retries": (False, _int_min(1)),
+        "delete_days": (False, _one_of("after_rollup", "after_upload", "never")),
+        "keep_rollups": (False, _int_min(1)),
+        "lock_wait": (False, _num_min(0)),
+    },
+    "rollup": {
+        "dest": (True, _abs_path),  # the daily job's dest
+        "days": (False, _int_min(1)),
+        "remote": (False, _str),
+        "rclone_config": (False, _abs_path),
+        "bwlimit": (False, _str),
+        "retries": (False, _int_min(1)),  # of each off-site copy (rclone --retries)
+        "low_level_retries": (False, _int_min(1)),
+        "delete_days": (False, _one_of("after_rollup", "after_upload", "never")),
+        "keep_rollups": (False, _int_min(1)),
+        "lock_wait": (False, _num_min(0)),
+    },
+    "bisync": {
+        "local": (True, _abs_path),
+        "remote": (True, _str),
+        "max_delete": (False, _int_min(1)),  # percent; more deletions stop the run
+        "check_access": (False, _bool),
+        "rclone_config": (False, _abs_path),
+        "lock_wait": (False, _num_min(0)),
+    },
+    "restic": {
+        "repository": (True, _str),  # a local path or rclone:REMOTE:PATH
+        "password_file": (True, _abs_path),  # 0600; the password never goes elsewhere
+        "paths": (True, _abs_list),
+        "exclude": (False, _str_list),
+        "tags": (False, _str_list),
+        "keep_weekly": (False, _int_min(1)),
+        "check_subsets": (False, _int_min(1)),  # all data re-read once every N runs
+        "rclone_config": (False, _abs_path),
     },
     "status_check": {
         "stale_factor": (False, _num_min(1)),  # stale after F x a job's period (default 2)

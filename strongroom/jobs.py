@@ -18,7 +18,7 @@ from contextlib import redirect_stdout
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from . import bundles, config, drill, fsutil, notify, report, schedule
+from . import bundles, config, drill, fsutil, notify, remote, report, schedule
 from .errors import ERROR, INCOMPLETE, LOCKED, OK, WARNING, LockedError, StrongroomError
 from .lock import Lock
 
@@ -158,6 +158,17 @@ def run_restore_drill(job, paths):
     }
 
 
+def offsite(paths, options):
+    """The upload path every job's off-site copy goes through (strongroom upload)."""
+    from .cli_upload import rclone_config
+    from .upload import Upload
+
+    rc = remote.Rclone(rclone_config(options.get("rclone_config"), paths.config_dir),
+                       bwlimit=options.get("bwlimit"), retries=options.get("retries", 3),
+                       low_level_retries=options.get("low_level_retries", 3))
+    return Upload(rc, journal_dir=paths.state_dir / "uploads")
+
+
 def run_snapshot(job, paths):
     """Take a snapshot; then, when keep_last and keep_days are set, prune."""
     from . import cli_backup, snapshots
@@ -171,6 +182,11 @@ def run_snapshot(job, paths):
     code = WARNING if rep.get("warning") else OK
     if rep.get("warning"):
         lines.append(f"warning: {rep['warning']}")
+    if o.get("remote"):  # the off-site copy: immutable, proven by hash
+        up = offsite(paths, o).run(rep["path"], remote.join(o["remote"], rep["id"]),
+                                   immutable=True)
+        extra["offsite"] = {k: up[k] for k in ("dest", "files", "bytes_moved", "verified_by")}
+        lines.append(f"copied off-site to {up['dest']}, verified by {up['verified_by']}")
     if o.get("keep_last") and o.get("keep_days") is not None:
         pr = snapshots.prune(o["dest"], o["keep_last"], o["keep_days"])
         extra["prune"] = pr
@@ -199,6 +215,87 @@ def run_checkpoint(job, paths):
                                                               "saved", "warning")}},
             "bytes": rep.get("bytes", 0), "counts": {"files": len(rep["files"])},
             "output": "\n".join(lines)}
+
+
+def _rollup_job(job, paths, pack):
+    """The daily and rollup jobs: one at a time per dest, so they queue instead of racing."""
+    from . import rollups
+
+    o = job["options"]
+    dest = Path(o["dest"])
+    dest.mkdir(parents=True, exist_ok=True)
+    lines, extra, changed = [], {}, False
+    with Lock(dest / ".rollups.lock", f"daily folders in {dest}").acquire(
+            o.get("lock_wait", 600)):
+        if pack:
+            name, packed = rollups.make_rollup(dest, o.get("days", 7))
+            lines.append(f"packed {len(packed)} day(s) into {name}" if name
+                         else "nothing to roll up")
+            extra["rollup"] = {"name": name, "days": packed}
+        else:
+            doc = rollups.make_day(o["sources"], dest, o.get("db") or [],
+                                   o.get("exclude") or [])
+            lines.append(f"day folder {doc['day']}: {len(doc['files'])} file(s)" if doc
+                         else "today's folder exists already")
+            extra["day"] = doc and {"day": doc["day"], "files": len(doc["files"])}
+        changed = bool(extra.get("rollup", {}).get("name") or extra.get("day"))
+        if o.get("remote"):
+            sent = rollups.upload_pending(dest, offsite(paths, o), o["remote"])
+            if sent:
+                lines.append(f"uploaded and verified: {', '.join(sent)}")
+            extra["uploaded"] = sent
+            changed = changed or bool(sent)
+        gone = rollups.retire(dest, o.get("delete_days", "after_rollup"),
+                              bool(o.get("remote")), o.get("keep_rollups", 12))
+        if gone:
+            lines.append(f"deleted locally (safe elsewhere): {', '.join(gone)}")
+        extra["deleted"] = gone
+    return {"exit_code": OK, "message": "; ".join(lines), "changed": changed or bool(gone),
+            "extra": extra, "output": "\n".join(lines)}
+
+
+def run_daily(job, paths):
+    return _rollup_job(job, paths, pack=False)
+
+
+def run_rollup(job, paths):
+    return _rollup_job(job, paths, pack=True)
+
+
+def run_bisync(job, paths, resync=False, force=False, dry_run=False):
+    from . import bisync
+    from .cli_upload import rclone_config
+
+    o = job["options"]
+    rc = remote.Rclone(rclone_config(o.get("rclone_config"), paths.config_dir))
+    out = bisync.run(o["local"], o["remote"], paths.state_dir / "bisync" / job["name"], rc,
+                     max_delete=o.get("max_delete", 50), check_access=o.get("check_access",
+                                                                            True),
+                     resync=resync, force=force, dry_run=dry_run,
+                     lock_wait=o.get("lock_wait", 0))
+    msg = (f"{'resync' if out['resync'] else 'bisync'}: {out['copied']} copied, "
+           f"{out['deleted']} deleted")
+    if out["conflicts"]:
+        msg += f"; {len(out['conflicts'])} conflict(s) kept as ..path1/..path2: " + \
+            ", ".join(out["conflicts"][:5])
+    return {"exit_code": WARNING if out["conflicts"] else OK, "message": msg,
+            "changed": out["changed"], "extra": {"bisync": out}, "output": msg}
+
+
+def run_restic(job, paths):
+    from . import restic
+    from .cli_upload import rclone_config
+
+    o = job["options"]
+    code, rep = restic.run_job(o, paths.state_dir, job["name"],
+                               rclone_config(o.get("rclone_config"), paths.config_dir))
+    msg = (f"snapshot {rep['snapshot']}: {rep['files_new']} new, {rep['files_changed']} "
+           f"changed, {rep['bytes_added']} bytes added; kept {o.get('keep_weekly', 8)} "
+           f"weekly; data subset {rep['checked_subset']} re-read and checked")
+    if rep["incomplete"]:
+        msg = "some files could not be read (see the log); " + msg
+    return {"exit_code": code, "message": msg, "changed": True, "extra": {"restic": rep},
+            "bytes": rep["bytes_added"], "output": msg}
 
 
 def run_git_sync(job, paths):
@@ -261,7 +358,8 @@ def run_status_check(job, paths):
 
 HANDLERS = {"bundle_sync": run_bundle_sync, "restore_drill": run_restore_drill,
             "status_check": run_status_check, "git_sync": run_git_sync,
-            "snapshot": run_snapshot, "checkpoint": run_checkpoint}
+            "snapshot": run_snapshot, "checkpoint": run_checkpoint, "daily": run_daily,
+            "rollup": run_rollup, "bisync": run_bisync, "restic": run_restic}
 
 
 def _on_signal(signum, _frame):

@@ -39,3 +39,27 @@ def test_notify_urls_come_from_the_vault_and_never_show(tmp_path):
                           capture_output=True, text=True, env=env, check=False)
     assert "Attempting to decrypt but no vault secrets found" in proc.stdout + proc.stderr
     assert SECRET not in proc.stdout + proc.stderr
+
+
+def test_every_example_job_passes_the_engines_schema():
+    import re
+
+    import yaml
+
+    checked = []
+    for f in sorted((ROOT / "inventory" / "example").rglob("*.yml")):
+        data = yaml.safe_load(f.read_text()) or {}
+        for job in data.get("strongroom_jobs_list", []) if isinstance(
+                data.get("strongroom_jobs_list"), list) else []:
+            checked.append(job)
+        checked += data.get("strongroom_host_jobs", []) + data.get("strongroom_common_jobs", [])
+    assert {"daily", "rollup", "restic", "bisync", "checkpoint", "snapshot"} <= {
+        j["type"] for j in checked}
+    for job in checked:
+        job = {k: v for k, v in job.items() if k != "jitter"}
+        # the role's path variables stand for absolute paths on each host
+        text = re.sub(r"\{\{ *strongroom_\w+ *\}\}", "/home/alice/x", yaml.safe_dump(job))
+        text = text.replace("{{ inventory_hostname }}", "host")
+        proc = subprocess.run([str(VENV_BIN / "strongroom"), "config", "check", "-"],
+                              input=text, capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, f"{job['name']}: {proc.stderr}"

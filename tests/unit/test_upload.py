@@ -185,3 +185,22 @@ def test_dry_run_and_bad_input(tmp_path, remotes):
                       check=2)
     assert "rclone copy to nosuchremote:x failed" in proc.stderr
     assert "didn't find section in config file" in proc.stderr
+
+
+def test_the_snapshot_job_copies_each_snapshot_off_site(tmp_path, remotes):
+    src = tmp_path / "project"
+    tree(src)
+    conf, state = tmp_path / "conf", tmp_path / "state"
+    (conf / "jobs").mkdir(parents=True)
+    (conf / "jobs/snap.yml").write_text(
+        f"name: snap\ntype: snapshot\noptions:\n  source: {src}\n  dest: {tmp_path / 'snaps'}\n"
+        f"  immutable: 'off'\n  remote: {remotes['s3']}\n  rclone_config: {remotes['conf']}\n")
+    strongroom("--config-dir", conf, "--state-dir", state, "run", "snap", check=0)
+    status = json.loads((state / "status/snap.json").read_text())
+    snap_id = status["snapshot"]["id"]
+    assert status["offsite"]["dest"] == f"{remotes['s3']}/{snap_id}"
+    assert status["offsite"]["verified_by"] == "hash"
+    copy = remote_files(remotes, f"{remotes['s3']}/{snap_id}", tmp_path)
+    folder = tmp_path / "snaps" / snap_id
+    assert copy == {p.relative_to(folder).as_posix(): p.read_bytes()
+                    for p in folder.rglob("*") if p.is_file()}

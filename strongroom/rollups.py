@@ -1,0 +1,413 @@
+"""Daily folders and weekly rollups, with nothing local deleted before it is proven elsewhere.
+
+  <dest>/YYYY-MM-DD/              one per day: each source under its own name, live SQLite
+                                  databases copied with the backup API, manifest.json
+  <dest>/rollups/weekly_<start>_<end>.tar.zst
+                                  the last day folders, packed, tested (zstd -t and every
+                                  member against its day's manifest), then renamed
+  <dest>/.rollups-state.json      which days and rollups are verified where
+
+A day folder is deleted locally only when it is verified on the remote AND packed into a
+rollup that is itself verified (on the remote, or tested locally when there is no remote),
+unless the job says `delete_days: after_upload` or `never`. So the weekly rollup always finds
+the days it must pack, whatever order the jobs run in.
+"""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import time
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from . import fsutil, manifest, remote, sqlite
+from .errors import StrongroomError
+
+DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+ROLLUP_RE = re.compile(r"^weekly_(\d{8})_(\d{8})\.tar\.zst$")
+STATE = ".rollups-state.json"
+MANIFEST = "manifest.json"
+DB_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+CHUNK = 1 << 20
+
+
+class RollupError(StrongroomError):
+    pass
+
+
+# --- state -------------------------------------------------------------------------------
+
+
+def read_state(dest):
+    try:
+        data = json.loads((Path(dest) / STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = {}
+    data.setdefault("days", {})
+    data.setdefault("rollups", {})
+    return data
+
+
+def write_state(dest, state):
+    fsutil.atomic_write_json(Path(dest) / STATE, state)
+
+
+def days(dest):
+    d = Path(dest)
+    return sorted(p.name for p in d.iterdir() if p.is_dir() and DAY_RE.match(p.name)) \
+        if d.is_dir() else []
+
+
+def rollups(dest):
+    d = Path(dest) / "rollups"
+    return sorted(p.name for p in d.iterdir() if ROLLUP_RE.match(p.name)) if d.is_dir() else []
+
+
+# --- the daily folder --------------------------------------------------------------------
+
+
+def _copy_hashing(src, dst):
+    h = hashlib.sha256()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with open(src, "rb") as fi, open(dst, "wb") as fo:
+        while chunk := fi.read(CHUNK):
+            h.update(chunk)
+            fo.write(chunk)
+    shutil.copystat(src, dst)
+    return h.hexdigest()
+
+
+def _names(sources):
+    names = {}
+    for s in sources:
+        name = Path(s).name
+        if name in names or name in ("db", MANIFEST):
+            raise RollupError(f"two sources would share the folder name '{name}' "
+                              f"({names.get(name, name)} and {s}); rename one")
+        names[name] = s
+    return names
+
+
+def make_day(sources, dest, dbs=(), exclude=(), today=None):
+    """Build <dest>/<today> (under a temporary name, renamed when complete).
+
+    Returns the manifest, or None when today's folder exists already.
+    """
+    today = today or date.today()
+    dest = Path(dest)
+    final = dest / today.isoformat()
+    if final.exists():
+        return None
+    names = _names(sources)
+    for s in sources:
+        if not Path(s).is_dir():
+            raise RollupError(f"source {s} is not a directory")
+    dest.mkdir(parents=True, exist_ok=True)
+    fsutil.clean_stale_temps(dest)
+    tmp = dest / f"{fsutil.TEMP_PREFIX}{today.isoformat()}.{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    files, items = {}, []
+    started = time.monotonic()
+    try:
+        for name, src in sorted(names.items()):
+            src = Path(src)
+            sel = manifest.Selection([], list(exclude) + (
+                [f"/{dest.relative_to(src).as_posix()}/"] if dest.is_relative_to(src) else []))
+            count = size = 0
+            rels = manifest.walk(src, sel)
+            live = {r for r in rels if Path(r).suffix in DB_SUFFIXES
+                    and sqlite.is_database(src / r)}
+            for rel in rels:
+                path, out = src / rel, tmp / name / rel
+                if any(rel == db + j for db in live for j in ("-wal", "-shm", "-journal")):
+                    continue  # inside the database's consistent copy
+                if rel in live:
+                    sqlite.backup(path, out)  # a live database: never the raw file
+                    digest = fsutil.sha256_file(out)
+                else:
+                    try:
+                        digest = _copy_hashing(path, out)
+                    except FileNotFoundError:
+                        continue  # deleted while we walked
+                n = out.stat().st_size
+                files[f"{name}/{rel}"] = {"size": n, "sha256": digest}
+                count, size = count + 1, size + n
+            items.append({"category": name, "src": str(src), "dst": name, "files": count,
+                          "bytes": size})
+        for db in dbs:
+            db = Path(db)
+            if not sqlite.is_database(db):
+                raise RollupError(f"db {db}: not a SQLite database (or missing)")
+            out = tmp / "db" / db.name
+            rep = sqlite.backup(db, out)
+            files[f"db/{db.name}"] = {"size": out.stat().st_size,
+                                      "sha256": fsutil.sha256_file(out)}
+            items.append({"category": "db", "src": str(db), "dst": f"db/{db.name}",
+                          "files": 1, "bytes": out.stat().st_size, "tables": rep["tables"]})
+        doc = {"day": today.isoformat(), "created": datetime.now(UTC).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"), "items": items, "files": files,
+            "seconds": round(time.monotonic() - started, 3)}
+        (tmp / MANIFEST).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n",
+                                    encoding="utf-8")
+        for p in tmp.rglob("*"):
+            if p.is_file():
+                fsutil.fsync_file(p)
+        os.rename(tmp, final)
+        fsutil.fsync_dir(dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return doc
+
+
+def load_manifest(folder):
+    try:
+        return json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RollupError(f"{folder} has no {MANIFEST}") from None
+    except (OSError, ValueError) as exc:
+        raise RollupError(f"{Path(folder) / MANIFEST} is unreadable: {exc}") from None
+
+
+def check_folder(folder, doc=None):
+    """Problems of a day folder against its manifest (empty: every file present and equal)."""
+    folder = Path(folder)
+    doc = doc or load_manifest(folder)
+    problems = []
+    for rel, e in sorted(doc["files"].items()):
+        p = folder / rel
+        if not p.is_file():
+            problems.append(f"{rel}: missing")
+        elif p.stat().st_size != e["size"] or fsutil.sha256_file(p) != e["sha256"]:
+            problems.append(f"{rel}: differs from the manifest")
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    problems += [f"{rel}: not in the manifest" for rel in
+                 sorted(present - set(doc["files"]) - {MANIFEST})]
+    return problems
+
+
+# --- the weekly rollup -------------------------------------------------------------------
+
+
+def _check_archive(path, dest_days):
+    """zstd -t, then every member hashed against its day's manifest (all must be there)."""
+    proc = subprocess.run(["zstd", "-q", "-t", str(path)], capture_output=True, text=True,
+                          check=False)
+    if proc.returncode != 0:
+        raise RollupError(f"{path.name}: zstd -t failed: {proc.stderr.strip()}")
+    expected = {}
+    for day, doc in dest_days.items():
+        expected.update({f"{day}/{rel}": e for rel, e in doc["files"].items()})
+        expected[f"{day}/{MANIFEST}"] = None
+    seen = set()
+    dec = subprocess.Popen(["zstd", "-q", "-d", "-c", str(path)], stdout=subprocess.PIPE)
+    try:
+        with tarfile.open(fileobj=dec.stdout, mode="r|") as tar:
+            for m in tar:
+                if not m.isfile():
+                    continue
+                if m.name not in expected:
+                    raise RollupError(f"{path.name}: unexpected member {m.name}")
+                h = hashlib.sha256()
+                fh = tar.extractfile(m)
+                while chunk := fh.read(CHUNK):
+                    h.update(chunk)
+                e = expected[m.name]
+                if e is not None and (m.size != e["size"] or h.hexdigest() != e["sha256"]):
+                    raise RollupError(f"{path.name}: {m.name} differs from its manifest")
+                seen.add(m.name)
+    finally:
+        dec.stdout.close()
+        dec.wait()
+    missing = sorted(set(expected) - seen)
+    if missing:
+        raise RollupError(f"{path.name}: {len(missing)} file(s) missing, e.g. {missing[0]}")
+
+
+def make_rollup(dest, span=7):
+    """Pack the newest `span` day folders not yet in a rollup (today's excluded).
+
+    Returns (name, days) or (None, []) when there is nothing to pack.
+    """
+    dest = Path(dest)
+    state = read_state(dest)
+    today = date.today().isoformat()
+    packed = {d for r in state["rollups"].values() for d in r["days"]}
+    candidates = [d for d in days(dest) if d not in packed and d < today][-span:]
+    if not candidates:
+        return None, []
+    docs = {}
+    for d in candidates:
+        doc = load_manifest(dest / d)
+        problems = check_folder(dest / d, doc)
+        if problems:
+            raise RollupError(f"day folder {d} does not match its manifest, not packing it: "
+                              + "; ".join(problems[:5]))
+        docs[d] = doc
+    name = f"weekly_{candidates[0].replace('-', '')}_{candidates[-1].replace('-', '')}.tar.zst"
+    out_dir = dest / "rollups"
+    out_dir.mkdir(exist_ok=True)
+    fsutil.clean_stale_temps(out_dir)
+    final = out_dir / name
+    if final.exists():
+        raise RollupError(f"{final} exists already and is not in the state; check it by hand")
+    tmp = fsutil.temp_path(final)
+    try:
+        with open(tmp, "wb") as out:
+            tar = subprocess.Popen(["tar", "-C", str(dest), "-cf", "-", "--", *candidates],
+                                   stdout=subprocess.PIPE)
+            z = subprocess.run(["zstd", "-q", "-3", "-T0", "-c"], stdin=tar.stdout,
+                               stdout=out, stderr=subprocess.PIPE, check=False)
+            tar.stdout.close()
+            if tar.wait() != 0 or z.returncode != 0:
+                raise RollupError(f"packing {name} failed: {z.stderr.decode().strip()}")
+        _check_archive(tmp, docs)
+        digest = fsutil.sha256_file(tmp)
+        fsutil.commit(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    state = read_state(dest)
+    state["rollups"][name] = {"days": candidates, "sha256": digest, "tested": True,
+                              "remote": None}
+    write_state(dest, state)
+    return name, candidates
+
+
+# --- the remote side and local retirement ------------------------------------------------
+
+
+def upload_pending(dest, uploader, remote_path):
+    """Upload (immutable) every day folder and rollup not yet verified on remote_path."""
+    dest = Path(dest)
+    done = []
+    for d in days(dest):
+        state = read_state(dest)
+        if (state["days"].get(d) or {}).get("remote") == remote_path:
+            continue
+        target = remote.join(remote_path, d)
+        uploader.run(dest / d, target, immutable=True)
+        state = read_state(dest)
+        state["days"][d] = {"remote": remote_path, "verified": _now()}
+        write_state(dest, state)
+        done.append(d)
+    for r in rollups(dest):
+        state = read_state(dest)
+        entry = state["rollups"].get(r)
+        if entry is None or entry.get("remote") == remote_path:
+            continue
+        uploader.run(dest / "rollups" / r, remote.join(remote_path, "rollups"), immutable=True)
+        state = read_state(dest)
+        state["rollups"][r]["remote"] = remote_path
+        state["rollups"][r]["verified"] = _now()
+        write_state(dest, state)
+        done.append(r)
+    return done
+
+
+def retire(dest, policy, has_remote, keep_rollups=12):
+    """Delete local day folders (per policy) and old rollups that are safe elsewhere."""
+    dest = Path(dest)
+    state = read_state(dest)
+    today = date.today().isoformat()
+    safe_rollup_days = {d for r in state["rollups"].values()
+                        if r.get("tested") and (r.get("remote") or not has_remote)
+                        for d in r["days"]}
+    deleted = []
+    for d in days(dest):
+        if d >= today or policy == "never":
+            continue
+        uploaded = bool((state["days"].get(d) or {}).get("remote")) or not has_remote
+        if policy == "after_upload" and has_remote and uploaded or \
+                policy == "after_rollup" and uploaded and d in safe_rollup_days:
+            shutil.rmtree(dest / d)
+            deleted.append(d)
+    local = rollups(dest)
+    for r in local[:-keep_rollups] if keep_rollups else local:
+        entry = state["rollups"].get(r) or {}
+        if entry.get("remote") or not has_remote:
+            (dest / "rollups" / r).unlink()
+            deleted.append(r)
+    return deleted
+
+
+def _now():
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- restore -----------------------------------------------------------------------------
+
+
+def restore(dest, target, day=None, rollup=None, fetch=None):
+    """Restore one day (from its folder, or from the rollup holding it) or a whole rollup
+    into `target`, a new directory, and check every file against the manifests.
+
+    `fetch(kind, name, into)` brings a missing day folder or rollup from the remote.
+    """
+    dest, target = Path(dest), Path(target)
+    if target.exists():
+        raise RollupError(f"{target} exists; restore goes into a new directory")
+    state = read_state(dest)
+    if day and not rollup:
+        if (dest / day).is_dir():
+            source = ("folder", dest / day)
+        else:
+            holder = next((r for r, e in state["rollups"].items() if day in e["days"]), None)
+            if holder and (dest / "rollups" / holder).is_file():
+                source = ("rollup", dest / "rollups" / holder)
+            elif fetch is not None:
+                source = fetch(day, holder)
+            else:
+                raise RollupError(f"day {day} is neither here nor in a local rollup; give "
+                                  "--remote to fetch it")
+    else:
+        path = dest / "rollups" / rollup
+        source = ("rollup", path) if path.is_file() else (
+            fetch(None, rollup) if fetch else None)
+        if source is None:
+            raise RollupError(f"no rollup {rollup} in {dest / 'rollups'}")
+    stage = target.with_name(f"{fsutil.TEMP_PREFIX}{target.name}.{os.getpid()}")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        kind, path = source
+        if kind == "folder":
+            shutil.copytree(path, stage / path.name)
+        else:
+            _extract(path, stage, only=day)
+        restored = sorted(p.name for p in stage.iterdir())
+        if day and day not in restored:
+            raise RollupError(f"day {day} is not in {path.name}")
+        problems = [f"{d}/{p}" for d in restored for p in check_folder(stage / d)]
+        if problems:
+            raise RollupError("restored files do not match their manifest: "
+                              + "; ".join(problems[:5]))
+        os.rename(stage, target)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return {"target": str(target), "days": restored, "from": str(path)}
+
+
+def _extract(archive, into, only=None):
+    dec = subprocess.Popen(["zstd", "-q", "-d", "-c", str(archive)], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+    try:
+        with tarfile.open(fileobj=dec.stdout, mode="r|") as tar:
+            for m in tar:
+                if only and m.name.split("/", 1)[0] != only:
+                    continue
+                fsutil.check_archive_members([m], into)
+                tar.extract(m, into, filter="data")
+    except tarfile.TarError as exc:
+        raise RollupError(f"{archive.name} cannot be read to its end: {exc}") from None
+    finally:
+        dec.stdout.close()
+        err = dec.stderr.read().decode(errors="replace").strip()
+        if dec.wait() != 0:
+            raise RollupError(f"{archive.name} cannot be decompressed: {err}")
