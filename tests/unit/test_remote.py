@@ -40,5 +40,6 @@ def test_unknown_remote_is_a_clear_error(tmp_path):
     conf.write_text("")
     with pytest.raises(RemoteError) as exc:
         Rclone(conf).copy_new(tmp_path, "nosuchremote:x", ["rclone.conf"])
-    assert str(exc.value).startswith("rclone copy failed (exit 1: syntax or usage error)")
+    assert str(exc.value).startswith("rclone copy failed (exit 1: syntax, usage or transfer "
+                                     "error)")
     assert "nosuchremote" in str(exc.value)
