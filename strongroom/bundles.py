@@ -32,6 +32,7 @@ from .gitcmd import (
 )
 from .lock import Lock
 from .remote import Rclone, RemoteError, join
+from .upload import Upload
 
 EMPTY_BUNDLE = "Refusing to create empty bundle"
 LOCK_NAME = ".strongroom.lock"
@@ -468,9 +469,10 @@ def _upload(name, repo_dir, opts, result):
         result.remote = "verified"
         return
     try:
-        if todo:
-            rclone.copy_new(repo_dir, remote_dir, sorted(todo))
-            rclone.verify(remote_dir, todo)
+        if todo:  # the path every off-site copy takes: immutable, journalled, proven
+            Upload(rclone, journal_dir=repo_dir.parent / ".uploads").run(
+                repo_dir, remote_dir, immutable=True, only=sorted(todo))
+            rclone.verify(remote_dir, todo)  # and by the SHA-256 the chain manifest records
         rclone.copy_over(repo_dir / chain.MANIFEST, join(remote_dir, chain.MANIFEST))
         rclone.verify(remote_dir, {chain.MANIFEST: manifest_sha})
     except RemoteError as exc:

@@ -178,9 +178,15 @@ class Upload:
             problems.append("hashes could not be checked")
         return problems, how
 
-    def run(self, src, dest, immutable=False, delete_local=False, dry_run=False):
+    def run(self, src, dest, immutable=False, delete_local=False, dry_run=False, only=None):
+        """Upload SRC (a file or a tree; `only`: just these names under the tree)."""
         started = time.monotonic()
         base, names, skipped = _files(src)
+        if only is not None:
+            missing = sorted(set(only) - set(names))
+            if missing:
+                raise StrongroomError(f"not in {src}: {', '.join(missing[:5])}")
+            names, skipped = sorted(only), []
         sizes = {n: (base / n).stat().st_size for n in names}
         stamps = {n: (base / n).stat().st_mtime_ns for n in names}
         out = {"src": str(src), "dest": dest, "files": len(names), "bytes": sum(sizes.values()),

@@ -277,7 +277,8 @@ def test_unreachable_remote_fails_loudly_and_keeps_everything_local(tmp_path):
     report = sync_json(root, store, "--remote", blocker / "sub", check=2)
     row = by_name(report)["r"]
     assert row["remote"] == "failed" and row["status"] == "error"
-    assert row["message"].startswith("off-site copy failed; local store kept: rclone copy failed")
+    assert row["message"].startswith("off-site copy failed; local store kept: rclone copy to "
+                                     f"{blocker / 'sub'}/r failed")
     strongroom("bundle", "verify", "--store", store, check=0)  # the local chain is whole
     # the next run with a working remote copies what was missed, nothing is lost
     good = tmp_path / "remote"
@@ -295,7 +296,8 @@ def test_a_remote_holding_other_content_under_our_name_is_an_error(tmp_path):
     victim = next((remote / "r").glob("full-*.bundle"))
     victim.write_bytes(b"someone else's bytes")
     row = by_name(sync_json(root, store, "--remote", remote, check=2))["r"]
-    assert "immutable file modified" in row["message"]
+    assert f"1 file(s) already on {remote}/r with other content; --immutable never " \
+        f"overwrites them: {victim.name}" in row["message"]
     assert victim.read_bytes() == b"someone else's bytes"  # never overwritten
     assert next((store / "r").glob("full-*.bundle")).stat().st_size > 100
 
