@@ -14,6 +14,7 @@ from . import (
     __version__,
     cli_backup,
     cli_bisync,
+    cli_db,
     cli_rollup,
     cli_save,
     cli_upload,
@@ -713,6 +714,7 @@ def build_parser():
     cli_rollup.add_parser(sub)
     cli_bisync.add_parser(sub)
     cli_bisync.add_restic_parser(sub)
+    cli_db.add_parser(sub)
     cfg = sub.add_parser("config", help="check configuration files", epilog=EPILOG)
     csub = cfg.add_subparsers(dest="verb", required=True, metavar="VERB")
     chk = csub.add_parser("check", help="validate a job file against the schema")

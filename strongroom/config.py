@@ -10,7 +10,8 @@ from pathlib import Path
 from .errors import ConfigError
 
 JOB_TYPES = ("bundle_sync", "restore_drill", "status_check", "git_sync", "snapshot",
-             "checkpoint", "daily", "rollup", "bisync", "restic")
+             "checkpoint", "daily", "rollup", "bisync", "restic",
+             "db_backup")
 
 
 def _str(v):
@@ -232,6 +233,17 @@ OPTION_SCHEMAS = {
         "keep_weekly": (False, _int_min(1)),
         "check_subsets": (False, _int_min(1)),  # all data re-read once every N runs
         "rclone_config": (False, _abs_path),
+    },
+    "db_backup": {
+        "db": (True, _abs_path),
+        "remote": (False, _str),  # default: from R2_* or AWS_* environment variables
+        "keep": (False, _int_min(1)),
+        "host": (False, _str),
+        "ops_threshold": (False, _int_min(1)),
+        "hours_threshold": (False, _num_min(0)),
+        "rclone_config": (False, _abs_path),
+        "retries": (False, _int_min(1)),
+        "low_level_retries": (False, _int_min(1)),
     },
     "status_check": {
         "stale_factor": (False, _num_min(1)),  # stale after F x a job's period (default 2)

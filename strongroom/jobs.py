@@ -298,6 +298,24 @@ def run_restic(job, paths):
             "bytes": rep["bytes_added"], "output": msg}
 
 
+def run_db_backup(job, paths):
+    """The scheduled run is a tick without operations: it fires on the hours trigger."""
+    import argparse
+
+    from . import cli_db
+
+    args = argparse.Namespace(job=job["name"], config_dir=str(paths.config_dir),
+                              state_dir=str(paths.state_dir))
+    d = cli_db.settings(args)
+    with d.lock(600):
+        out = d.tick(0)
+    msg = (f"backed up ({out['reason']}): {out['backup']['key']}" if out["backup"]
+           else f"not due; {out['ops']} operation(s) pending")
+    return {"exit_code": OK, "message": msg, "changed": bool(out["backup"]),
+            "extra": {"db": {"key": out["backup"] and out["backup"]["key"],
+                             "pending_ops": out["ops"]}}, "output": msg}
+
+
 def run_git_sync(job, paths):
     from . import gitsync
 
@@ -359,7 +377,8 @@ def run_status_check(job, paths):
 HANDLERS = {"bundle_sync": run_bundle_sync, "restore_drill": run_restore_drill,
             "status_check": run_status_check, "git_sync": run_git_sync,
             "snapshot": run_snapshot, "checkpoint": run_checkpoint, "daily": run_daily,
-            "rollup": run_rollup, "bisync": run_bisync, "restic": run_restic}
+            "rollup": run_rollup, "bisync": run_bisync, "restic": run_restic,
+            "db_backup": run_db_backup}
 
 
 def _on_signal(signum, _frame):

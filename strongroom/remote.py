@@ -43,8 +43,10 @@ def _tail(text, lines=6):
 
 
 class Rclone:
-    def __init__(self, config=None, bwlimit=None, retries=3, low_level_retries=3):
+    def __init__(self, config=None, bwlimit=None, retries=3, low_level_retries=3,
+                 extra_env=None):
         self.config = config
+        self.extra_env = dict(extra_env or {})  # remotes defined by RCLONE_CONFIG_* vars
         self.bwlimit = bwlimit
         self.retries = retries  # attempts of the whole command
         self.low_level_retries = low_level_retries  # of each request, with backoff
@@ -58,6 +60,7 @@ class Rclone:
             argv += ["--bwlimit", str(self.bwlimit)]
         env = dict(os.environ, LC_ALL="C")
         env.pop("AWS_CA_BUNDLE", None)  # rclone's s3 backend rejects it for http endpoints
+        env.update(self.extra_env)
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
         except FileNotFoundError:

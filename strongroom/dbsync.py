@@ -1,0 +1,325 @@
+"""Versioned SQLite backups on object storage: keep N, safe restore, smart sync, ticks.
+
+Remote layout under REMOTE:PATH:
+
+  backups/<db>/<UTC YYYYmmddTHHMMSS.ffffffZ>_<host>_<db>                 the copy
+  backups/<db>/<UTC YYYYmmddTHHMMSS.ffffffZ>_<host>_<db>.metadata.json   sha256, size,
+                                                                         tables, host, reason
+A copy is taken with the online backup API and must pass `PRAGMA integrity_check`. The
+`sha256` in the metadata is the uploaded file's (downloads are checked against it); the
+`content_sha256` leaves out the two header fields SQLite bumps on every write of the file
+(its change counter and version-valid-for), so a copy of a copy of unchanged data has the
+same content digest. Sync compares content digests. The state file
+(<state>/db/<db>-<id>.json) remembers the version this machine last agreed with the remote
+on (`current`, `synced_sha256`) and the pending operations.
+"""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import sqlite3
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from . import fsutil, remote, sqlite
+from .errors import OK, WARNING, StrongroomError
+from .lock import Lock
+from .upload import Upload
+
+META = ".metadata.json"
+TS_RE = re.compile(r"^(\d{8}T\d{6}\.\d{6}Z)_")
+
+
+class DbError(StrongroomError):
+    pass
+
+
+class Conflict(DbError):
+    pass
+
+
+def _now():
+    return datetime.now(UTC)
+
+
+def _iso(dt):
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class DbSync:
+    def __init__(self, db, remote_path, state_dir, rclone, keep=10, host=None,
+                 ops_threshold=10, hours_threshold=24.0):
+        self.db = Path(db).absolute()
+        self.name = self.db.name
+        self.prefix = remote.join(remote_path, "backups", self.name)
+        self.rclone = rclone
+        self.keep = keep
+        self.host = re.sub(r"[^A-Za-z0-9.-]", "-", host or socket.gethostname())
+        self.ops_threshold, self.hours_threshold = ops_threshold, hours_threshold
+        ident = hashlib.sha256(str(self.db).encode()).hexdigest()[:10]
+        self.state_path = Path(state_dir) / "db" / f"{self.name}-{ident}.json"
+        self.lock_path = self.state_path.with_suffix(".lock")
+
+    # --- state ---------------------------------------------------------------------------
+
+    def state(self):
+        try:
+            data = json.loads(self.state_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = {}
+        data.setdefault("ops", 0)
+        return data
+
+    def save_state(self, data):
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        fsutil.atomic_write_json(self.state_path, data, mode=0o600)
+
+    def lock(self, wait=30):
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        return Lock(self.lock_path, f"database {self.db}").acquire(wait)
+
+    # --- the remote ----------------------------------------------------------------------
+
+    def versions(self):
+        """Every version, oldest first (rclone reads every page of the listing)."""
+        proc = self.rclone.run("lsjson", self.prefix, "--files-only", "--no-mimetype",
+                               check=False)
+        if proc.returncode == 3 or "directory not found" in proc.stderr:
+            return []
+        if proc.returncode != 0:
+            raise remote.RemoteError(f"cannot list {self.prefix}: "
+                                     f"{remote._tail(proc.stderr, 3)}")
+        names = [e["Name"] for e in json.loads(proc.stdout or "[]")]
+        keys = [n for n in names if TS_RE.match(n) and n.endswith("_" + self.name)]
+        return sorted(keys)
+
+    def metadata(self, key):
+        proc = self.rclone.run("cat", remote.join(self.prefix, key + META), check=False)
+        try:
+            return json.loads(proc.stdout)
+        except ValueError:
+            raise DbError(f"version {key} has no readable metadata ({key}{META})") from None
+
+    def _upload(self, path, immutable=True):
+        Upload(self.rclone).run(path, self.prefix, immutable=immutable)
+
+    # --- local content -------------------------------------------------------------------
+
+    def copy(self, into):
+        """A consistent, checked copy of the database: (path, content digest, report)."""
+        out = Path(into) / self.name
+        rep = sqlite.backup(self.db, out)
+        return out, content_digest(out), rep
+
+    def local_sha(self):
+        if not self.db.exists():
+            return None
+        with tempfile.TemporaryDirectory(prefix=".strongroom-db-", dir=self.db.parent) as t:
+            return self.copy(t)[1]
+
+    # --- operations ----------------------------------------------------------------------
+
+    def backup(self, reason="manual", protect=()):
+        """Upload a new version (the copy, then its metadata, each verified); then prune."""
+        with tempfile.TemporaryDirectory(prefix=".strongroom-db-", dir=self.db.parent) as t:
+            path, sha, rep = self.copy(t)
+            at = _now()
+            key = f"{at.strftime('%Y%m%dT%H%M%S.%fZ')}_{self.host}_{self.name}"
+            stage = Path(t) / "stage"
+            stage.mkdir()
+            os.rename(path, stage / key)
+            meta = {"key": key, "sha256": fsutil.sha256_file(stage / key),
+                    "content_sha256": sha, "size": (stage / key).stat().st_size,
+                    "tables": rep["tables"], "host": self.host, "reason": reason,
+                    "created": _iso(at), "database": str(self.db), "integrity": "ok"}
+            self._upload(stage / key)  # the database first ...
+            (stage / (key + META)).write_text(json.dumps(meta, indent=2, sort_keys=True),
+                                              encoding="utf-8")
+            self._upload(stage / (key + META))  # ... then what describes it
+        pruned = self.prune(protect=set(protect) | {key})
+        st = self.state()
+        st.update(current=key, synced_sha256=sha, last_backup={"key": key, "at": _iso(at),
+                                                               "reason": reason})
+        self.save_state(st)
+        return {"key": key, "content_sha256": sha, "size": meta["size"], "tables": rep["tables"],
+                "reason": reason, "pruned": pruned}
+
+    def prune(self, protect=()):
+        """Delete versions beyond the newest `keep`, never a protected one."""
+        keys = self.versions()
+        doomed = [k for k in keys[:-self.keep] if k not in protect] if self.keep else []
+        for k in doomed:
+            self.rclone.run("deletefile", remote.join(self.prefix, k))
+            self.rclone.run("deletefile", remote.join(self.prefix, k + META), check=False)
+        return doomed
+
+    def _fetch(self, key, into):
+        """Download a version and check it against its metadata and integrity_check."""
+        meta = self.metadata(key)
+        out = Path(into) / key
+        self.rclone.run("copyto", remote.join(self.prefix, key), str(out))
+        got = fsutil.sha256_file(out)
+        if got != meta["sha256"]:
+            raise DbError(f"the download of {key} does not match its metadata (SHA-256 "
+                          f"{got[:12]}, expected {meta['sha256'][:12]}); local database "
+                          "left untouched")
+        check = sqlite.integrity(out)
+        if check != "ok":
+            raise DbError(f"the download of {key} fails integrity_check ({check}); local "
+                          "database left untouched")
+        return out, meta
+
+    def _replace(self, source):
+        """Put a checked copy in place: through the backup API into the live database (so
+        a WAL and open readers stay consistent), or by rename when there is none yet."""
+        if not self.db.exists():
+            tmp = fsutil.temp_path(self.db)
+            shutil.copyfile(source, tmp)
+            fsutil.commit(tmp, self.db)
+            return
+        src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+        dst = sqlite3.connect(str(self.db), timeout=30)
+        try:
+            src.backup(dst)  # one transaction in the destination: all or nothing
+        finally:
+            src.close()
+            dst.close()
+        con = sqlite3.connect(str(self.db), timeout=30)  # reads the WAL too
+        try:
+            check = "; ".join(str(r[0]) for r in con.execute("PRAGMA integrity_check"))
+        finally:
+            con.close()
+        if check != "ok":
+            raise DbError(f"{self.db} fails integrity_check after the restore: {check}")
+
+    def restore(self, key):
+        """Back the current database up first, then put `key` in place and make it the
+        newest version, so the next sync (here or elsewhere) keeps it."""
+        if key not in self.versions():
+            raise DbError(f"no version {key} under {self.prefix}")
+        before = self.backup(reason="pre-restore", protect={key}) if self.db.exists() \
+            else None
+        with tempfile.TemporaryDirectory(prefix=".strongroom-db-", dir=self.db.parent) as t:
+            path, meta = self._fetch(key, t)
+            self._replace(path)
+        after = self.backup(reason=f"restore of {key}", protect={key})
+        return {"restored": key, "pre_restore_backup": before and before["key"],
+                "current": after["key"], "content_sha256": after["content_sha256"]}
+
+    def plan_sync(self):
+        """('none'|'pull'|'push'|'adopt', head key, detail); Conflict when both changed."""
+        keys = self.versions()
+        head = keys[-1] if keys else None
+        st = self.state()
+        local = self.local_sha()
+        head_sha = self.metadata(head)["content_sha256"] if head else None
+        if local is None and head is None:
+            raise DbError(f"{self.db} does not exist and {self.prefix} holds no version")
+        if local == head_sha:
+            return ("adopt" if st.get("current") != head else "none"), head, "in sync"
+        if local is None:
+            return "pull", head, "no local database"
+        if head is None:
+            return "push", None, "the remote holds no version"
+        synced = st.get("synced_sha256")
+        local_changed = synced is None or local != synced
+        remote_changed = head != st.get("current") and head_sha != synced
+        if local_changed and remote_changed:
+            meta = self.metadata(head)
+            raise Conflict(
+                f"both sides changed: {self.db} differs from the version last synced "
+                f"({st.get('current') or 'none yet'}), and the remote's newest is {head} "
+                f"from {meta.get('host')} ({meta.get('reason')}). Nothing was changed. Keep "
+                f"yours with `strongroom db backup`, or take theirs with `strongroom db "
+                f"restore {head}` (which backs yours up first).")
+        return ("push", head, "local changes") if local_changed else \
+            ("pull", head, "a newer version on the remote")
+
+    def sync(self, dry_run=False):
+        try:
+            action, head, why = self.plan_sync()
+        except remote.RemoteError as exc:
+            return {"action": "offline", "changed": False, "exit_code": WARNING,
+                    "message": f"offline: cannot reach {self.prefix}; nothing changed "
+                               f"({str(exc)[:200]})"}
+        out = {"action": action, "head": head, "why": why, "changed": action != "none",
+               "exit_code": OK, "dry_run": dry_run}
+        if dry_run or action == "none":
+            out["message"] = f"{'would ' if dry_run else ''}{action}: {why}"
+            return out
+        if action == "adopt":
+            st = self.state()
+            st.update(current=head, synced_sha256=self.metadata(head)["content_sha256"])
+            self.save_state(st)
+        elif action == "push":
+            out["key"] = self.backup(reason="sync")["key"]
+        else:  # pull: the local content is on the remote already, or is backed up first
+            self.db.parent.mkdir(parents=True, exist_ok=True)
+            st = self.state()
+            kept = st.get("current") in self.versions() and \
+                self.metadata(st["current"])["content_sha256"] == st.get("synced_sha256")
+            if self.db.exists() and not kept:  # its version was pruned: keep it anyway
+                out["pre_sync_backup"] = self.backup(reason="pre-sync", protect={head})["key"]
+            with tempfile.TemporaryDirectory(prefix=".strongroom-db-",
+                                             dir=self.db.parent) as t:
+                path, meta = self._fetch(head, t)
+                self._replace(path)
+            st = self.state()
+            st.update(current=head, synced_sha256=meta["content_sha256"])
+            self.save_state(st)
+        out["message"] = f"{action}: {why}"
+        return out
+
+    def tick(self, ops=1):
+        """Count operations; back up when N are pending or H hours passed."""
+        st = self.state()
+        st["ops"] = st.get("ops", 0) + ops
+        self.save_state(st)
+        last = (st.get("last_backup") or {}).get("at")
+        hours = (time.time() - datetime.strptime(last, "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=UTC).timestamp()) / 3600 if last else None
+        reason = (f"{st['ops']} operations" if st["ops"] >= self.ops_threshold else
+                  f"{hours:.1f} hours since the last backup" if hours is not None
+                  and hours >= self.hours_threshold else
+                  "no backup yet" if hours is None else None)
+        if reason is None:
+            return {"backup": None, "ops": st["ops"], "changed": ops > 0}
+        rep = self.backup(reason=reason)  # raises on failure: the counter stays
+        st = self.state()
+        st["ops"] = 0  # only after a successful backup
+        self.save_state(st)
+        return {"backup": rep, "ops": 0, "reason": reason, "changed": True}
+
+    def status(self):
+        st = self.state()
+        out = {"database": str(self.db), "remote": self.prefix, "pending_ops": st["ops"],
+               "last_backup": st.get("last_backup"), "current": st.get("current"),
+               "local_sha256": self.local_sha()}
+        try:
+            keys = self.versions()
+            out["versions"] = len(keys)
+            out["remote_sha256"] = self.metadata(keys[-1])["content_sha256"] if keys else None
+            out["newest"] = keys[-1] if keys else None
+        except remote.RemoteError:
+            out.update(versions=None, remote_sha256=None, offline=True)
+        out["in_sync"] = out["local_sha256"] is not None and \
+            out["local_sha256"] == out.get("remote_sha256")
+        return out
+
+
+def content_digest(path):
+    """SHA-256 of a database file without its change counter and version-valid-for."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        head = bytearray(fh.read(100))
+        head[24:28] = head[92:96] = b"\0\0\0\0"
+        h.update(head)
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
