@@ -30,7 +30,6 @@ LAST = ".last.json"  # the newest checkpoint's name and fingerprint
 SUMS = "SHA256SUMS"
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 MAX_FILE_DEFAULT = 50 * 1024 * 1024
-CHUNK = 1 << 20
 
 
 class CheckpointError(StrongroomError):
@@ -66,16 +65,6 @@ def _changes(top):
         changed[path] = "untracked"
     return head, branch or None, changed, sorted(deleted)
 
-
-def _copy(src, dst):
-    h = hashlib.sha256()
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with open(src, "rb") as fi, open(dst, "wb") as fo:
-        while chunk := fi.read(CHUNK):
-            h.update(chunk)
-            fo.write(chunk)
-    shutil.copystat(src, dst)
-    return h.hexdigest()
 
 
 def _new_name(progress, now):
@@ -134,7 +123,7 @@ def save(source, dest, max_file_size=MAX_FILE_DEFAULT, now=None):
                 report["skipped"].append({"path": rel, "bytes": st.st_size})
             else:
                 try:
-                    sums[f"files/{rel}"] = _copy(src, tmp / "files" / rel)
+                    sums[f"files/{rel}"] = fsutil.copy_hashing(src, tmp / "files" / rel)
                 except FileNotFoundError:
                     report["vanished"].append(rel)
                     continue

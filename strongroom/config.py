@@ -119,6 +119,14 @@ SEVERITIES = ("info", "success", "warning", "error")
 EVENTS = ("job_failed", "job_recovered", "job_succeeded", "rollback_done", "backup_stale",
           "drill_passed", "drill_failed")
 
+# How a job's copies reach the remote (each through the upload path, proven by hash).
+OFFSITE = {
+    "rclone_config": (False, _abs_path),
+    "bwlimit": (False, _str),
+    "retries": (False, _int_min(1)),  # of each off-site copy (rclone --retries)
+    "low_level_retries": (False, _int_min(1)),
+}
+
 # key: (required, check)
 JOB_SCHEMA = {
     "name": (True, _job_name),
@@ -178,10 +186,7 @@ OPTION_SCHEMAS = {
         "pre_push_max_size": (False, _size),
         # each snapshot is copied to REMOTE:PATH/<id> (immutable) and checked by hash
         "remote": (False, _str),
-        "rclone_config": (False, _abs_path),
-        "bwlimit": (False, _str),
-        "retries": (False, _int_min(1)),  # of each off-site copy (rclone --retries)
-        "low_level_retries": (False, _int_min(1)),
+        **OFFSITE,
     },
     "checkpoint": {
         "source": (True, _abs_path),  # a git work tree
@@ -196,10 +201,7 @@ OPTION_SCHEMAS = {
         "db": (False, _abs_list),
         "exclude": (False, _str_list),
         "remote": (False, _str),  # days go to REMOTE:PATH/YYYY-MM-DD, rollups to .../rollups
-        "rclone_config": (False, _abs_path),
-        "bwlimit": (False, _str),
-        "retries": (False, _int_min(1)),  # of each off-site copy (rclone --retries)
-        "low_level_retries": (False, _int_min(1)),
+        **OFFSITE,
         "delete_days": (False, _one_of("after_rollup", "after_upload", "never")),
         "keep_rollups": (False, _int_min(1)),
         "lock_wait": (False, _num_min(0)),
@@ -208,10 +210,7 @@ OPTION_SCHEMAS = {
         "dest": (True, _abs_path),  # the daily job's dest
         "days": (False, _int_min(1)),
         "remote": (False, _str),
-        "rclone_config": (False, _abs_path),
-        "bwlimit": (False, _str),
-        "retries": (False, _int_min(1)),  # of each off-site copy (rclone --retries)
-        "low_level_retries": (False, _int_min(1)),
+        **OFFSITE,
         "delete_days": (False, _one_of("after_rollup", "after_upload", "never")),
         "keep_rollups": (False, _int_min(1)),
         "lock_wait": (False, _num_min(0)),

@@ -102,6 +102,18 @@ def sha256_file(path):
     return h.hexdigest()
 
 
+def copy_hashing(src, dst):
+    """Copy src to dst (parents made, times kept) and return its SHA-256, in one read."""
+    h = hashlib.sha256()
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    with open(src, "rb") as fi, open(dst, "wb") as fo:
+        while chunk := fi.read(CHUNK):
+            h.update(chunk)
+            fo.write(chunk)
+    shutil.copystat(src, dst)
+    return h.hexdigest()
+
+
 class UnsafeArchive(Exception):
     pass
 

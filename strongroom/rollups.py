@@ -70,16 +70,6 @@ def rollups(dest):
 # --- the daily folder --------------------------------------------------------------------
 
 
-def _copy_hashing(src, dst):
-    h = hashlib.sha256()
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with open(src, "rb") as fi, open(dst, "wb") as fo:
-        while chunk := fi.read(CHUNK):
-            h.update(chunk)
-            fo.write(chunk)
-    shutil.copystat(src, dst)
-    return h.hexdigest()
-
 
 def _names(sources):
     names = {}
@@ -131,7 +121,7 @@ def make_day(sources, dest, dbs=(), exclude=(), today=None):
                     digest = fsutil.sha256_file(out)
                 else:
                     try:
-                        digest = _copy_hashing(path, out)
+                        digest = fsutil.copy_hashing(path, out)
                     except FileNotFoundError:
                         continue  # deleted while we walked
                 n = out.stat().st_size

@@ -227,18 +227,6 @@ def _archive(source, out_path, fmt, selection, skip_dirs, skip_files, large_thre
     return counts, sink.digest, sink.size, large
 
 
-def _copy_hashing(src, dst):
-    import hashlib
-
-    h = hashlib.sha256()
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with open(src, "rb") as fi, open(dst, "wb") as fo:
-        while chunk := fi.read(CHUNK):
-            h.update(chunk)
-            fo.write(chunk)
-    shutil.copystat(src, dst)
-    return h.hexdigest()
-
 
 def _short_sha(source):
     proc = git(source, "rev-parse", "--short=7", "HEAD", check=False)
@@ -314,7 +302,7 @@ def create(source, dest, critical=(), dbs=(), exclude=(), immutable="warn", fmt=
         critical_files = manifest.walk(source, crit_sel) if critical else []
         crit_bytes = 0
         for rel in critical_files:
-            sums[f"critical/{rel}"] = _copy_hashing(source / rel, tmp / "critical" / rel)
+            sums[f"critical/{rel}"] = fsutil.copy_hashing(source / rel, tmp / "critical" / rel)
             crit_bytes += (tmp / "critical" / rel).stat().st_size
         durations["critical"] = round(time.monotonic() - t0, 3)
         # databases: backup API, integrity_check, never the raw file
@@ -584,7 +572,7 @@ def restore_critical(dest, snap_id, target):
             dst.parent.mkdir(parents=True, exist_ok=True)
             tmp = fsutil.temp_path(dst)
             staged.append((tmp, dst))
-            if _copy_hashing(folder / "critical" / rel, tmp) != sums[f"critical/{rel}"]:
+            if fsutil.copy_hashing(folder / "critical" / rel, tmp) != sums[f"critical/{rel}"]:
                 raise SnapshotError(f"critical/{rel} in {snap_id} does not match its "
                                     "checksum; nothing was replaced")
             os.chmod(tmp, 0o644 | (os.stat(tmp).st_mode & 0o111))
@@ -655,7 +643,7 @@ def restore_full(dest, snap_id, target):
             if Path(db["path"]).is_relative_to(report.get("source", "/nonexistent")):
                 dst = work / rel
                 dst.parent.mkdir(parents=True, exist_ok=True)
-                _copy_hashing(folder / db["copy"], dst)
+                fsutil.copy_hashing(folder / db["copy"], dst)
                 os.chmod(dst, 0o644)
         aside = None
         if target.exists() or target.is_symlink():

@@ -205,6 +205,19 @@ class Upload:
         if journal and not dry_run:
             journal.parent.mkdir(parents=True, exist_ok=True)
             fsutil.atomic_write_json(journal, sorted(set(names) | interrupted))
+        try:
+            return self._send(src, dest, base, names, sizes, stamps, out, interrupted,
+                              immutable, delete_local, dry_run, journal, started)
+        except Exception:
+            # a run that ends here (not a killed one) leaves no partial file of ours behind:
+            # rclone removes a failed transfer. Forget the journal, so that a conflict with
+            # someone else's file is never mistaken for our leftover next time.
+            if journal and not dry_run:
+                journal.unlink(missing_ok=True)
+            raise
+
+    def _send(self, src, dest, base, names, sizes, stamps, out, interrupted, immutable,
+              delete_local, dry_run, journal, started):
         self.progress(f"copying {len(names)} file(s) to {dest}")
         local = None if dry_run else self.rclone.local_path(dest)
         hashing = None

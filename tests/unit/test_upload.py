@@ -204,3 +204,16 @@ def test_the_snapshot_job_copies_each_snapshot_off_site(tmp_path, remotes):
     folder = tmp_path / "snaps" / snap_id
     assert copy == {p.relative_to(folder).as_posix(): p.read_bytes()
                     for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_shorter_foreign_file_is_never_taken_for_our_leftover(tmp_path, remotes):
+    src = tmp_path / "day"
+    tree(src)
+    foreign = tmp_path / "remote" / "a.txt"
+    foreign.parent.mkdir()
+    foreign.write_bytes(b"x\n")  # shorter than ours, and not written by us
+    for _ in range(2):  # the failed run must not leave a journal claiming it
+        proc = upload(remotes, tmp_path, src, remotes["local"], "--immutable", check=2)
+        assert "--immutable never overwrites them: a.txt" in proc.stderr
+    assert foreign.read_bytes() == b"x\n"
+    assert not list((tmp_path / "state" / "uploads").glob("*.json"))
