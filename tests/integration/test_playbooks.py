@@ -253,3 +253,13 @@ def test_verify_restore_and_fleet_status(bed):
     vars_ = dict(extravars, strongroom_status_fail_on_stale=True)
     stats, stdout, _ = play(base, "status.yml", vars_, expect_rc=2)
     assert "localhost stale-check: never run, stale" in stdout
+
+
+def test_another_tools_pre_push_hook_stops_the_play_and_is_kept(bed):
+    base, home, src, extravars = bed
+    hook = src / ".git/hooks/pre-push"
+    theirs = "#!/bin/sh\necho another tool's hook\n"
+    hook.write_text(theirs)
+    stats, stdout, _ = play(base, "site.yml", extravars, expect_rc=2)
+    assert f"{hook} is another pre-push hook; Strongroom leaves it alone" in stdout
+    assert hook.read_text() == theirs
