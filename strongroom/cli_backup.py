@@ -30,10 +30,7 @@ def options(args):
     """The job's options (--job NAME) overlaid by the command line."""
     opts = {}
     if getattr(args, "job", None):
-        job = config.load_job(args.config_dir, args.job)
-        if job["type"] != "snapshot":
-            raise StrongroomError(f"job {args.job} is a {job['type']} job, not a snapshot job")
-        opts = dict(job["options"])
+        opts = dict(config.load_job_of_type(args.config_dir, args.job, "snapshot")["options"])
     for key in ("source", "dest", "immutable", "format"):
         if getattr(args, key, None):
             opts[key] = getattr(args, key)

@@ -4,7 +4,7 @@ import json
 import sys
 
 from . import config
-from .errors import OK, WARNING, StrongroomError
+from .errors import OK, WARNING
 
 EPILOG = ("exit codes: 0 ok, 1 conflicts (both copies kept), 2 error (stopped; nothing "
           "deleted), 11 locked")
@@ -13,9 +13,7 @@ EPILOG = ("exit codes: 0 ok, 1 conflicts (both copies kept), 2 error (stopped; n
 def cmd_bisync(args):
     from . import jobs
 
-    job = config.load_job(args.config_dir, args.job)
-    if job["type"] != "bisync":
-        raise StrongroomError(f"job {args.job} is a {job['type']} job, not a bisync job")
+    job = config.load_job_of_type(args.config_dir, args.job, "bisync")
     paths = jobs.Paths(args.config_dir, args.state_dir, args.log_dir)
     out = jobs.run_bisync(job, paths, resync=args.resync, force=args.force,
                           dry_run=args.dry_run)
@@ -44,9 +42,7 @@ def cmd_restic(args):
     from . import restic
     from .cli_upload import rclone_config
 
-    job = config.load_job(args.config_dir, args.job)
-    if job["type"] != "restic":
-        raise StrongroomError(f"job {args.job} is a {job['type']} job, not a restic job")
+    job = config.load_job_of_type(args.config_dir, args.job, "restic")
     o = job["options"]
     out = restic.restore(o, args.state_dir, args.snapshot, args.target,
                          rclone_config(o.get("rclone_config"), args.config_dir))

@@ -54,10 +54,7 @@ def settings(args):
 
     opts = {}
     if getattr(args, "job", None):
-        job = config.load_job(args.config_dir, args.job)
-        if job["type"] != "db_backup":
-            raise StrongroomError(f"job {args.job} is a {job['type']} job, not a db_backup job")
-        opts = dict(job["options"])
+        opts = dict(config.load_job_of_type(args.config_dir, args.job, "db_backup")["options"])
     for key in ("db", "remote", "keep", "host", "rclone_config"):
         if getattr(args, key, None) is not None:
             opts[key] = getattr(args, key)

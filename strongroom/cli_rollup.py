@@ -16,11 +16,8 @@ EPILOG = "exit codes: 0 ok, 2 error (nothing was written under the target)"
 def _options(args):
     opts = {}
     if args.job:
-        job = config.load_job(args.config_dir, args.job)
-        if job["type"] not in ("daily", "rollup"):
-            raise StrongroomError(f"job {args.job} is a {job['type']} job, not a daily or "
-                                  "rollup job")
-        opts = dict(job["options"])
+        opts = dict(config.load_job_of_type(args.config_dir, args.job, "daily", "rollup")
+                    ["options"])
     for key in ("dest", "remote", "rclone_config"):
         if getattr(args, key, None):
             opts[key] = getattr(args, key)

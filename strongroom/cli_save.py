@@ -22,10 +22,7 @@ def checkpoint_options(args):
     """The checkpoint job's options (--job NAME) overlaid by the command line."""
     opts = {}
     if getattr(args, "job", None):
-        job = config.load_job(args.config_dir, args.job)
-        if job["type"] != "checkpoint":
-            raise StrongroomError(f"job {args.job} is a {job['type']} job, not a checkpoint job")
-        opts = dict(job["options"])
+        opts = dict(config.load_job_of_type(args.config_dir, args.job, "checkpoint")["options"])
     for key in ("source", "dest", "keep_days", "max_file_size"):
         if getattr(args, key, None) is not None:
             opts[key] = getattr(args, key)

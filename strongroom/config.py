@@ -312,6 +312,14 @@ def load_job(config_dir, name):
     return data
 
 
+def load_job_of_type(config_dir, name, *types):
+    """load_job, refusing a job of another type by name (types: the ones that fit)."""
+    job = load_job(config_dir, name)
+    if job["type"] not in types:
+        raise ConfigError(f"job {name} is a {job['type']} job, not a {' or '.join(types)} job")
+    return job
+
+
 def job_names(config_dir):
     """Names of every job file in <config-dir>/jobs, sorted."""
     jobs = Path(config_dir) / "jobs"

@@ -47,9 +47,7 @@ def snapshot_options(top, config_dir, state_dir, job=None, dest=None, dry_run=Fa
     if job:
         if dry_run and not (Path(config_dir) / "jobs" / f"{job}.yml").exists():
             return {"job": job}  # a check-mode run, before the job file is written
-        loaded = config.load_job(config_dir, job)
-        if loaded["type"] != "snapshot":
-            raise HookError(f"job {job} is a {loaded['type']} job, not a snapshot job")
+        config.load_job_of_type(config_dir, job, "snapshot")
         return {"job": job}
     if dest:
         return {"dest": str(Path(dest).absolute())}

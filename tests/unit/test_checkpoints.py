@@ -220,3 +220,15 @@ def test_the_checkpoint_job_saves_then_reports_nothing_new(tmp_path):
     assert proc.stdout.startswith("nothing new since")
     proc = strongroom(*base, "backup", "now", "--job", "wip", check=2)
     assert "job wip is a checkpoint job, not a snapshot job" in proc.stderr
+    # every command that takes --job refuses a job of another type, by name, writing nothing
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    for argv, wanted in (
+            (["rollup", "list", "--job", "wip"], "daily or rollup"),
+            (["bisync", "--job", "wip"], "bisync"),
+            (["restic", "restore", "latest", "--job", "wip", "--target", tmp_path / "r"],
+             "restic"),
+            (["db", "status", "--job", "wip"], "db_backup"),
+            (["hook", "install", "--repo", repo, "--job", "wip"], "snapshot")):
+        proc = strongroom(*base, *argv, check=2)
+        assert f"job wip is a checkpoint job, not a {wanted} job" in proc.stderr, argv
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
