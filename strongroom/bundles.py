@@ -25,10 +25,12 @@ from .gitcmd import (
     clean_stale_git_locks,
     existing_objects,
     find_repositories,
+    fsck_history,
     git,
     git_argv,
     git_env,
     read_refs,
+    restore_stash,
 )
 from .lock import Lock
 from .remote import Rclone, RemoteError, join
@@ -162,6 +164,7 @@ def _write_refs(repo_dir, filename, name, state, now):
         "head": state.head,
         "refs": state.refs,
         "symrefs": state.symrefs,
+        "stash": state.stash,  # every entry: refs/stash alone keeps only the newest
     }
     path = Path(repo_dir) / filename
     fsutil.atomic_write_json(path, data)
@@ -173,6 +176,79 @@ def _head_commit(state):
     if head.startswith("ref: "):
         return state.refs.get(head[5:])
     return head or None
+
+
+# --- is the chain still what the manifest says? -------------------------------------------
+
+HASHED = "hashed-state.json"  # local only: when each chain file was last hashed here
+
+
+def _read_hashed(repo_dir):
+    try:
+        data = json.loads((Path(repo_dir) / HASHED).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"run": 0, "files": {}}
+    if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
+        return {"run": 0, "files": {}}
+    return {"run": int(data.get("run") or 0), "files": data["files"]}
+
+
+def _fingerprint(st):
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def damaged_files(repo_dir, manifest, write=True):
+    """Chain files whose bytes no longer match the manifest, checked before a chain is
+    extended: extending a damaged chain gives backups that cannot restore.
+
+    A file is re-hashed when its size, mtime or inode changed since it was last hashed
+    here, and the file hashed longest ago is re-hashed on every run anyway: a chain of n
+    files is read in full at least once every n extending runs, even where damage kept
+    the size and mtime."""
+    repo_dir = Path(repo_dir)
+    expected = chain.expected_hashes(manifest)
+    cache = _read_hashed(repo_dir)
+    run = cache["run"] + 1
+    stats, bad = {}, []
+    for name in expected:
+        try:
+            stats[name] = (repo_dir / name).stat()
+        except FileNotFoundError:
+            bad.append(name)
+    known = cache["files"]
+    fresh = [n for n in stats if isinstance(known.get(n), dict)
+             and known[n].get("fp") == _fingerprint(stats[n])
+             and known[n].get("sha256") == expected[n]]
+    rotate = min(fresh, key=lambda n: (known[n].get("run", 0), n), default=None)
+    for name in sorted(stats):
+        if name in fresh and name != rotate:
+            continue
+        if fsutil.sha256_file(repo_dir / name) != expected[name]:
+            bad.append(name)
+        else:
+            known[name] = {"fp": _fingerprint(stats[name]), "sha256": expected[name],
+                           "run": run}
+    if write:
+        files = {n: v for n, v in known.items() if n in expected}
+        fsutil.atomic_write_json(repo_dir / HASHED, {"run": run, "files": files})
+    return sorted(bad)
+
+
+def remember_hashes(repo_dir, written):
+    """Files this run wrote were hashed as they were written: no need to read them again."""
+    repo_dir = Path(repo_dir)
+    try:
+        expected = chain.expected_hashes(chain.load(repo_dir, check_files=False))
+    except chain.ChainInvalid:
+        return
+    names = [n for n in written if n in expected]
+    if not names:
+        return
+    cache = _read_hashed(repo_dir)
+    for name in names:
+        cache["files"][name] = {"fp": _fingerprint((repo_dir / name).stat()),
+                                "sha256": expected[name], "run": cache["run"]}
+    fsutil.atomic_write_json(repo_dir / HASHED, cache)
 
 
 # --- sync ----------------------------------------------------------------------------------
@@ -188,8 +264,10 @@ def _plan(manifest, last, state, opts, now):
         return "full", f"{manifest['incremental_count']} incrementals since the full bundle"
     if chain.age_days(manifest, now) >= opts.full_after_days:
         return "full", f"full bundle older than {opts.full_after_days:g} days"
-    if (last["refs"], last.get("symrefs", {}), last.get("head")) == (
-            state.refs, state.symrefs, state.head):
+    # a chain recorded before stash entries were kept records them with its next change
+    if (last["refs"], last.get("symrefs", {}), last.get("head"),
+            last.get("stash", state.stash)) == (
+            state.refs, state.symrefs, state.head, state.stash):
         return "unchanged", ""
     return "incremental", ""
 
@@ -304,6 +382,15 @@ def _sync_repo(name, path, store, opts, now, result):
             if not existing_objects(path, tips):
                 action, why = "full", ("none of the recorded tips exist in the repository "
                                        "any more")
+    if action == "incremental":
+        bad = damaged_files(repo_dir, manifest, write=not opts.dry_run)
+        if bad:
+            result.status = "warning"
+            result.notes.append(
+                f"{', '.join(bad[:3])}{' and more' if len(bad) > 3 else ''} no longer "
+                "match(es) the recorded SHA-256: starting a new full chain instead of "
+                f"extending a damaged one (the old chain is kept in {chain.RETIRED_DIR}/)")
+            action, why = "full", f"damaged chain file {bad[0]}"
 
     files = critical.select(path, opts.critical_patterns) if not state.bare else []
     crit_digest = critical.digest(path, files) if files else ""
@@ -333,6 +420,7 @@ def _sync_repo(name, path, store, opts, now, result):
 
     _write(name, path, state, repo_dir, manifest, action, why, files, crit_digest,
            crit_needed, opts, now, result)
+    remember_hashes(repo_dir, result.written)
     if opts.remote:
         _upload(name, repo_dir, opts, result)
 
@@ -348,13 +436,19 @@ def _write(name, path, state, repo_dir, manifest, action, why, files, crit_diges
 
     if action in ("full", "incremental"):
         kind = "full" if action == "full" else "incremental"
-        filename = chain.unique_name(repo_dir, f"{kind}-{ts}", ".bundle", taken)
+        # the bundle and its ref manifest share a stem: both names must be free (a run
+        # that lost its bundle leaves the old ref manifest, parked as an orphan below)
+        filename = chain.unique_name(repo_dir, f"{kind}-{ts}", ".bundle", taken | {
+            n[: -len(".refs.json")] + ".bundle" for n in os.listdir(repo_dir)
+            if n.endswith(".refs.json")})
         if kind == "full":
             manifest["chain_id"] = filename[len("full-"): -len(".bundle")]  # unique per store
         negatives = set()
         if kind == "incremental":
             negatives = existing_objects(path, chain.chain_tips(old_manifest, repo_dir))
-        made = _write_bundle(path, repo_dir, filename, sorted(state.refs), negatives)
+        # older stash entries are no ref's tip: named by id, their objects come along
+        positives = sorted(state.refs) + [sha for sha, _ in state.stash[1:]]
+        made = _write_bundle(path, repo_dir, filename, positives, negatives)
         if made is None:
             action, filename, size, digest = "refs", None, 0, None
         else:
@@ -576,6 +670,7 @@ def _ensure_local(repo_dir, filename, digest, opts, name):
         tmp = fsutil.temp_path(path)
         try:
             Rclone(opts.rclone_config).fetch(join(opts.remote, name, filename), tmp)
+            os.chmod(tmp, 0o600)  # bundles hold private history, packs hold secrets
             if fsutil.sha256_file(tmp) != digest:
                 raise StrongroomError(f"{name}: {filename} from the remote does not match "
                                       "its recorded SHA-256; refusing it")
@@ -588,14 +683,31 @@ def _ensure_local(repo_dir, filename, digest, opts, name):
     return path
 
 
+def remote_names(opts):
+    """Names of every chain the remote holds (a folder with a chain manifest)."""
+    proc = Rclone(opts.rclone_config).run("lsf", "-R", "--files-only", "--include",
+                                          chain.MANIFEST, opts.remote)
+    names = []
+    for line in proc.stdout.splitlines():
+        rel = line.strip().removesuffix(chain.MANIFEST).rstrip("/")
+        if rel and chain.RETIRED_DIR not in rel.split("/"):
+            names.append(rel)
+    return sorted(names)
+
+
 def _manifest_for_restore(store, name, opts):
+    name = chain.repo_name(name)
     repo_dir = Path(store) / name
     try:
         return chain.load(repo_dir, check_files=False)
     except chain.ChainInvalid as exc:
         if not opts.remote:
             raise StrongroomError(f"{name}: no usable chain in {repo_dir} ({exc})") from None
-    repo_dir.mkdir(parents=True, exist_ok=True)
+    held = remote_names(opts)
+    if name not in held:
+        raise StrongroomError(f"no chain named {name!r} on {opts.remote}; it holds: "
+                              + (", ".join(held) if held else "no chains at all"))
+    repo_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = fsutil.temp_path(repo_dir / chain.MANIFEST)
     try:
         Rclone(opts.rclone_config).fetch(join(opts.remote, name, chain.MANIFEST), tmp)
@@ -621,6 +733,7 @@ def rebuild(store, name, dest, opts, bare=None, checkout=True):
     refs_path = _ensure_local(repo_dir, last["refs_file"], last["refs_sha256"], opts, name)
     refs = chain.read_refs_file(refs_path)
     _set_refs(dest, refs)
+    restore_stash(dest, chain.stash_entries(refs))
     got, got_sym = read_refs(dest)
     if got != refs["refs"]:
         raise StrongroomError(f"{name}: restored refs differ from the ref manifest")
@@ -634,7 +747,7 @@ def rebuild(store, name, dest, opts, bare=None, checkout=True):
         packs = [c for c in manifest.get("critical", []) if c.get("timestamp")]
         if packs and packs[-1].get("filename"):
             pack = _ensure_local(repo_dir, packs[-1]["filename"], packs[-1]["sha256"], opts, name)
-            restored_files = critical.unpack(pack, dest)
+            restored_files = critical.unpack(pack, dest, tracked=critical.tracked_paths(dest))
     return refs, restored_files
 
 
@@ -700,11 +813,12 @@ def verify_repo(store, name, opts):
                 raise StrongroomError(f"critical-files pack {c['filename']} is unreadable")
         with tempfile.TemporaryDirectory(prefix="strongroom-verify-") as tmp:
             refs, _ = rebuild(store, name, tmp, opts, bare=True, checkout=False)
-            proc = git(tmp, "fsck", "--full", "--strict", "--no-dangling", check=False)
-            if proc.returncode != 0:
-                raise StrongroomError(f"git fsck --full --strict failed: {proc.stderr.strip()}")
+            verdict, text = fsck_history(tmp, manifest.get("source"))
+            if verdict == "error":
+                raise StrongroomError(text)
             res.refs = len(refs["refs"])
-        res.message = f"{res.checked_files} files hashed, chain restores, fsck clean"
+        res.status = "warning" if verdict == "warning" else "ok"
+        res.message = f"{res.checked_files} files hashed, chain restores, {text}"
     except (StrongroomError, OSError) as exc:
         res.status, res.message = "error", str(exc)
     res.seconds = round(time.monotonic() - started, 3)
@@ -713,19 +827,29 @@ def verify_repo(store, name, opts):
 
 def verify(store, opts, names=None, lock_wait=0.0):
     store = Path(store)
-    names = names or chain.store_repositories(store)
-    missing = [n for n in names if not (store / n / chain.MANIFEST).exists()]
     if not store.is_dir():
         raise StrongroomError(f"bundle store {store} does not exist")
+    headless = chain.unmanifested(store)
+    names = [chain.repo_name(n) for n in names] if names else sorted(
+        set(chain.store_repositories(store)) | set(headless))
+    missing = [n for n in names if not (store / n / chain.MANIFEST).exists()]
     with Lock(store / LOCK_NAME, f"bundle store {store}").acquire(lock_wait):
         results = [verify_repo(store, n, opts) for n in names]
     for r in results:
-        if r.name in missing:
+        if r.name in headless:
+            r.status, r.message = "error", (
+                f"{r.name} has bundle files but no {chain.MANIFEST} in {store}: they cannot "
+                "be checked or restored in order without it; `bundle restore --remote` "
+                "fetches it from the off-site copy, or the next sync starts a new chain "
+                "(the old files are moved aside, not deleted)")
+        elif r.name in missing:
             r.status, r.message = "error", f"no chain for {r.name} in {store}"
     if not results:
         return results, WARNING
     failed = [r for r in results if r.status == "error"]
     code = OK if not failed else (ERROR if len(failed) == len(results) else INCOMPLETE)
+    if code == OK and any(r.status == "warning" for r in results):
+        code = WARNING
     return results, code
 
 
@@ -743,6 +867,33 @@ def consolidate(store, name, opts, lock_wait=0.0):
         if res.status != "error":
             _prune_retired(store / name, forced, res)
     return res
+
+
+def list_remote(opts):
+    """What the remote holds, from its chain manifests alone (a new machine has no store):
+    every manifest is fetched in one rclone run into scratch space and checked."""
+    with tempfile.TemporaryDirectory(prefix="strongroom-list-") as tmp:
+        Rclone(opts.rclone_config).run("copy", opts.remote, tmp, "--include", chain.MANIFEST)
+        rows = []
+        for name in sorted(chain.store_repositories(tmp)):
+            try:
+                m = chain.load(Path(tmp) / name, check_files=False)
+            except chain.ChainInvalid as exc:
+                rows.append({"name": name, "status": "error", "message": str(exc)})
+                continue
+            crit = (m.get("critical") or [{}])[-1]
+            rows.append({
+                "name": name, "status": "ok", "source": m.get("source"),
+                "chain_id": m.get("chain_id"),
+                "bundles": sum(1 for e in m["bundles"] if e.get("filename")),
+                "incrementals": m.get("incremental_count"),
+                "last_sync": m["bundles"][-1].get("timestamp"),
+                "last_full": m.get("last_full_bundle_date"),
+                "bytes": sum(s for _, s in chain.files_with_sizes(m)),
+                "critical_files": len(crit.get("files", [])), "critical_encrypted": False,
+                "remotes": [opts.remote],
+            })
+    return rows
 
 
 def list_store(store):

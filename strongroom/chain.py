@@ -8,7 +8,9 @@ critical[{filename, sha256, size, files, digest, timestamp}], retired[...]}.
 no bundle, only a ref manifest).
 """
 
+import hashlib
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,6 +21,8 @@ MANIFEST = "bundle-manifest.json"
 REMOTE_STATE = "remote-state.json"
 RETIRED_DIR = ".retired"
 VERSION = 1
+# Every file a manifest names is one we named: a plain file name in the repository's folder.
+FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 class ChainInvalid(StrongroomError):
@@ -56,8 +60,47 @@ def new_manifest(name, source, bare, now):
     }
 
 
+def checksum(data):
+    """The manifest's own SHA-256, over its content without this field: a changed hash
+    inside it is then blamed on the manifest, not on the good bundle it names."""
+    body = {k: v for k, v in data.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"),
+                                     ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def _name(value, what):
+    if not isinstance(value, str) or not FILE_NAME_RE.match(value):
+        raise ChainInvalid(f"{MANIFEST} names {what} {value!r}, which is not a file name we "
+                           "write (a damaged or hand-edited manifest)")
+    return value
+
+
+def _check_names(data):
+    """Every file name and retired path a manifest holds: a path read from our own
+    metadata is as hostile as an archive member until checked."""
+    for e in data["bundles"]:
+        if not isinstance(e, dict):
+            raise ChainInvalid(f"{MANIFEST} has an entry that is not an object")
+        if e.get("filename") is not None:
+            _name(e["filename"], "a bundle")
+        _name(e.get("refs_file"), "a ref manifest")
+    for c in data.get("critical") or []:
+        if not isinstance(c, dict):
+            raise ChainInvalid(f"{MANIFEST} has a critical entry that is not an object")
+        if c.get("filename") is not None:
+            _name(c["filename"], "a critical-files pack")
+    for r in data.get("retired") or []:
+        path = r.get("path") if isinstance(r, dict) else None
+        head, _, tail = (path or "").partition("/")
+        if head != RETIRED_DIR or "/" in tail:
+            raise ChainInvalid(f"{MANIFEST} names retired chain path {path!r}, which is not "
+                               f"inside {RETIRED_DIR}/")
+        _name(tail, "a retired chain")
+
+
 def load(repo_dir, check_files=True):
-    """The manifest, checked for shape and (cheaply: size) for the files it names."""
+    """The manifest, checked for shape, its own checksum, every name it holds, and
+    (cheaply: size) for the files it names."""
     path = Path(repo_dir) / MANIFEST
     if not path.exists():
         raise ChainInvalid(f"no {MANIFEST}")
@@ -67,9 +110,14 @@ def load(repo_dir, check_files=True):
         raise ChainInvalid(f"{MANIFEST} unreadable: {exc}") from None
     if not isinstance(data, dict) or data.get("version") != VERSION:
         raise ChainInvalid(f"{MANIFEST} has an unknown format or version")
+    if "checksum" in data and data["checksum"] != checksum(data):
+        raise ChainInvalid(f"{MANIFEST} is damaged: its own checksum does not match its "
+                           "content, so none of the hashes in it can be trusted")
     entries = data.get("bundles")
-    if not isinstance(entries, list) or not entries or entries[0].get("type") != "full":
+    if not isinstance(entries, list) or not entries or not isinstance(entries[0], dict) \
+            or entries[0].get("type") != "full":
         raise ChainInvalid(f"{MANIFEST} does not start with a full bundle")
+    _check_names(data)
     if check_files:
         for rel, size in files_with_sizes(data):
             try:
@@ -107,6 +155,7 @@ def expected_hashes(manifest):
 
 
 def save(repo_dir, manifest):
+    manifest["checksum"] = checksum(manifest)
     fsutil.atomic_write_json(Path(repo_dir) / MANIFEST, manifest)
 
 
@@ -115,21 +164,57 @@ def last_refs_entry(manifest):
 
 
 def chain_tips(manifest, repo_dir):
-    """Every object a ref pointed at anywhere in this chain (all are in its bundles)."""
+    """Every object a ref (or a stash entry) pointed at anywhere in this chain: all of
+    them are in its bundles."""
     tips = set()
     for e in manifest["bundles"]:
-        tips.update(read_refs_file(Path(repo_dir) / e["refs_file"])["refs"].values())
+        data = read_refs_file(Path(repo_dir) / e["refs_file"])
+        tips.update(data["refs"].values())
+        tips.update(sha for sha, _ in stash_entries(data))
     return tips
 
 
+_SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+_BAD_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|/\.|\.lock(?:/|$)")
+
+
+def _ref_ok(name):
+    return isinstance(name, str) and name.startswith("refs/") and not _BAD_REF.search(name) \
+        and not name.endswith(("/", "."))
+
+
 def read_refs_file(path):
+    """A ref manifest, with every name and id checked: they become git arguments."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ChainInvalid(f"ref manifest {Path(path).name} unreadable: {exc}") from None
-    if not isinstance(data.get("refs"), dict):
+    if not isinstance(data, dict) or not isinstance(data.get("refs"), dict):
         raise ChainInvalid(f"ref manifest {Path(path).name} has no refs")
+    bad = [n for n, sha in data["refs"].items() if not _ref_ok(n) or not isinstance(sha, str)
+           or not _SHA.match(sha)]
+    bad += [n for n, t in (data.get("symrefs") or {}).items() if not _ref_ok(n)
+            or not _ref_ok(t)]
+    head = data.get("head")
+    if head is not None and not (isinstance(head, str) and (
+            _SHA.match(head) or (head.startswith("ref: ") and _ref_ok(head[5:])))):
+        bad.append("HEAD")
+    if bad:
+        raise ChainInvalid(f"ref manifest {Path(path).name} holds names or ids git would "
+                           f"not write: {', '.join(map(repr, bad[:3]))}")
     return data
+
+
+def stash_entries(refs_data):
+    """[sha, message] of every stash entry a ref manifest recorded (newest first)."""
+    out = []
+    for item in refs_data.get("stash") or []:
+        if (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)
+                and _SHA.match(item[0]) and isinstance(item[1], str)):
+            out.append([item[0], item[1].replace("\n", " ")[:500]])
+        else:
+            raise ChainInvalid(f"ref manifest has a malformed stash entry: {item!r:.80}")
+    return out
 
 
 def unique_name(repo_dir, stem, suffix, taken=()):
@@ -143,6 +228,37 @@ def unique_name(repo_dir, stem, suffix, taken=()):
         n += 1
         name = f"{stem}-{n}{suffix}"
     return name
+
+
+def repo_name(name):
+    """A repository name as typed or read back: a relative path inside the store."""
+    from .safeio import UnsafePath, clean_relpath
+
+    try:
+        clean = clean_relpath(name, "repository name")
+    except UnsafePath as exc:
+        raise StrongroomError(f"{exc} (names are paths relative to the root, as `bundle "
+                              "list` shows them)") from None
+    if RETIRED_DIR in clean.split("/"):
+        raise StrongroomError(f"repository name {name!r} points into a retired chain")
+    return clean
+
+
+def unmanifested(store):
+    """Folders holding bundles or ref manifests but no chain manifest: never 'nothing to
+    verify', their bundles cannot be checked or put in order without it."""
+    store = Path(store)
+    if not store.is_dir():
+        return []
+    out = set()
+    for pattern in ("*.bundle", "*.refs.json"):
+        for f in store.rglob(pattern):
+            rel = f.parent.relative_to(store)
+            if RETIRED_DIR in rel.parts or not rel.parts or f.name.startswith("."):
+                continue
+            if not (f.parent / MANIFEST).exists():
+                out.add(rel.as_posix())
+    return sorted(out)
 
 
 def store_repositories(store):

@@ -61,7 +61,9 @@ def _bundle_options(args):
         from .critical import DEFAULT_PATTERNS
 
         opts["critical_patterns"] = list(opts.get("critical_patterns", DEFAULT_PATTERNS)) + extra
-    for key in ("store",) + (("root",) if args.verb == "sync" else ()):
+    listing_remote = args.verb == "list" and getattr(args, "remote", None)
+    for key in (() if listing_remote else ("store",)) + (("root",) if args.verb == "sync"
+                                                          else ()):
         if not opts.get(key):
             raise StrongroomError(f"--{key} is required (or --job NAME with '{key}' in its "
                                   "options)")
@@ -102,9 +104,12 @@ def cmd_verify(args):
     print(render(["REPOSITORY", "STATUS", "FILES", "REFS", "SECONDS", "DETAIL"],
                  [[r.name, r.status, r.checked_files, r.refs, r.seconds, r.message]
                   for r in results]))
-    bad = [r.name for r in results if r.status != "ok"]
-    print(f"{len(results)} chains verified" + (f"; FAILED: {', '.join(bad)}" if bad else
-                                               ": all restore and pass fsck."))
+    bad = [r.name for r in results if r.status == "error"]
+    odd = [r.name for r in results if r.status == "warning"]
+    print(f"{len(results)} chains verified"
+          + (f"; FAILED: {', '.join(bad)}" if bad else "")
+          + (f"; restored, with something to look at: {', '.join(odd)}" if odd else "")
+          + ("" if bad or odd else ": all restore and pass fsck."))
     return code
 
 
@@ -130,12 +135,15 @@ def cmd_list(args):
     from . import bundles
 
     opts, raw = _bundle_options(args)
-    rows = bundles.list_store(raw["store"])
+    where = args.remote or raw["store"]
+    # --remote on the command line lists what the off-site copy holds (a new machine has
+    # no store); a job's remote alone still lists the local store
+    rows = bundles.list_remote(opts) if args.remote else bundles.list_store(raw["store"])
     if args.json:
-        _emit_json({"store": raw["store"], "repositories": rows})
-        return OK
+        _emit_json({"store": raw.get("store"), "remote": args.remote, "repositories": rows})
+        return WARNING if any(r["status"] != "ok" for r in rows) else OK
     if not rows:
-        print(f"No chains in {raw['store']}.")
+        print(f"No chains in {where}.")
         return OK
     print(render(["REPOSITORY", "BUNDLES", "LAST SYNC", "LAST FULL", "SIZE", "REFS",
                   "CRITICAL", "OFF-SITE"],
@@ -547,7 +555,8 @@ def build_parser():
                    help="restore over a non-empty target (its contents are moved aside)")
     r.set_defaults(func=cmd_restore)
 
-    ls = bsub.add_parser("list", help="chains in the store", epilog=EPILOG)
+    ls = bsub.add_parser("list", help="chains in the store (or, with --remote, what the "
+                         "off-site copy holds)", epilog=EPILOG)
     _common(ls)
     ls.set_defaults(func=cmd_list)
 

@@ -120,14 +120,18 @@ def cmd_backup(args):
                     print(f"  {p}")
         return OK if all(r["passed"] for r in results) else ERROR
     if args.verb == "restore":
+        from . import snapshot_restore
+
         if args.only_critical:
-            out = snapshots.restore_critical(dest, args.id, args.target)
-            msg = f"restored {len(out['files'])} critical file(s) into {out['target']}"
+            out = snapshot_restore.restore_critical(dest, args.id, args.target,
+                                                    force=args.force)
+            msg = _critical_message(out)
         else:
-            out = snapshots.restore_full(dest, args.id, args.target)
-            msg = (f"restored {out['members']} entries into {out['target']}"
-                   + (f"; the previous contents are in {out['moved_aside']}"
-                      if out["moved_aside"] else ""))
+            if args.force:
+                raise StrongroomError("--force is for --critical: a full restore always "
+                                      "moves the current target aside, never over it")
+            out = snapshot_restore.restore_full(dest, args.id, args.target)
+            msg = _full_message(out)
         if args.json:
             _emit(out)
         else:
@@ -147,6 +151,32 @@ def cmd_backup(args):
                 print(f"  {p}")
         return ERROR if out["problems"] else OK
     raise StrongroomError(f"unknown verb {args.verb}")
+
+
+def _critical_message(out):
+    lines = [f"restored {len(out['restored'])} critical file(s) into {out['target']}"
+             + (f"; {len(out['unchanged'])} already identical" if out["unchanged"] else "")]
+    if out["moved_aside"]:
+        lines.append("kept the differing file(s) the target held beside them:")
+        lines += [f"  {rel} -> {aside}" for rel, aside in sorted(out["moved_aside"].items())]
+    if out["overwritten"]:
+        lines.append(f"overwrote {len(out['overwritten'])} differing file(s) (--force): "
+                     + ", ".join(out["overwritten"][:10]))
+    return "\n".join(lines)
+
+
+def _full_message(out):
+    lines = [f"restored {out['members']} entries and {len(out['databases'])} database(s) "
+             f"into {out['target']}"
+             + (f"; the previous contents are in {out['moved_aside']}"
+                if out["moved_aside"] else "")]
+    if out.get("snapshots_now_in"):
+        lines.append(f"note: the snapshots were inside the target; they are now in "
+                     f"{out['snapshots_now_in']}")
+    if out["databases_not_in_tree"]:
+        lines.append("note: database(s) from outside the source were not put into the tree; "
+                     "they are in the snapshot as " + ", ".join(out["databases_not_in_tree"]))
+    return "\n".join(lines)
 
 
 def _age(seconds):
@@ -202,6 +232,9 @@ def add_parser(sub):
     mode.add_argument("--full", action="store_true", help="the whole tree; the current "
                       "target is moved aside first")
     r.add_argument("--target", required=True, help="where to restore")
+    r.add_argument("--force", action="store_true",
+                   help="with --critical: overwrite a differing file in the target instead "
+                        "of keeping it beside the restored one as NAME.before-restore-TIME")
     p = bsub.add_parser("prune", help="delete old snapshots (lifting +i only on those)",
                         epilog=EPILOG)
     common(p)

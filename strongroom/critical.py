@@ -12,7 +12,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from . import fsutil
+from . import fsutil, safeio
 from .errors import StrongroomError
 from .gitcmd import git
 
@@ -101,8 +101,39 @@ def pack(repo_path, files, temp_out):
             raise StrongroomError(f"zstd failed while packing critical files: {err.strip()}")
 
 
-def unpack(pack_path, target):
-    """Extract a critical-files pack into target, refusing anything that would escape it."""
+def tracked_paths(repo_path):
+    """Every path tracked at HEAD (files and submodules), for refusing a pack that would
+    plant one; empty when there is no commit yet."""
+    proc = git(repo_path, "ls-tree", "-r", "-z", "--name-only", "--full-tree", "HEAD",
+               check=False)
+    return {p for p in proc.stdout.split("\0") if p} if proc.returncode == 0 else set()
+
+
+def pack_rule(tracked):
+    """What a critical pack may hold: ignored work-tree files only. Nothing under .git/
+    (config and hooks run code at the user's next git command) and nothing git tracks."""
+    ancestors = {"/".join(p.split("/")[:i]) for p in tracked for i in range(1, p.count("/") + 1)}
+
+    def refuse(name):
+        parts = name.split("/")
+        if any(part.lower() == ".git" for part in parts):
+            return "a critical pack may not write into .git/"
+        if name in tracked or name in ancestors:
+            return "a critical pack may not replace a file git tracks"
+        if any("/".join(parts[:i]) in tracked for i in range(1, len(parts))):
+            return "a critical pack may not write below a file git tracks"
+        return None
+
+    return refuse
+
+
+def unpack(pack_path, target, tracked=()):
+    """Extract a critical-files pack into the restored work tree `target`.
+
+    The whole pack is checked first (no '..', absolute paths, links out, devices, nothing
+    under .git/, nothing in `tracked`), then extracted member by member without following
+    any link and without overwriting anything."""
+    rule = pack_rule(set(tracked))
     with tempfile.TemporaryDirectory(prefix="strongroom-critical-") as tmp:
         tar_path = os.path.join(tmp, "critical.tar")
         proc = subprocess.run(["zstd", "-q", "-d", "-f", "-o", tar_path, str(pack_path)],
@@ -110,12 +141,21 @@ def unpack(pack_path, target):
         if proc.returncode != 0:
             raise StrongroomError(
                 f"cannot decompress {pack_path}: {proc.stderr.decode(errors='replace').strip()}")
-        with tarfile.open(tar_path, "r:") as tar:
-            try:
-                members = fsutil.safe_extract(tar, target)
-            except (fsutil.UnsafeArchive, tarfile.FilterError) as exc:
-                raise StrongroomError(f"refusing critical-files pack {pack_path}: {exc}") from None
-    return [m.name for m in members]
+        try:
+            with tarfile.open(tar_path, "r:") as tar:
+                members = tar.getmembers()
+                safeio.check_members(members)
+                for m in members:
+                    why = rule(safeio.member_name(m))
+                    if why:
+                        raise safeio.UnsafeArchive(f"{why}: {m.name!r}")
+                return safeio.extract(tar, target, refuse=rule)
+        except safeio.UnsafeArchive as exc:
+            raise StrongroomError(f"refusing critical-files pack {Path(pack_path).name}: "
+                                  f"{exc}") from None
+        except tarfile.TarError as exc:
+            raise StrongroomError(f"critical-files pack {Path(pack_path).name} is "
+                                  f"unreadable: {exc}") from None
 
 
 def test_pack(pack_path):

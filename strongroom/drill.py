@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import bundles, chain, config
 from .errors import ERROR, OK, WARNING, StrongroomError
-from .gitcmd import GitError, git
+from .gitcmd import GitError, fsck_history
 from .lock import Lock
 
 SCRATCH_PREFIX = "drill-"
@@ -32,7 +32,7 @@ class Artifact:
     name: str
     job: str
     source: str  # local | remote
-    result: str = "ok"  # ok | error
+    result: str = "ok"  # ok | warning (restored, something to look at) | error
     duration_seconds: float = 0.0
     refs: int = 0
     message: str = ""
@@ -112,13 +112,14 @@ def drill_chain(plan, name, source, work):
         dest.mkdir()
         refs, files = bundles.rebuild(store, name, dest, plan.opts)
         art.refs = len(refs["refs"])
-        proc = git(dest, "fsck", "--full", "--strict", "--no-dangling", check=False)
-        if proc.returncode != 0:
-            raise StrongroomError("git fsck --full --strict failed: "
-                                  + (proc.stderr.strip().splitlines() or ["?"])[-1])
+        source = chain.load(store / name, check_files=False).get("source")
+        verdict, text = fsck_history(dest, source)
+        if verdict == "error":
+            raise StrongroomError(text)
+        art.result = verdict
         art.message = (f"restored {art.refs} refs"
                        + (f" and {len(files)} critical files" if files else "")
-                       + ", refs match the manifest, fsck clean")
+                       + f", refs match the manifest, {text}")
     except (StrongroomError, GitError, OSError) as exc:
         art.result, art.message = "error", str(exc)
     art.duration_seconds = round(time.monotonic() - started, 3)
@@ -152,7 +153,8 @@ def run(plan_list, scratch, lock_wait=300.0, progress=None):
                     artifacts.append(art)
                     if progress:
                         progress(art)
-    failed = [a for a in artifacts if a.result != "ok"]
+    failed = [a for a in artifacts if a.result == "error"]
+    warned = [a for a in artifacts if a.result == "warning"]
     if not artifacts:
         return artifacts, WARNING, "nothing to test: no bundle chains found to restore"
     if failed:
@@ -160,7 +162,11 @@ def run(plan_list, scratch, lock_wait=300.0, progress=None):
                                   + "; ".join(f"{a.job}/{a.name} ({a.source}): {a.message}"
                                               for a in failed))
     total = sum(a.duration_seconds for a in artifacts)
-    return artifacts, OK, f"{len(artifacts)} of {len(artifacts)} restores passed in {total:.1f} s"
+    summary = f"{len(artifacts)} of {len(artifacts)} restores passed in {total:.1f} s"
+    if warned:
+        return artifacts, WARNING, summary + "; look at: " + "; ".join(
+            f"{a.job}/{a.name} ({a.source}): {a.message}" for a in warned)
+    return artifacts, OK, summary
 
 
 def summary_table(artifacts):

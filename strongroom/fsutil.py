@@ -1,4 +1,6 @@
-"""Files that are either whole or absent: atomic writes, fsync, hashes, safe extraction."""
+"""Files that are either whole or absent: atomic writes, fsync, hashes, inode flags.
+
+Safe extraction and paths from metadata live in safeio."""
 
 import contextlib
 import errno
@@ -7,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import tarfile
 from pathlib import Path
 
 CHUNK = 1 << 20
@@ -112,42 +113,6 @@ def copy_hashing(src, dst):
             fo.write(chunk)
     shutil.copystat(src, dst)
     return h.hexdigest()
-
-
-class UnsafeArchive(Exception):
-    pass
-
-
-def check_archive_members(members, target):
-    """Refuse what could land outside `target`: '..', absolute paths, links out, devices."""
-    target = os.path.realpath(target)
-    for m in members:
-        name = m.name
-        if name.startswith("/") or os.path.isabs(name):
-            raise UnsafeArchive(f"absolute path in archive: {name!r}")
-        if ".." in Path(name).parts:
-            raise UnsafeArchive(f"path leaving the target in archive: {name!r}")
-        dest = os.path.realpath(os.path.join(target, name))
-        if dest != target and not dest.startswith(target + os.sep):
-            raise UnsafeArchive(f"path leaving the target in archive: {name!r}")
-        if m.ischr() or m.isblk() or m.isfifo() or m.isdev():
-            raise UnsafeArchive(f"device or fifo in archive: {name!r}")
-        if m.issym() or m.islnk():
-            link = m.linkname
-            base = os.path.dirname(dest) if m.issym() else target
-            resolved = os.path.realpath(os.path.join(base, link))
-            if os.path.isabs(link) or not (
-                resolved == target or resolved.startswith(target + os.sep)
-            ):
-                raise UnsafeArchive(f"link leaving the target in archive: {name!r} -> {link!r}")
-
-
-def safe_extract(tar: tarfile.TarFile, target):
-    """Pre-scan every member, then extract with the 'data' filter as a second wall."""
-    members = tar.getmembers()
-    check_archive_members(members, target)
-    tar.extractall(target, members=members, filter="data")
-    return members
 
 
 # --- inode flags (chattr) ------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Thin, explicit calls to git: argv lists, LC_ALL=C, stderr kept for the message."""
 
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -101,6 +102,31 @@ class RepoState:
         self.shallow = out[2] == "true"
         self.refs, self.symrefs = read_refs(path)
         self.head = read_head(path, self.git_dir)
+        self.stash = read_stash(path) if "refs/stash" in self.refs else []
+
+
+def read_stash(path):
+    """Every stash entry, newest first, as [sha, message]. refs/stash holds only the
+    newest; the others live in its reflog, which no bundle carries."""
+    proc = git(path, "reflog", "show", "--format=%H%x00%gs", "refs/stash", "--", check=False)
+    if proc.returncode != 0:
+        return []
+    out = []
+    for line in proc.stdout.splitlines():
+        sha, _, message = line.partition("\0")
+        if re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", sha):
+            out.append([sha, message])
+    return out
+
+
+def restore_stash(repo, entries):
+    """Rebuild refs/stash and its reflog from [sha, message] entries, newest first, so
+    `git stash list` shows every entry as it was."""
+    if not entries:
+        return
+    git(repo, "update-ref", "-d", "refs/stash", check=False)
+    for sha, message in reversed(entries):
+        git(repo, "update-ref", "--create-reflog", "-m", message or "stash", "refs/stash", sha)
 
 
 def read_refs(path):
@@ -141,6 +167,50 @@ def existing_objects(path, shas):
     out = git(path, "cat-file", "--batch-check=%(objectname) %(objecttype)",
               input="\n".join(shas) + "\n").stdout
     return {line.split()[0] for line in out.splitlines() if not line.endswith(" missing")}
+
+
+# --- checking a restored history -------------------------------------------------------
+
+_FSCK_WARNING = re.compile(r"^warning in (\w+) ([0-9a-f]{40}|[0-9a-f]{64}): (\w+): ")
+
+
+def fsck_history(repo, source=None):
+    """(status, text) for a restored repository: 'error' for damage, 'warning' or 'ok'.
+
+    `git fsck --full` without --strict checks every object's hash, its content and every
+    link: what it reports as an error is damage. What --strict adds are its warnings
+    (zero-padded file modes, odd dates and the like): formats old git versions wrote,
+    whose hashes check out. They pass when the source repository has the same objects
+    (same id, same bytes); objects the source lacks, or a source not on this machine,
+    make the result a warning that names them, never a pass that hides them."""
+    proc = git(repo, "fsck", "--full", "--no-dangling", check=False)
+    lines = [ln for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if ln.strip()]
+    if proc.returncode != 0:
+        errors = [ln for ln in lines if not ln.startswith("warning")] or lines or ["?"]
+        return "error", "git fsck --full failed (damage): " + "; ".join(errors[-3:])
+    legacy = {}
+    for ln in lines:
+        m = _FSCK_WARNING.match(ln)
+        if m:
+            legacy.setdefault(m.group(3), set()).add((m.group(1), m.group(2)))
+    if not legacy:
+        return "ok", "fsck --full --strict clean"
+    kinds = ", ".join(sorted(legacy))
+    objects = {oid for found in legacy.values() for _, oid in found}
+    shared, why = set(), "not compared: the source repository is not on this machine"
+    if source and Path(source).exists():
+        try:
+            shared = existing_objects(source, objects)
+            why = "the source repository does not have them"
+        except StrongroomError:
+            why = f"not compared: the source {source} could not be read"
+    unshared = sorted(objects - shared)
+    if not unshared:
+        return "ok", (f"fsck --full clean; legacy formats the source has too ({kinds} in "
+                      f"{len(objects)} object(s)) are not damage")
+    return "warning", (f"git fsck --strict would fail on {kinds} in {len(unshared)} "
+                       f"object(s), e.g. {unshared[0][:12]} ({why}); their hashes check "
+                       "out, so this is an old format, not damage")
 
 
 # --- leftover git lock files -------------------------------------------------------------

@@ -151,8 +151,8 @@ def run_restore_drill(job, paths):
     return {
         "exit_code": code,
         "message": summary,
-        "counts": {"restored": sum(a.result == "ok" for a in artifacts),
-                   "failed": sum(a.result != "ok" for a in artifacts)},
+        "counts": {"restored": sum(a.result != "error" for a in artifacts),
+                   "failed": sum(a.result == "error" for a in artifacts)},
         "artifacts": [a.as_dict() for a in artifacts],
         "output": "\n".join(lines),
     }

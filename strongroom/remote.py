@@ -62,7 +62,10 @@ class Rclone:
         env.pop("AWS_CA_BUNDLE", None)  # rclone's s3 backend rejects it for http endpoints
         env.update(self.extra_env)
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+            # what rclone creates (a local-folder remote, a file fetched into a store) is
+            # readable by its owner only: packs and archives hold .env files and keys
+            proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False,
+                                  umask=0o077)
         except FileNotFoundError:
             raise RemoteError("rclone is not installed: apt-get install rclone") from None
         if check and proc.returncode != 0:

@@ -24,7 +24,7 @@ import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from . import fsutil, manifest, remote, sqlite
+from . import fsutil, manifest, remote, safeio, sqlite
 from .errors import StrongroomError
 
 DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -100,7 +100,7 @@ def make_day(sources, dest, dbs=(), exclude=(), today=None):
     fsutil.clean_stale_temps(dest)
     tmp = dest / f"{fsutil.TEMP_PREFIX}{today.isoformat()}.{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp.mkdir(mode=0o700)  # copies of the sources, .env files among them: owner only
     files, items = {}, []
     started = time.monotonic()
     try:
@@ -156,26 +156,58 @@ def make_day(sources, dest, dbs=(), exclude=(), today=None):
 
 
 def load_manifest(folder):
+    """A day's manifest, read without following links, every path and entry checked."""
     try:
-        return json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
+        with safeio.Root(folder) as root, root.open_read(MANIFEST) as fh:
+            doc = json.loads(fh.read().decode("utf-8"))
     except FileNotFoundError:
         raise RollupError(f"{folder} has no {MANIFEST}") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, safeio.UnsafePath) as exc:
         raise RollupError(f"{Path(folder) / MANIFEST} is unreadable: {exc}") from None
+    files = doc.get("files") if isinstance(doc, dict) else None
+    if not isinstance(files, dict):
+        raise RollupError(f"{Path(folder) / MANIFEST} lists no files")
+    for rel, e in files.items():
+        try:
+            clean = safeio.clean_relpath(rel, "manifest path")
+        except safeio.UnsafePath as exc:
+            raise RollupError(f"{Path(folder) / MANIFEST}: {exc}") from None
+        if clean != rel or rel == MANIFEST or not isinstance(e, dict) or not isinstance(
+                e.get("size"), int) or not isinstance(e.get("sha256"), str):
+            raise RollupError(f"{Path(folder) / MANIFEST} has a malformed entry {rel!r}")
+    return doc
+
+
+def _hash_inside(root, rel):
+    h = hashlib.sha256()
+    size = 0
+    with root.open_read(rel) as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    return size, h.hexdigest()
 
 
 def check_folder(folder, doc=None):
-    """Problems of a day folder against its manifest (empty: every file present and equal)."""
+    """Problems of a day folder against its manifest (empty: every file present and equal).
+    Every file is read without following links: nothing outside the folder is read."""
     folder = Path(folder)
     doc = doc or load_manifest(folder)
     problems = []
-    for rel, e in sorted(doc["files"].items()):
-        p = folder / rel
-        if not p.is_file():
-            problems.append(f"{rel}: missing")
-        elif p.stat().st_size != e["size"] or fsutil.sha256_file(p) != e["sha256"]:
-            problems.append(f"{rel}: differs from the manifest")
-    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    with safeio.Root(folder) as root:
+        for rel, e in sorted(doc["files"].items()):
+            try:
+                size, digest = _hash_inside(root, rel)
+            except FileNotFoundError:
+                problems.append(f"{rel}: missing")
+                continue
+            except (OSError, safeio.UnsafePath) as exc:
+                problems.append(f"{rel}: {exc}")
+                continue
+            if size != e["size"] or digest != e["sha256"]:
+                problems.append(f"{rel}: differs from the manifest")
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*")
+               if p.is_file() or p.is_symlink()}
     problems += [f"{rel}: not in the manifest" for rel in
                  sorted(present - set(doc["files"]) - {MANIFEST})]
     return problems
@@ -248,14 +280,16 @@ def make_rollup(dest, span=7):
         raise RollupError(f"{final} exists already and is not in the state; check it by hand")
     tmp = fsutil.temp_path(final)
     try:
-        with open(tmp, "wb") as out:
+        # a rollup packs copies of .env files and keys: owner only, from the first byte
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
             tar = subprocess.Popen(["tar", "-C", str(dest), "-cf", "-", "--", *candidates],
                                    stdout=subprocess.PIPE)
             z = subprocess.run(["zstd", "-q", "-3", "-T0", "-c"], stdin=tar.stdout,
                                stdout=out, stderr=subprocess.PIPE, check=False)
             tar.stdout.close()
             if tar.wait() != 0 or z.returncode != 0:
-                raise RollupError(f"packing {name} failed: {z.stderr.decode().strip()}")
+                raise RollupError(f"packing {name} failed: "
+                                  f"{z.stderr.decode(errors='replace').strip()}")
         _check_archive(tmp, docs)
         digest = fsutil.sha256_file(tmp)
         fsutil.commit(tmp, final)
@@ -340,6 +374,10 @@ def restore(dest, target, day=None, rollup=None, fetch=None):
     `fetch(kind, name, into)` brings a missing day folder or rollup from the remote.
     """
     dest, target = Path(dest), Path(target)
+    if day and not DAY_RE.match(day):
+        raise RollupError(f"--day wants YYYY-MM-DD, got {day!r}")
+    if rollup and not ROLLUP_RE.match(rollup):
+        raise RollupError(f"{rollup!r} is not a rollup name (weekly_YYYYMMDD_YYYYMMDD.tar.zst)")
     if target.exists():
         raise RollupError(f"{target} exists; restore goes into a new directory")
     state = read_state(dest)
@@ -347,7 +385,8 @@ def restore(dest, target, day=None, rollup=None, fetch=None):
         if (dest / day).is_dir():
             source = ("folder", dest / day)
         else:
-            holder = next((r for r, e in state["rollups"].items() if day in e["days"]), None)
+            holder = next((r for r, e in state["rollups"].items() if ROLLUP_RE.match(r)
+                           and isinstance(e, dict) and day in (e.get("days") or [])), None)
             if holder and (dest / "rollups" / holder).is_file():
                 source = ("rollup", dest / "rollups" / holder)
             elif fetch is not None:
@@ -363,11 +402,11 @@ def restore(dest, target, day=None, rollup=None, fetch=None):
             raise RollupError(f"no rollup {rollup} in {dest / 'rollups'}")
     stage = target.with_name(f"{fsutil.TEMP_PREFIX}{target.name}.{os.getpid()}")
     shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
+    stage.mkdir(parents=True, mode=0o700)
     try:
         kind, path = source
         if kind == "folder":
-            shutil.copytree(path, stage / path.name)
+            _copy_day(path, stage / path.name)
         else:
             _extract(path, stage, only=day)
         restored = sorted(p.name for p in stage.iterdir())
@@ -384,20 +423,44 @@ def restore(dest, target, day=None, rollup=None, fetch=None):
     return {"target": str(target), "days": restored, "from": str(path)}
 
 
+def _copy_day(folder, into):
+    """A day folder's listed files (and its manifest), each read without following a link
+    and written without overwriting anything; the restore then checks every hash."""
+    doc = load_manifest(folder)
+    into.mkdir(mode=0o700)
+    with safeio.Root(folder) as src, safeio.Root(into) as dst:
+        for rel in [MANIFEST, *sorted(doc["files"])]:
+            try:
+                mode = src.lstat(rel).st_mode
+                safeio.copy_in(src, rel, dst, rel, mode=safeio.safe_mode(mode, "file"))
+            except FileNotFoundError:
+                continue  # reported as missing by the check that follows
+            except safeio.UnsafePath as exc:
+                raise RollupError(f"refusing to restore from {folder}: {exc}") from None
+
+
 def _extract(archive, into, only=None):
-    dec = subprocess.Popen(["zstd", "-q", "-d", "-c", str(archive)], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE)
+    """Unpack a rollup (or one day of it) member by member into `into`, a new directory."""
     try:
-        with tarfile.open(fileobj=dec.stdout, mode="r|") as tar:
-            for m in tar:
-                if only and m.name.split("/", 1)[0] != only:
-                    continue
-                fsutil.check_archive_members([m], into)
-                tar.extract(m, into, filter="data")
-    except tarfile.TarError as exc:
-        raise RollupError(f"{archive.name} cannot be read to its end: {exc}") from None
-    finally:
-        dec.stdout.close()
-        err = dec.stderr.read().decode(errors="replace").strip()
-        if dec.wait() != 0:
-            raise RollupError(f"{archive.name} cannot be decompressed: {err}")
+        with safeio.Root(archive.parent) as parent:
+            packed = parent.open_read(archive.name)
+    except (OSError, safeio.UnsafePath) as exc:
+        raise RollupError(f"cannot read {archive}: {exc}") from None
+    with packed:
+        dec = subprocess.Popen(["zstd", "-q", "-d", "-c"], stdin=packed,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            with tarfile.open(fileobj=dec.stdout, mode="r|") as tar:
+                safeio.extract(tar, into, only=(lambda name: name.split("/", 1)[0] == only)
+                               if only else None)
+        except safeio.UnsafeArchive as exc:
+            raise RollupError(f"refusing to restore from {archive.name}: {exc}") from None
+        except tarfile.TarError as exc:
+            raise RollupError(f"{archive.name} cannot be read to its end: {exc}") from None
+        finally:
+            dec.stdout.close()  # a refusal stops reading: zstd then ends on a closed pipe
+            err = dec.stderr.read().decode(errors="replace").strip()
+            dec.stderr.close()
+            rc = dec.wait()
+    if rc != 0:
+        raise RollupError(f"{archive.name} cannot be decompressed: {err}")

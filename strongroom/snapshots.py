@@ -22,15 +22,15 @@ import platform
 import re
 import shutil
 import socket
+import stat
 import subprocess
 import tarfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import __version__, fsutil, manifest, sqlite
+from . import __version__, fsutil, manifest, safeio, sqlite
 from .errors import StrongroomError
 from .gitcmd import git
 
@@ -105,13 +105,6 @@ def read_sums(folder):
     return sums
 
 
-def read_report(folder):
-    try:
-        return json.loads((Path(folder) / "REPORT.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
 def _files_of(folder):
     folder = Path(folder)
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
@@ -130,11 +123,15 @@ def immutability_of(folder):
 
 
 class _HashingSink(threading.Thread):
-    """Reads a compressor's output, hashing it on its way into the archive file."""
+    """Reads a compressor's output, hashing it on its way into the archive file.
 
-    def __init__(self, stream, out_path):
+    When the write fails (a full disk), it kills the compressor: otherwise the compressor
+    blocks on a pipe nobody reads, tar blocks on the compressor, and the run hangs holding
+    its lock."""
+
+    def __init__(self, proc, out_path):
         super().__init__(daemon=True)
-        self.stream, self.out_path = stream, out_path
+        self.proc, self.stream, self.out_path = proc, proc.stdout, out_path
         self.digest = None
         self.size = 0
         self.error = None
@@ -144,7 +141,9 @@ class _HashingSink(threading.Thread):
 
         h = hashlib.sha256()
         try:
-            with open(self.out_path, "wb") as out:
+            # the archive holds every file of the tree, .env included: owner only
+            fd = os.open(self.out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as out:
                 while chunk := self.stream.read(CHUNK):
                     h.update(chunk)
                     out.write(chunk)
@@ -154,6 +153,7 @@ class _HashingSink(threading.Thread):
             self.digest = h.hexdigest()
         except OSError as exc:
             self.error = exc
+            self.proc.kill()
 
 
 def _walk_tree(source, selection, skip_dirs):
@@ -181,7 +181,7 @@ def _walk_tree(source, selection, skip_dirs):
 def _archive(source, out_path, fmt, selection, skip_dirs, skip_files, large_threshold):
     """Stream the tree into the compressor; returns counts, the archive digest, large files."""
     proc = subprocess.Popen(COMPRESSORS[fmt], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    sink = _HashingSink(proc.stdout, out_path)
+    sink = _HashingSink(proc, out_path)
     sink.start()
     counts = {"files": 0, "dirs": 0, "symlinks": 0, "bytes": 0}
     large = []
@@ -215,17 +215,27 @@ def _archive(source, out_path, fmt, selection, skip_dirs, skip_files, large_thre
                     elif info.issym():
                         counts["symlinks"] += 1
         proc.stdin.close()
-    except BaseException:
+    except BaseException as exc:
         proc.kill()
-        raise
-    finally:
-        rc = proc.wait()
+        proc.wait()
         sink.join()
+        if sink.error:  # the real cause; tar only saw the compressor go away
+            raise _write_error(out_path, sink.error) from None
+        if isinstance(exc, BrokenPipeError):
+            raise SnapshotError(f"{COMPRESSORS[fmt][0]} stopped while {out_path} was "
+                                "written") from None
+        raise
+    rc = proc.wait()
+    sink.join()
+    if sink.error:
+        raise _write_error(out_path, sink.error)
     if rc != 0:
         raise SnapshotError(f"{COMPRESSORS[fmt][0]} failed (exit {rc}) writing {out_path}")
-    if sink.error:
-        raise SnapshotError(f"cannot write {out_path}: {sink.error}")
     return counts, sink.digest, sink.size, large
+
+
+def _write_error(path, exc):
+    return SnapshotError(f"cannot write {path}: {exc.strerror or exc}")
 
 
 
@@ -291,21 +301,10 @@ def create(source, dest, critical=(), dbs=(), exclude=(), immutable="warn", fmt=
             raise SnapshotError(f"--db {path}: not a SQLite database (or missing)")
     snap_id = _new_id(dest, source)
     tmp = dest / f"{fsutil.TEMP_PREFIX}{snap_id}.{os.getpid()}"
-    tmp.mkdir()
+    tmp.mkdir(mode=0o700)  # a snapshot holds .env files and keys: its owner's only
     sums, durations = {}, {}
+    inside_source = dest.is_relative_to(source)
     try:
-        # critical files: copied and hashed in one read, paths preserved
-        t0 = time.monotonic()
-        inside = [f"/{dest.relative_to(source).as_posix()}/"] if dest.is_relative_to(
-            source) else []  # a destination inside the source is never its own input
-        crit_sel = manifest.Selection(list(critical),
-                                      DEFAULT_EXCLUDES + list(exclude) + inside)
-        critical_files = manifest.walk(source, crit_sel) if critical else []
-        crit_bytes = 0
-        for rel in critical_files:
-            sums[f"critical/{rel}"] = fsutil.copy_hashing(source / rel, tmp / "critical" / rel)
-            crit_bytes += (tmp / "critical" / rel).stat().st_size
-        durations["critical"] = round(time.monotonic() - t0, 3)
         # databases: backup API, integrity_check, never the raw file
         t0 = time.monotonic()
         db_reports = []
@@ -315,6 +314,18 @@ def create(source, dest, critical=(), dbs=(), exclude=(), immutable="warn", fmt=
             db_reports.append(rep)
             sums[f"db/{rel}"] = fsutil.sha256_file(tmp / "db" / rel)
         durations["databases"] = round(time.monotonic() - t0, 3)
+        # critical files: copied (owner-only) and hashed in one read, paths and modes kept
+        t0 = time.monotonic()
+        inside = [f"/{dest.relative_to(source).as_posix()}/"] if inside_source \
+            else []  # a destination inside the source is never its own input
+        crit_sel = manifest.Selection(list(critical),
+                                      DEFAULT_EXCLUDES + list(exclude) + inside)
+        critical_files = manifest.walk(source, crit_sel) if critical else []
+        db_copies = {d["copy"][len("db/"):]: (tmp / d["copy"], d["journal_mode"])
+                     for d in db_reports}
+        crit_meta = _copy_critical(source, tmp, critical_files, db_copies, sums)
+        crit_bytes = sum(m["size"] for m in crit_meta.values())
+        durations["critical"] = round(time.monotonic() - t0, 3)
         # the full archive; the live databases (and their journals) are in db/ instead
         t0 = time.monotonic()
         skip_files = {str(p) + suffix for p, _ in databases
@@ -347,6 +358,7 @@ def create(source, dest, critical=(), dbs=(), exclude=(), immutable="warn", fmt=
             "bytes": {"source": counts["bytes"], "archive": arch_bytes,
                       "critical": crit_bytes, "databases": sum(d["bytes"] for d in db_reports)},
             "durations_seconds": durations, "databases": db_reports,
+            "critical": crit_meta, "source_mode": stat.S_IMODE(source.stat().st_mode),
             "large_threshold": large_threshold, "archive": archive,
             "immutability": {"policy": immutable, "supported": supported, "reason": reason},
         }
@@ -366,11 +378,75 @@ def create(source, dest, critical=(), dbs=(), exclude=(), immutable="warn", fmt=
         raise
     report["path"] = str(final)
     report["applied"] = protect_snapshot(final) if supported else "no"
+    warnings = []
     if supported and report["applied"] != "yes":
-        report["warning"] = "the immutable flag could not be set on every file"
+        warnings.append("the immutable flag could not be set on every file")
     elif not supported and immutable == "warn":
-        report["warning"] = f"snapshot is not immutable: {reason}"
+        warnings.append(f"snapshot is not immutable: {reason}")
+    if inside_source:
+        warnings.append(
+            f"the destination {dest} is inside the source {source}: it is left out of the "
+            f"snapshot, and a full restore into {source} moves the whole folder aside, "
+            "these snapshots with it (keep snapshots outside the folder they protect)")
+    if warnings:
+        report["warning"] = "; ".join(warnings)
     return report
+
+
+def _copy_critical(source, tmp, rels, db_copies, sums):
+    """Each critical file into tmp/critical/, 0600 (they are .env files and keys), its
+    own mode and times recorded; {rel: {mode, size[, journal_mode]}}.
+
+    A live SQLite database is copied through the backup API, never raw (a raw copy of a
+    database in WAL mode can miss its newest pages), and its -wal/-shm/-journal files are
+    inside that copy; one given with --db is the same consistent copy as db/."""
+    dbs = {r for r in rels if sqlite.is_database(source / r)}
+    journals = {r + j for r in dbs for j in ("-wal", "-shm", "-journal")}
+    meta = {}
+    for rel in rels:
+        if rel in journals:
+            continue
+        src, out = source / rel, tmp / "critical" / rel
+        try:
+            st = os.stat(src)
+        except FileNotFoundError:
+            continue  # deleted while we walked
+        entry = {"mode": stat.S_IMODE(st.st_mode)}
+        if rel in dbs:
+            if rel in db_copies:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                digest = _copy_private(db_copies[rel][0], out)
+                entry["journal_mode"] = db_copies[rel][1]
+            else:
+                rep = sqlite.backup(src, out)
+                digest = fsutil.sha256_file(out)
+                entry["journal_mode"] = rep["journal_mode"]
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                digest = _copy_private(src, out)
+            except FileNotFoundError:
+                continue
+        entry["size"] = out.stat().st_size
+        sums[f"critical/{rel}"] = digest
+        meta[rel] = entry
+    return meta
+
+
+def _copy_private(src, dst):
+    """Copy src to dst as 0600 with src's times; returns the SHA-256, in one read."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(src, "rb") as fi:
+        st = os.fstat(fi.fileno())
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fo:
+            while chunk := fi.read(CHUNK):
+                h.update(chunk)
+                fo.write(chunk)
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+    return h.hexdigest()
 
 
 def _write(path, text, sums):
@@ -480,9 +556,9 @@ def list_snapshots(dest, now=None):
     return rows
 
 
-def _archive_readable(path, fmt):
+def _archive_readable(fh, fmt):
     """Decompress to the end and walk every tar member: a truncated archive fails here."""
-    proc = subprocess.Popen(DECOMPRESSORS[fmt] + [str(path)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen(DECOMPRESSORS[fmt], stdin=fh, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     members = 0
     try:
@@ -517,21 +593,30 @@ def verify(dest, snap_id):
         sums = {}
         problems.append(str(exc))
     present = set(_files_of(folder)) - {SUMS}
-    for rel in sorted(sums):
-        path = folder / rel
-        if rel not in present:
-            problems.append(f"{rel}: missing")
-        elif fsutil.sha256_file(path) != sums[rel]:
-            problems.append(f"{rel}: checksum mismatch")
-    if sums:
-        for rel in sorted(present - set(sums)):
-            problems.append(f"{rel}: not listed in {SUMS}")
-    for fmt, name in ARCHIVES.items():
-        if name in present:
-            why = _archive_readable(folder / name, fmt)
-            if why:
-                problems.append(f"{name}: {why}")
-    for rel in sorted(r for r in present if r.startswith("db/")):
+    regular = set()
+    with safeio.Root(folder) as snap:  # nothing is read through a link, out of the folder
+        for rel in sorted(sums):
+            if rel not in present:
+                problems.append(f"{rel}: missing")
+                continue
+            try:
+                digest = _sha256_inside(snap, rel)
+            except (OSError, safeio.UnsafePath) as exc:
+                problems.append(f"{rel}: {exc}")
+                continue
+            regular.add(rel)
+            if digest != sums[rel]:
+                problems.append(f"{rel}: checksum mismatch")
+        if sums:
+            for rel in sorted(present - set(sums)):
+                problems.append(f"{rel}: not listed in {SUMS}")
+        for fmt, name in ARCHIVES.items():
+            if name in regular:
+                with snap.open_read(name) as fh:
+                    why = _archive_readable(fh, fmt)
+                if why:
+                    problems.append(f"{name}: {why}")
+    for rel in sorted(r for r in regular if r.startswith("db/")):
         check = sqlite.integrity(folder / rel)
         if check != "ok":
             problems.append(f"{rel}: integrity_check: {check}")
@@ -541,6 +626,16 @@ def verify(dest, snap_id):
     return result
 
 
+def _sha256_inside(root, rel):
+    import hashlib
+
+    h = hashlib.sha256()
+    with root.open_read(rel) as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _record_verified(dest, snap_id, result):
     records = _verified(dest)
     records[snap_id] = {"when": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -548,139 +643,6 @@ def _record_verified(dest, snap_id, result):
     records = {k: v for k, v in records.items() if (Path(dest) / k).is_dir()}
     _verified_path(dest).parent.mkdir(exist_ok=True)
     fsutil.atomic_write_json(_verified_path(dest), records)
-
-
-# --- restore ----------------------------------------------------------------------------
-
-
-def _stage_file(src, tmp):
-    """Copy a snapshot file to tmp (writable, times kept) and return its SHA-256."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(src, "rb") as fi:
-        st = os.fstat(fi.fileno())
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(fd, 0o644 | (st.st_mode & 0o111))  # writable again, whatever the umask
-        with os.fdopen(fd, "wb") as fo:
-            while chunk := fi.read(CHUNK):
-                h.update(chunk)
-                fo.write(chunk)
-    os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
-    return h.hexdigest()
-
-
-def restore_critical(dest, snap_id, target):
-    """Each critical file back to its path under target, replaced atomically.
-
-    Every file is first copied beside its destination and checked against SHA256SUMS; a
-    mismatch replaces nothing. Then one sync, the renames, and one fsync per directory
-    (not two fsyncs per file: 10,000 files restore in about a second, not ten).
-    """
-    folder = _folder(dest, snap_id)
-    sums = read_sums(folder)
-    target = Path(target).absolute()
-    rels = sorted(r[len("critical/"):] for r in sums if r.startswith("critical/"))
-    if not rels:
-        raise SnapshotError(f"snapshot {snap_id} holds no critical files")
-    staged = [(fsutil.temp_path(target / rel), target / rel) for rel in rels]
-    try:
-        for parent in sorted({dst.parent for _, dst in staged}):
-            parent.mkdir(parents=True, exist_ok=True)
-
-        def stage(i):
-            rel, (tmp, _) = rels[i], staged[i]
-            if _stage_file(folder / "critical" / rel, tmp) != sums[f"critical/{rel}"]:
-                raise SnapshotError(f"critical/{rel} in {snap_id} does not match its "
-                                    "checksum; nothing was replaced")
-
-        # creating files is what this costs: a few at a time, in different directories
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            list(pool.map(stage, range(len(rels))))
-        os.sync()
-        for tmp, dst in staged:
-            os.replace(tmp, dst)
-    except BaseException:
-        for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
-        raise
-    for parent in {dst.parent for _, dst in staged}:
-        fsutil.fsync_dir(parent)
-    return {"id": snap_id, "mode": "critical", "target": str(target), "files": rels}
-
-
-def _scan_archive(path, fmt, target):
-    """The pre-scan: every member checked before anything is written."""
-    proc = subprocess.Popen(DECOMPRESSORS[fmt] + [str(path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL)
-    members = []
-    try:
-        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
-            for m in tar:
-                members.append(m)
-        fsutil.check_archive_members(members, target)
-    except fsutil.UnsafeArchive as exc:
-        raise SnapshotError(f"refusing to restore: {exc}") from None
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise SnapshotError(f"archive unreadable: {exc}") from None
-    finally:
-        proc.stdout.close()
-        proc.wait()
-    return len(members)
-
-
-def restore_full(dest, snap_id, target):
-    """The whole tree into target: extracted beside it, then the current target moved
-    aside, then the extraction renamed into place (databases from db/ put back too)."""
-    folder = _folder(dest, snap_id)
-    sums = read_sums(folder)
-    fmt = next((f for f, name in ARCHIVES.items() if name in sums), None)
-    if fmt is None:
-        raise SnapshotError(f"snapshot {snap_id} has no full archive")
-    archive = folder / ARCHIVES[fmt]
-    if fsutil.sha256_file(archive) != sums[ARCHIVES[fmt]]:
-        raise SnapshotError(f"{ARCHIVES[fmt]} in {snap_id} does not match its checksum; "
-                            "nothing was restored")
-    target = Path(target).absolute()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fsutil.clean_stale_temps(target.parent)
-    work = target.parent / f"{fsutil.TEMP_PREFIX}restore-{target.name}.{os.getpid()}"
-    work.mkdir()
-    try:
-        count = _scan_archive(archive, fmt, work)
-        proc = subprocess.Popen(DECOMPRESSORS[fmt] + [str(archive)], stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL)
-        try:
-            with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
-                for m in tar:
-                    fsutil.check_archive_members([m], work)
-                    tar.extract(m, work, filter="data")
-        finally:
-            proc.stdout.close()
-            proc.wait()
-        report = read_report(folder)
-        for db in report.get("databases", []):
-            rel = db["copy"][len("db/"):]
-            if Path(db["path"]).is_relative_to(report.get("source", "/nonexistent")):
-                dst = work / rel
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                fsutil.copy_hashing(folder / db["copy"], dst)
-                os.chmod(dst, 0o644)
-        aside = None
-        if target.exists() or target.is_symlink():
-            stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-            aside = target.with_name(f"{target.name}.before-restore-{stamp}")
-            os.rename(target, aside)
-        os.rename(work, target)
-        fsutil.fsync_dir(target.parent)
-    except (fsutil.UnsafeArchive, tarfile.TarError) as exc:
-        shutil.rmtree(work, ignore_errors=True)
-        raise SnapshotError(f"refusing to restore: {exc}") from None
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    return {"id": snap_id, "mode": "full", "target": str(target), "members": count,
-            "moved_aside": str(aside) if aside else None}
 
 
 # --- prune ------------------------------------------------------------------------------

@@ -58,11 +58,34 @@ def table_counts(con):
             .fetchone()[0] for n in names}
 
 
-def backup(src, dst):
+JOURNAL_MODES = ("delete", "truncate", "persist", "memory", "wal", "off")
+
+
+def _failure(src, exc):
+    """SQLite says 'database or disk is full'; people and scripts look for ENOSPC's words."""
+    if getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL" or "disk is full" in str(exc):
+        return SQLiteError(f"cannot back up {src}: No space left on device (SQLite: {exc})")
+    return SQLiteError(f"cannot back up {src}: {exc}")
+
+
+def set_journal_mode(path, mode):
+    """Put a restored copy back in the journal mode its source had (copies are made in
+    'delete' mode, one self-contained file)."""
+    if mode not in JOURNAL_MODES or mode in ("delete", "memory", "off"):
+        return
+    con = sqlite3.connect(str(path))
+    try:
+        con.execute(f"PRAGMA journal_mode={mode}")  # one of JOURNAL_MODES, never free text
+    finally:
+        con.close()
+
+
+def backup(src, dst, mode=0o600):
     """Copy the database `src` to `dst` (atomically) through the backup API and check it.
 
-    Returns {path, bytes, tables: {name: rows}, integrity: "ok"}; SQLiteError when the
-    source is not a database or the copy is not intact (dst is then not created).
+    Returns {path, bytes, tables: {name: rows}, integrity: "ok", journal_mode, mode};
+    SQLiteError when the source is not a database or the copy is not intact (dst is then
+    not created). The copy is `mode` (0600: a database is data, often private).
     """
     src, dst = Path(src), Path(dst)
     if not src.is_file():
@@ -72,9 +95,12 @@ def backup(src, dst):
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = fsutil.temp_path(dst)
     tmp.unlink(missing_ok=True)
+    src_mode = src.stat().st_mode & 0o7777
     try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))
         source = sqlite3.connect(str(src), timeout=30)
         try:
+            journal = str(source.execute("PRAGMA journal_mode").fetchone()[0]).lower()
             target = sqlite3.connect(str(tmp))
             try:
                 source.backup(target)  # one step: a single consistent read transaction
@@ -89,8 +115,8 @@ def backup(src, dst):
             raise SQLiteError(f"the copy of {src} failed PRAGMA integrity_check: {check}")
         fsutil.commit(tmp, dst)
     except sqlite3.DatabaseError as exc:
-        raise SQLiteError(f"cannot back up {src}: {exc}") from None
+        raise _failure(src, exc) from None
     finally:
         tmp.unlink(missing_ok=True)
     return {"path": str(src), "bytes": os.path.getsize(dst), "tables": tables,
-            "integrity": "ok"}
+            "integrity": "ok", "journal_mode": journal, "mode": src_mode}

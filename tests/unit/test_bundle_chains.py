@@ -153,7 +153,7 @@ def test_unreadable_ref_manifest_starts_a_new_chain_and_is_reported(tmp_path):
     size = refs_file.stat().st_size
     refs_file.write_text("x" * size)  # same size: only reading it can tell
     listing = json.loads(strongroom("bundle", "list", "--store", store, "--json",
-                                    check=0).stdout)["repositories"]
+                                    check=1).stdout)["repositories"]
     assert listing[0]["status"] == "error" and refs_file.name in listing[0]["message"]
     proc = strongroom("bundle", "restore", "--store", store, "r", tmp_path / "out", check=2)
     assert f"{refs_file.name} in the store does not match its recorded SHA-256" in proc.stderr

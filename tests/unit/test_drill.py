@@ -37,7 +37,7 @@ def test_a_drill_restores_every_chain_locally_and_from_the_remote(bed):
                         ("second", "remote")}
     for a in got.values():
         assert a["result"] == "ok" and a["refs"] == 6 and a["duration_seconds"] > 0
-        assert "refs match the manifest, fsck clean" in a["message"]
+        assert "refs match the manifest, fsck --full --strict clean" in a["message"]
     assert list((state / "drill").iterdir()) == []  # scratch removed
 
 
