@@ -6,13 +6,17 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test deps venv lint bench clean
+.PHONY: run test test-pythons deps venv lint bench clean
 
 run: deps venv
 	@scripts/run-local
 
 test: deps venv
 	@scripts/test-all $(PYTEST_ARGS)
+
+# the engine's tests on Debian 12's /usr/bin/python3 (3.11.2), 3.12 and 3.13 (part of `test`)
+test-pythons: deps venv
+	@scripts/test-pythons
 
 deps:
 	@scripts/deps
@@ -36,4 +40,4 @@ bench: deps venv
 	$(VENV)/bin/python bench/upload.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .venvs .pytest_cache .ruff_cache build *.egg-info

@@ -170,8 +170,13 @@ class S3Server:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.log = Path(directory) / "moto.log"
+        # a test tool, not the engine: the engine-only virtualenvs of other Pythons
+        # (scripts/test-pythons) use the project's .venv for it
+        server = Path(sys.executable).parent / "moto_server"
+        if not server.exists():
+            server = Path(__file__).resolve().parent.parent / ".venv/bin/moto_server"
         self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p",
+            [str(server), "-H", "127.0.0.1", "-p",
              str(self.port)], stdout=self.log.open("w"), stderr=subprocess.STDOUT)
         deadline = time.time() + 30
         while time.time() < deadline:
