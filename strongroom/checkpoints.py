@@ -105,7 +105,7 @@ def save(source, dest, max_file_size=MAX_FILE_DEFAULT, now=None):
     now = now or datetime.now(UTC)
     tmp = progress / f"{fsutil.TEMP_PREFIX}ckpt.{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp.mkdir(mode=0o700)  # copies of work in progress: the owner's only
     sums = {}
     try:
         for rel, status in sorted(changed.items()):
