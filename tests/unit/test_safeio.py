@@ -5,6 +5,7 @@ import io
 import os
 import stat
 import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -44,7 +45,7 @@ def listing(path):
         for name in dirs + files:
             p = os.path.join(dirpath, name)
             out[os.path.relpath(p, path)] = os.readlink(p) if os.path.islink(p) else (
-                "dir" if os.path.isdir(p) else open(p, "rb").read())
+                "dir" if os.path.isdir(p) else Path(p).read_bytes())
     return out
 
 
