@@ -124,35 +124,38 @@ def _write_bundle(repo_path, repo_dir, filename, positives, negatives):
     revs = "".join(f"{r}\n" for r in positives) + "".join(f"^{s}\n" for s in sorted(negatives))
     digest = hashlib.sha256()
     size = 0
-    # stderr to a file, not a pipe: a chatty git must never block while we drain stdout
-    with tempfile.TemporaryFile() as err, open(tmp, "wb") as out:
-        proc = subprocess.Popen(git_argv(repo_path, "bundle", "create", "--quiet", "-",
-                                         "--stdin"),
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-                                env=git_env())
-        try:
-            proc.stdin.write(revs.encode())
-            proc.stdin.close()
-            while chunk := proc.stdout.read(fsutil.CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-                size += len(chunk)
-            rc = proc.wait()
-        except BaseException:
-            proc.kill()
-            proc.wait()
+    try:  # any failure, also on closing the file (a full disk), leaves no temp behind
+        # stderr to a file, not a pipe: a chatty git must never block while we drain stdout
+        with tempfile.TemporaryFile() as err, open(tmp, "wb") as out:
+            proc = subprocess.Popen(git_argv(repo_path, "bundle", "create", "--quiet", "-",
+                                             "--stdin"),
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=err, env=git_env())
+            try:
+                proc.stdin.write(revs.encode())
+                proc.stdin.close()
+                while chunk := proc.stdout.read(fsutil.CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+                rc = proc.wait()
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
+            finally:
+                proc.stdout.close()
+            err.seek(0)
+            stderr = err.read().decode("utf-8", "replace")
+        if rc != 0:
             tmp.unlink(missing_ok=True)
-            raise
-        finally:
-            proc.stdout.close()
-        err.seek(0)
-        stderr = err.read().decode("utf-8", "replace")
-    if rc != 0:
+            if EMPTY_BUNDLE in stderr:
+                return None
+            raise GitError(["bundle", "create"], rc, stderr)
+        fsutil.commit(tmp, final)
+    except BaseException:
         tmp.unlink(missing_ok=True)
-        if EMPTY_BUNDLE in stderr:
-            return None
-        raise GitError(["bundle", "create"], rc, stderr)
-    fsutil.commit(tmp, final)
+        raise
     return size, digest.hexdigest()
 
 
@@ -223,7 +226,11 @@ def damaged_files(repo_dir, manifest, write=True):
     for name in sorted(stats):
         if name in fresh and name != rotate:
             continue
-        if fsutil.sha256_file(repo_dir / name) != expected[name]:
+        try:
+            same = fsutil.sha256_file(repo_dir / name, follow=False) == expected[name]
+        except OSError:
+            same = False  # a link or a FIFO where a chain file should be: damage too
+        if not same:
             bad.append(name)
         else:
             known[name] = {"fp": _fingerprint(stats[name]), "sha256": expected[name],
@@ -347,10 +354,13 @@ def sync_repo(name, path, store, opts, now=None):
     now = now or chain.utcnow()
     result = RepoResult(name=name, path=str(path))
     try:
-        _sync_repo(name, Path(path), Path(store), opts, now, result)
+        _sync_repo(name, Path(path).absolute(), Path(store).absolute(), opts, now, result)
     except (StrongroomError, OSError) as exc:
         result.status, result.action = "error", "failed"
         result.message = str(exc)
+    except Exception as exc:  # one repository's store, never all of them
+        result.status, result.action = "error", "failed"
+        result.message = f"unexpected {type(exc).__name__}: {exc}"
     return result
 
 
@@ -399,13 +409,14 @@ def _sync_repo(name, path, store, opts, now, result):
     if action == "full" and not files:
         crit_needed = False
     result.critical_files = len(files)
-    if files:
-        result.notes.append(f"{len(files)} critical ignored file(s) stored UNENCRYPTED")
 
     if opts.dry_run:
         result.action = action if action != "unchanged" or not crit_needed else "critical"
         result.message = why or ("would bundle new commits" if action == "incremental" else "")
         result.chain_length = len((manifest or {}).get("bundles", []))
+        if files:
+            result.notes.append(f"{len(files)} critical ignored file(s) would be stored "
+                                "UNENCRYPTED")
         return
 
     if not repo_dir.exists():
@@ -418,8 +429,15 @@ def _sync_repo(name, path, store, opts, now, result):
     for lock in live:
         result.notes.append(f"git lock {lock} is held by a running process; left alone")
 
-    _write(name, path, state, repo_dir, manifest, action, why, files, crit_digest,
-           crit_needed, opts, now, result)
+    before = set(os.listdir(repo_dir))
+    try:
+        _write(name, path, state, repo_dir, manifest, action, why, files, crit_digest,
+               crit_needed, opts, now, result)
+    except BaseException:
+        _remove_unrecorded(repo_dir, before)
+        raise
+    if files:
+        result.notes.append(f"{len(files)} critical ignored file(s) stored UNENCRYPTED")
     remember_hashes(repo_dir, result.written)
     if opts.remote:
         _upload(name, repo_dir, opts, result)
@@ -510,6 +528,19 @@ def _write(name, path, state, repo_dir, manifest, action, why, files, crit_diges
         if orphans:
             _park_orphans(repo_dir, orphans, now, result)
     result.chain_length = len(manifest["bundles"])
+
+
+def _remove_unrecorded(repo_dir, before):
+    """After a failed write (a full disk): what this run made under a final name and no
+    manifest records is removed, so no complete-looking artifact is left that nothing
+    points at."""
+    try:
+        known = {n for n, _ in chain.files_with_sizes(chain.load(repo_dir, check_files=False))}
+    except chain.ChainInvalid:
+        known = set()
+    for name in set(os.listdir(repo_dir)) - before - known:
+        if name.endswith((".bundle", ".refs.json", ".tar.zst")) and not name.startswith("."):
+            (Path(repo_dir) / name).unlink(missing_ok=True)
 
 
 def _park_orphans(repo_dir, orphans, now, result):
@@ -604,7 +635,7 @@ def _prune_retired(repo_dir, opts, result):
 
 def sync(root, store, opts, names=None, lock_wait=0.0, now=None, progress=None):
     """Bundle every repository under root. Returns (results, exit_code)."""
-    root, store = Path(root), Path(store)
+    root, store = Path(root).absolute(), Path(store).absolute()
     if not root.is_dir():
         raise StrongroomError(f"repositories root {root} does not exist or is not a directory")
     found = find_repositories(root)
@@ -671,15 +702,21 @@ def _ensure_local(repo_dir, filename, digest, opts, name):
         try:
             Rclone(opts.rclone_config).fetch(join(opts.remote, name, filename), tmp)
             os.chmod(tmp, 0o600)  # bundles hold private history, packs hold secrets
-            if fsutil.sha256_file(tmp) != digest:
+            if fsutil.sha256_file(tmp, follow=False) != digest:
                 raise StrongroomError(f"{name}: {filename} from the remote does not match "
                                       "its recorded SHA-256; refusing it")
             fsutil.commit(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
-    elif fsutil.sha256_file(path) != digest:
-        raise StrongroomError(f"{name}: {filename} in the store does not match its recorded "
-                              "SHA-256 (damaged); refusing to restore from it")
+    else:
+        try:
+            actual = fsutil.sha256_file(path, follow=False)
+        except OSError as exc:
+            raise StrongroomError(f"{name}: {filename} in the store cannot be read as a file "
+                                  f"of its own ({exc.strerror or exc}); refusing it") from None
+        if actual != digest:
+            raise StrongroomError(f"{name}: {filename} in the store does not match its "
+                                  "recorded SHA-256 (damaged); refusing to restore from it")
     return path
 
 
@@ -697,7 +734,7 @@ def remote_names(opts):
 
 def _manifest_for_restore(store, name, opts):
     name = chain.repo_name(name)
-    repo_dir = Path(store) / name
+    repo_dir = chain.repo_dir(store, name)
     try:
         return chain.load(repo_dir, check_files=False)
     except chain.ChainInvalid as exc:
@@ -718,9 +755,11 @@ def _manifest_for_restore(store, name, opts):
 
 
 def rebuild(store, name, dest, opts, bare=None, checkout=True):
-    """Rebuild `name` into the empty directory dest. Returns the final ref manifest."""
-    repo_dir = Path(store) / name
+    """Rebuild `name` into the empty directory dest. Returns (the final ref manifest,
+    the critical files put back, notes)."""
+    store = Path(store).absolute()
     manifest = _manifest_for_restore(store, name, opts)
+    repo_dir = chain.repo_dir(store, name)
     entries = manifest["bundles"]
     start = max(i for i, e in enumerate(entries) if e["type"] == "full")
     bare = manifest.get("bare", False) if bare is None else bare
@@ -738,17 +777,22 @@ def rebuild(store, name, dest, opts, bare=None, checkout=True):
     if got != refs["refs"]:
         raise StrongroomError(f"{name}: restored refs differ from the ref manifest")
     git(dest, "fsck", "--connectivity-only", "--no-dangling")
-    restored_files = []
+    restored_files, notes = [], []
     if not bare and checkout:
         head = refs.get("head") or ""
         target = refs["refs"].get(head[5:]) if head.startswith("ref: ") else head
         if target:
             git(dest, "reset", "-q", "--hard")
         packs = [c for c in manifest.get("critical", []) if c.get("timestamp")]
-        if packs and packs[-1].get("filename"):
+        if packs and packs[-1].get("filename") and not target:
+            # nothing checked out: no .gitignore says what is ignored, nothing is tracked
+            notes.append(f"critical files not put back: HEAD ({head or 'none'}) names no "
+                         f"commit, so nothing is checked out; {packs[-1]['filename']} stays "
+                         "in the store")
+        elif packs and packs[-1].get("filename"):
             pack = _ensure_local(repo_dir, packs[-1]["filename"], packs[-1]["sha256"], opts, name)
             restored_files = critical.unpack(pack, dest, tracked=critical.tracked_paths(dest))
-    return refs, restored_files
+    return refs, restored_files, notes
 
 
 def restore(store, name, target, opts, force=False):
@@ -759,11 +803,19 @@ def restore(store, name, target, opts, force=False):
         raise StrongroomError(f"target {target} exists and is not empty; "
                               "choose an empty or new directory, or pass --force "
                               "(the current contents are moved aside, not deleted)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = fsutil.temp_path(target)
-    tmp.mkdir()
+    made = fsutil.make_parents(target.parent)
+    fsutil.clean_stale_restores(target.parent)  # only what a killed restore of ours left
+    tmp = fsutil.restore_temp(target)
+    tmp.mkdir(mode=0o700)
     try:
-        refs, files = rebuild(store, name, tmp, opts)
+        try:
+            refs, files, notes = rebuild(store, name, tmp, opts)
+        except GitError as exc:
+            if fsutil.disk_full(tmp):  # git says "could not reset index file" and the like
+                raise StrongroomError(f"{exc} (No space left on device in {target.parent})") \
+                    from None
+            raise
+        os.chmod(tmp, fsutil.default_dir_mode())
         moved_aside = None
         if target.exists():
             if any(target.iterdir()):
@@ -775,10 +827,11 @@ def restore(store, name, target, opts, force=False):
         os.replace(tmp, target)
         fsutil.fsync_dir(target.parent)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        fsutil.rmtree_quiet(tmp)
+        fsutil.remove_made(made)
         raise
     return {"name": name, "target": str(target), "refs": len(refs["refs"]),
-            "head": refs.get("head"), "critical_files": files,
+            "head": refs.get("head"), "critical_files": files, "notes": notes,
             "moved_aside": str(moved_aside) if moved_aside else None}
 
 
@@ -798,13 +851,17 @@ class VerifyResult:
 def verify_repo(store, name, opts):
     res = VerifyResult(name=name)
     started = time.monotonic()
-    repo_dir = Path(store) / name
+    store = Path(store).absolute()
     try:
+        repo_dir = chain.repo_dir(store, name)
         manifest = chain.load(repo_dir)
         bad = []
         for filename, digest in sorted(chain.expected_hashes(manifest).items()):
-            if fsutil.sha256_file(repo_dir / filename) != digest:
-                bad.append(filename)
+            try:
+                if fsutil.sha256_file(repo_dir / filename, follow=False) != digest:
+                    bad.append(filename)
+            except OSError:
+                bad.append(filename)  # a link or FIFO where a chain file should be
             res.checked_files += 1
         if bad:
             raise StrongroomError("SHA-256 mismatch (damaged): " + ", ".join(bad))
@@ -812,7 +869,7 @@ def verify_repo(store, name, opts):
             if c.get("filename") and not critical.test_pack(repo_dir / c["filename"]):
                 raise StrongroomError(f"critical-files pack {c['filename']} is unreadable")
         with tempfile.TemporaryDirectory(prefix="strongroom-verify-") as tmp:
-            refs, _ = rebuild(store, name, tmp, opts, bare=True, checkout=False)
+            refs, _, _ = rebuild(store, name, tmp, opts, bare=True, checkout=False)
             verdict, text = fsck_history(tmp, manifest.get("source"))
             if verdict == "error":
                 raise StrongroomError(text)
@@ -821,12 +878,14 @@ def verify_repo(store, name, opts):
         res.message = f"{res.checked_files} files hashed, chain restores, {text}"
     except (StrongroomError, OSError) as exc:
         res.status, res.message = "error", str(exc)
+    except Exception as exc:  # one chain's store, never the whole verify
+        res.status, res.message = "error", f"unexpected {type(exc).__name__}: {exc}"
     res.seconds = round(time.monotonic() - started, 3)
     return res
 
 
 def verify(store, opts, names=None, lock_wait=0.0):
-    store = Path(store)
+    store = Path(store).absolute()
     if not store.is_dir():
         raise StrongroomError(f"bundle store {store} does not exist")
     headless = chain.unmanifested(store)

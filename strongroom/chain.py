@@ -14,7 +14,7 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import fsutil
+from . import fsutil, safeio
 from .errors import StrongroomError
 
 MANIFEST = "bundle-manifest.json"
@@ -75,38 +75,72 @@ def _name(value, what):
     return value
 
 
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+ENTRY_TYPES = ("full", "incremental", "refs")
+
+
+def _shape(ok, what):
+    if not ok:
+        raise ChainInvalid(f"{MANIFEST} is malformed: {what} (a damaged or hand-edited "
+                           "manifest)")
+
+
+def _is_size(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_entry(e, first):
+    _shape(isinstance(e, dict), "a bundle entry is not an object")
+    _shape(e.get("type") in ENTRY_TYPES, f"a bundle entry has type {e.get('type')!r}")
+    _shape(not first or e["type"] == "full", "it does not start with a full bundle")
+    if e["type"] == "refs":
+        _shape(e.get("filename") is None, "a refs-only entry names a bundle")
+    else:
+        _name(e.get("filename"), "a bundle")
+        _shape(isinstance(e.get("sha256"), str) and _HEX64.match(e["sha256"]) and
+               _is_size(e.get("size")), f"bundle {e['filename']} has no SHA-256 or size")
+    _name(e.get("refs_file"), "a ref manifest")
+    _shape(isinstance(e.get("refs_sha256"), str) and _HEX64.match(e["refs_sha256"]) and
+           _is_size(e.get("refs_size")), f"ref manifest {e['refs_file']} has no SHA-256 "
+           "or size")
+
+
 def _check_names(data):
-    """Every file name and retired path a manifest holds: a path read from our own
-    metadata is as hostile as an archive member until checked."""
-    for e in data["bundles"]:
-        if not isinstance(e, dict):
-            raise ChainInvalid(f"{MANIFEST} has an entry that is not an object")
-        if e.get("filename") is not None:
-            _name(e["filename"], "a bundle")
-        _name(e.get("refs_file"), "a ref manifest")
-    for c in data.get("critical") or []:
-        if not isinstance(c, dict):
-            raise ChainInvalid(f"{MANIFEST} has a critical entry that is not an object")
+    """Every entry's shape, file name and retired path: a path read from our own metadata
+    is as hostile as an archive member until checked, and a missing field must be an
+    error with a message, never a traceback."""
+    for i, e in enumerate(data["bundles"]):
+        _check_entry(e, i == 0)
+    critical = data.get("critical", [])
+    _shape(isinstance(critical, list), "'critical' is not a list")
+    for c in critical:
+        _shape(isinstance(c, dict), "a critical entry is not an object")
         if c.get("filename") is not None:
             _name(c["filename"], "a critical-files pack")
-    for r in data.get("retired") or []:
+            _shape(isinstance(c.get("sha256"), str) and _HEX64.match(c["sha256"]) and
+                   _is_size(c.get("size")), f"pack {c['filename']} has no SHA-256 or size")
+        _shape(isinstance(c.get("files", []), list), "a critical entry's files are not a list")
+    retired = data.get("retired", [])
+    _shape(isinstance(retired, list), "'retired' is not a list")
+    for r in retired:
         path = r.get("path") if isinstance(r, dict) else None
-        head, _, tail = (path or "").partition("/")
+        head, _, tail = (path if isinstance(path, str) else "").partition("/")
         if head != RETIRED_DIR or "/" in tail:
             raise ChainInvalid(f"{MANIFEST} names retired chain path {path!r}, which is not "
                                f"inside {RETIRED_DIR}/")
         _name(tail, "a retired chain")
+    _shape(_is_size(data.get("incremental_count", 0)), "'incremental_count' is not a count")
 
 
 def load(repo_dir, check_files=True):
     """The manifest, checked for shape, its own checksum, every name it holds, and
     (cheaply: size) for the files it names."""
     path = Path(repo_dir) / MANIFEST
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise ChainInvalid(f"no {MANIFEST}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    try:  # a regular file of the store: never a link out, a FIFO or a device
+        data = safeio.load_json(safeio.read_regular(path), MANIFEST)
+    except (OSError, ValueError, safeio.UnsafePath) as exc:
         raise ChainInvalid(f"{MANIFEST} unreadable: {exc}") from None
     if not isinstance(data, dict) or data.get("version") != VERSION:
         raise ChainInvalid(f"{MANIFEST} has an unknown format or version")
@@ -186,11 +220,13 @@ def _ref_ok(name):
 def read_refs_file(path):
     """A ref manifest, with every name and id checked: they become git arguments."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        data = safeio.load_json(safeio.read_regular(path), f"ref manifest {Path(path).name}")
+    except (OSError, ValueError, safeio.UnsafePath) as exc:
         raise ChainInvalid(f"ref manifest {Path(path).name} unreadable: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("refs"), dict):
         raise ChainInvalid(f"ref manifest {Path(path).name} has no refs")
+    if not isinstance(data.get("symrefs", {}), dict):
+        raise ChainInvalid(f"ref manifest {Path(path).name} has malformed symrefs")
     bad = [n for n, sha in data["refs"].items() if not _ref_ok(n) or not isinstance(sha, str)
            or not _SHA.match(sha)]
     bad += [n for n, t in (data.get("symrefs") or {}).items() if not _ref_ok(n)
@@ -242,6 +278,22 @@ def repo_name(name):
     if RETIRED_DIR in clean.split("/"):
         raise StrongroomError(f"repository name {name!r} points into a retired chain")
     return clean
+
+
+def repo_dir(store, name):
+    """The folder of repository `name` in the store, every component a real directory
+    (a linked folder would carry reads, and fetches from a remote, out of the store)."""
+    name = repo_name(name)
+    from .safeio import Root, UnsafePath
+
+    try:
+        with Root(store) as root:
+            root.dir_fd(name)
+    except FileNotFoundError:
+        pass  # not there yet: a restore from the remote makes it
+    except UnsafePath as exc:
+        raise StrongroomError(f"refusing the store's folder for {name}: {exc}") from None
+    return Path(store) / name
 
 
 def unmanifested(store):

@@ -7,6 +7,7 @@ Tables for people, --json for machines. Exit codes: 0 ok, 1 warning, 2 error,
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -76,6 +77,9 @@ def cmd_sync(args):
     opts, raw = _bundle_options(args)
     results, code = bundles.sync(raw["root"], raw["store"], opts, names=args.name or None,
                                  lock_wait=args.wait, progress=_progress)
+    for r in results:  # errors go to stderr too, whatever stdout carries
+        if r.status == "error":
+            print(f"strongroom: error: {r.name}: {r.message}", file=sys.stderr)
     if args.json:
         _emit_json({"root": raw["root"], "store": raw["store"], "remote": opts.remote,
                     "dry_run": opts.dry_run, "exit_code": code,
@@ -128,7 +132,9 @@ def cmd_restore(args):
           f"{out['head']}, {len(out['critical_files'])} critical file(s).")
     if out["moved_aside"]:
         print(f"The previous contents of the target were moved to {out['moved_aside']}.")
-    return OK
+    for note in out["notes"]:
+        print(f"warning: {note}", file=sys.stderr)
+    return WARNING if out["notes"] else OK
 
 
 def cmd_list(args):
@@ -733,9 +739,17 @@ def build_parser():
     return parser
 
 
+def _terminate(signum, _frame):
+    # unwinds like an error, so every temp folder and half-built restore is removed
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) == signal.SIG_DFL:
+            signal.signal(sig, _terminate)
     chosen_state = args.state_dir or os.environ.get("STRONGROOM_STATE_DIR")
     args.config_dir = args.config_dir or str(paths.config_dir())
     args.state_dir = args.state_dir or str(paths.state_dir())

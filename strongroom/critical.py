@@ -64,6 +64,18 @@ def select(repo_path, global_patterns):
     return sorted(p for p in proc.stdout.split("\0") if p)
 
 
+def _outside_link(repo_path, rel):
+    """True for a symlink that leads out of the repository: what it points at is packed,
+    not the link (a link to /etc/app/.env would back up nothing, and could not be put
+    back without leaving the work tree)."""
+    full = Path(repo_path) / rel
+    if not full.is_symlink():
+        return False
+    base = os.path.realpath(repo_path)
+    resolved = os.path.realpath(full)
+    return not (resolved == base or resolved.startswith(base + os.sep))
+
+
 def digest(repo_path, files):
     """One hash over names, modes and contents: equal digest means nothing to re-pack."""
     h = hashlib.sha256()
@@ -72,25 +84,36 @@ def digest(repo_path, files):
         st = full.lstat()
         h.update(rel.encode("utf-8", "surrogateescape") + b"\0")
         h.update(f"{st.st_mode:o}\0".encode())
-        if full.is_symlink():
+        if full.is_symlink() and not _outside_link(repo_path, rel):
             h.update(os.readlink(full).encode("utf-8", "surrogateescape"))
-        else:
+        elif full.is_file():
             h.update(fsutil.sha256_file(full).encode())
         h.update(b"\n")
     return h.hexdigest()
 
 
 def pack(repo_path, files, temp_out):
-    """Write files as tar.zst to temp_out (the caller renames it into place)."""
+    """Write files as tar.zst to temp_out (the caller renames it into place). Returns the
+    paths packed as the content of a link that leads out of the repository."""
     # The pack holds secrets (.env, keys): readable by its owner only, from the first byte.
     fd = os.open(temp_out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    followed = []
     with os.fdopen(fd, "wb") as out:
         proc = subprocess.Popen(["zstd", "-q", "-c", "-T0"], stdin=subprocess.PIPE, stdout=out,
                                 stderr=subprocess.PIPE)
         try:
             with tarfile.open(fileobj=proc.stdin, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                 for rel in files:
-                    tar.add(Path(repo_path) / rel, arcname=rel, recursive=False)
+                    full = Path(repo_path) / rel
+                    if _outside_link(repo_path, rel):
+                        if not full.is_file():
+                            continue  # dangling, or not a file: nothing to keep
+                        info = tar.gettarinfo(os.path.realpath(full), arcname=rel)
+                        with open(full, "rb") as fh:
+                            tar.addfile(info, fh)
+                        followed.append(rel)
+                    else:
+                        tar.add(full, arcname=rel, recursive=False)
             proc.stdin.close()
         except BaseException:
             proc.kill()
@@ -99,6 +122,7 @@ def pack(repo_path, files, temp_out):
         err = proc.stderr.read().decode("utf-8", "replace")
         if proc.wait() != 0:
             raise StrongroomError(f"zstd failed while packing critical files: {err.strip()}")
+    return followed
 
 
 def tracked_paths(repo_path):
@@ -109,15 +133,36 @@ def tracked_paths(repo_path):
     return {p for p in proc.stdout.split("\0") if p} if proc.returncode == 0 else set()
 
 
+def ignored_paths(repo_path, names):
+    """The subset of `names` git ignores in the (restored) work tree."""
+    if not names:
+        return set()
+    proc = git(repo_path, "check-ignore", "-z", "--stdin", input="\0".join(names) + "\0",
+               check=False)
+    if proc.returncode not in (0, 1):
+        raise StrongroomError(f"git check-ignore failed in {repo_path}: {proc.stderr.strip()}")
+    return {p for p in proc.stdout.split("\0") if p}
+
+
 def pack_rule(tracked):
-    """What a critical pack may hold: ignored work-tree files only. Nothing under .git/
-    (config and hooks run code at the user's next git command) and nothing git tracks."""
+    """What a critical pack may hold: ignored work-tree files (and links among them) only.
+    Nothing under .git/ and nothing named HEAD (config and hooks run code at the user's
+    next git command, and a folder with HEAD, objects/ and refs/ is a repository of its
+    own, config included), no link into .git/, no directory, nothing git tracks."""
     ancestors = {"/".join(p.split("/")[:i]) for p in tracked for i in range(1, p.count("/") + 1)}
 
-    def refuse(name):
+    def refuse(name, member=None):
         parts = name.split("/")
         if any(part.lower() == ".git" for part in parts):
             return "a critical pack may not write into .git/"
+        if parts[-1].upper() == "HEAD":
+            return "a critical pack may not make a git repository (a file named HEAD)"
+        if member is not None and member.isdir():
+            return "a critical pack holds files, not directories"
+        if member is not None and member.issym():
+            target = os.path.normpath(os.path.join(os.path.dirname(name), member.linkname))
+            if any(part.lower() == ".git" for part in target.split(os.sep)):
+                return "a critical pack may not link into .git/"
         if name in tracked or name in ancestors:
             return "a critical pack may not replace a file git tracks"
         if any("/".join(parts[:i]) in tracked for i in range(1, len(parts))):
@@ -127,40 +172,72 @@ def pack_rule(tracked):
     return refuse
 
 
+def _pack_pass(pack_path, each):
+    """Decompress the pack from the store (never through a link) and hand the tar to
+    `each`: streamed, so no plaintext copy of the secrets lands in a temp folder."""
+    try:
+        packed = safeio.open_regular(pack_path)
+    except safeio.UnsafePath as exc:
+        raise StrongroomError(f"refusing critical-files pack {Path(pack_path).name}: {exc}") \
+            from None
+    with packed:
+        proc = subprocess.Popen(["zstd", "-q", "-d", "-c"], stdin=packed,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        unreadable = None
+        try:
+            with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+                out = each(tar)
+        except safeio.UnsafeArchive as exc:
+            raise StrongroomError(f"refusing critical-files pack {Path(pack_path).name}: "
+                                  f"{exc}") from None
+        except safeio.TAR_ERRORS as exc:
+            unreadable = exc
+        finally:
+            proc.stdout.close()
+            err = proc.stderr.read().decode(errors="replace").strip()
+            proc.stderr.close()
+            rc = proc.wait()
+    if rc != 0:
+        raise StrongroomError(f"cannot decompress {pack_path}: {err or f'exit {rc}'}")
+    if unreadable is not None:
+        raise StrongroomError(f"critical-files pack {Path(pack_path).name} is unreadable: "
+                              f"{unreadable}")
+    return out
+
+
 def unpack(pack_path, target, tracked=()):
     """Extract a critical-files pack into the restored work tree `target`.
 
     The whole pack is checked first (no '..', absolute paths, links out, devices, nothing
-    under .git/, nothing in `tracked`), then extracted member by member without following
-    any link and without overwriting anything."""
+    under .git/ or named HEAD, nothing tracked, every path one git ignores in `target`),
+    then extracted member by member without following any link and without overwriting
+    anything."""
     rule = pack_rule(set(tracked))
-    with tempfile.TemporaryDirectory(prefix="strongroom-critical-") as tmp:
-        tar_path = os.path.join(tmp, "critical.tar")
-        proc = subprocess.run(["zstd", "-q", "-d", "-f", "-o", tar_path, str(pack_path)],
-                              capture_output=True, check=False)
-        if proc.returncode != 0:
-            raise StrongroomError(
-                f"cannot decompress {pack_path}: {proc.stderr.decode(errors='replace').strip()}")
-        try:
-            with tarfile.open(tar_path, "r:") as tar:
-                members = tar.getmembers()
-                safeio.check_members(members)
-                for m in members:
-                    why = rule(safeio.member_name(m))
-                    if why:
-                        raise safeio.UnsafeArchive(f"{why}: {m.name!r}")
-                return safeio.extract(tar, target, refuse=rule)
-        except safeio.UnsafeArchive as exc:
-            raise StrongroomError(f"refusing critical-files pack {Path(pack_path).name}: "
-                                  f"{exc}") from None
-        except tarfile.TarError as exc:
-            raise StrongroomError(f"critical-files pack {Path(pack_path).name} is "
-                                  f"unreadable: {exc}") from None
+    names = []
+
+    def collect(name, member):
+        why = rule(name, member)
+        if why is None:
+            names.append(name)
+        return why
+
+    _pack_pass(pack_path, lambda tar: safeio.scan(tar, links="inside", refuse=collect))
+    ignored = ignored_paths(target, names)
+    strays = [n for n in names if n not in ignored]
+    if strays:
+        raise StrongroomError(
+            f"refusing critical-files pack {Path(pack_path).name}: it holds "
+            f"{len(strays)} path(s) the restored repository does not ignore (a pack holds "
+            f"only ignored files), e.g. {strays[0]!r}")
+    return _pack_pass(pack_path, lambda tar: safeio.extract(tar, target, refuse=rule))
 
 
 def test_pack(pack_path):
-    """True when zstd can read the pack to its end."""
-    return subprocess.run(["zstd", "-q", "-t", str(pack_path)], capture_output=True,
-                          check=False).returncode == 0
-
-
+    """True when zstd can read the pack (a regular file of the store) to its end."""
+    try:
+        packed = safeio.open_regular(pack_path)
+    except (OSError, safeio.UnsafePath):
+        return False
+    with packed:
+        return subprocess.run(["zstd", "-q", "-t"], stdin=packed, capture_output=True,
+                              check=False).returncode == 0

@@ -110,18 +110,21 @@ def drill_chain(plan, name, source, work):
             store = plan.store
         dest = work / "repo"
         dest.mkdir()
-        refs, files = bundles.rebuild(store, name, dest, plan.opts)
+        refs, files, notes = bundles.rebuild(store, name, dest, plan.opts)
         art.refs = len(refs["refs"])
-        source = chain.load(store / name, check_files=False).get("source")
+        source = chain.load(chain.repo_dir(store, name), check_files=False).get("source")
         verdict, text = fsck_history(dest, source)
         if verdict == "error":
             raise StrongroomError(text)
-        art.result = verdict
+        art.result = "warning" if notes else verdict
         art.message = (f"restored {art.refs} refs"
                        + (f" and {len(files)} critical files" if files else "")
-                       + f", refs match the manifest, {text}")
+                       + f", refs match the manifest, {text}"
+                       + "".join(f"; {n}" for n in notes))
     except (StrongroomError, GitError, OSError) as exc:
         art.result, art.message = "error", str(exc)
+    except Exception as exc:  # "never raises": one chain's store, never the whole drill
+        art.result, art.message = "error", f"unexpected {type(exc).__name__}: {exc}"
     art.duration_seconds = round(time.monotonic() - started, 3)
     return art
 

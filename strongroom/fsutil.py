@@ -9,11 +9,16 @@ import json
 import os
 import re
 import shutil
+import stat
 from pathlib import Path
 
 CHUNK = 1 << 20
-TEMP_PREFIX = ".tmp-"
+TEMP_PREFIX = ".tmp-"  # in folders Strongroom owns (stores, snapshot and day folders)
 _TEMP_RE = re.compile(r"^\.tmp-.*\.(\d+)(\.[^.]*)*$")
+# in folders the user owns (a restore's target and its parent), a name no one else uses:
+# cleaning up after a killed restore must never take a file that is not ours
+RESTORE_PREFIX = ".strongroom-restore-"
+_RESTORE_RE = re.compile(r"^\.strongroom-restore-.+\.(\d+)$")
 
 
 def fsync_dir(path):
@@ -73,7 +78,7 @@ def pid_alive(pid):
     return True
 
 
-def clean_stale_temps(directory):
+def clean_stale_temps(directory, pattern=_TEMP_RE):
     """Remove temp files left by runs that were killed; a live run's temps are kept."""
     removed = []
     try:
@@ -81,23 +86,139 @@ def clean_stale_temps(directory):
     except FileNotFoundError:
         return removed
     for entry in entries:
-        m = _TEMP_RE.match(entry.name)
+        m = pattern.match(entry.name)
         if not m:
             continue
         pid = int(m.group(1))
         if pid == os.getpid() or pid_alive(pid):
             continue
         if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path)
+            rmtree(entry.path)
         else:
             os.unlink(entry.path)
         removed.append(entry.name)
     return removed
 
 
-def sha256_file(path):
+def restore_temp(final):
+    """A temp name for a restore beside `final`, in a folder the user owns."""
+    final = Path(final)
+    return final.with_name(f"{RESTORE_PREFIX}{final.name}.{os.getpid()}")
+
+
+def clean_stale_restores(directory):
+    """What killed restores left in `directory`: only names of our own restore prefix."""
+    return clean_stale_temps(directory, _RESTORE_RE)
+
+
+def rmtree(path):
+    """shutil.rmtree without its recursion (a tree deeper than Python's recursion limit
+    must still be removable), never following a symlink, lifting nothing."""
+    path = os.fspath(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(path)
+        return
+    stack = [(path, False)]
+    while stack:
+        current, emptied = stack.pop()
+        if emptied:
+            os.rmdir(current)
+            continue
+        stack.append((current, True))
+        with os.scandir(current) as it:
+            for entry in it:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((entry.path, False))
+                else:
+                    os.unlink(entry.path)
+
+
+def walk(root):
+    """(relative path, is_dir) of everything below root, parents before children, never
+    following a symlink, without recursion (Path.rglob and os.walk recurse per level on
+    Python 3.11, and a real tree can be deeper than the recursion limit)."""
+    root = os.fspath(root)
+    stack = [""]
+    while stack:
+        rel_dir = stack.pop()
+        try:
+            with os.scandir(os.path.join(root, rel_dir) if rel_dir else root) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        subdirs = []
+        for entry in entries:
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            is_dir = entry.is_dir(follow_symlinks=False)
+            yield rel, is_dir
+            if is_dir:
+                subdirs.append(rel)
+        stack.extend(reversed(subdirs))
+
+
+def makedirs(path, mode=0o777):
+    """os.makedirs(exist_ok=True) without its recursion."""
+    make_parents(path, mode)
+
+
+def rmtree_quiet(path):
+    """rmtree for cleanup after a failure: what cannot be removed is left, never raised."""
+    with contextlib.suppress(OSError):
+        rmtree(path)
+
+
+def make_parents(path, mode=0o777):
+    """mkdir -p, returning the directories it made (so a refusal can remove them)."""
+    made = []
+    path = Path(path)
+    for parent in reversed([path, *path.parents]):
+        if not parent.is_dir():
+            try:
+                parent.mkdir(mode)
+                made.append(parent)
+            except FileExistsError:
+                pass
+    return made
+
+
+def default_dir_mode():
+    """The mode mkdir gives under the current umask (a restore builds in a 0700 folder and
+    gives the result the mode a new folder would have had)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o777 & ~mask
+
+
+def disk_full(path, below=1 << 20):
+    """True when the filesystem holding path has (almost) no room left."""
+    try:
+        st = os.statvfs(path if os.path.exists(path) else os.path.dirname(path))
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < below
+
+
+def remove_made(made):
+    for d in reversed(made):
+        with contextlib.suppress(OSError):
+            d.rmdir()
+
+
+def sha256_file(path, follow=True):
+    """SHA-256 of a regular file; OSError for a FIFO or a device (which would block or
+    never end), and with follow=False for a symlink too (a store's files are its own)."""
+    from .safeio import UnsafePath, open_regular
+
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    try:
+        fh = open_regular(path, follow=follow)
+    except UnsafePath as exc:
+        raise OSError(errno.EINVAL, str(exc)) from None
+    with fh:
         while chunk := fh.read(CHUNK):
             h.update(chunk)
     return h.hexdigest()
@@ -106,7 +227,7 @@ def sha256_file(path):
 def copy_hashing(src, dst):
     """Copy src to dst (parents made, times kept) and return its SHA-256, in one read."""
     h = hashlib.sha256()
-    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    makedirs(Path(dst).parent)
     with open(src, "rb") as fi, open(dst, "wb") as fo:
         while chunk := fi.read(CHUNK):
             h.update(chunk)

@@ -198,11 +198,12 @@ def fsck_history(repo, source=None):
     kinds = ", ".join(sorted(legacy))
     objects = {oid for found in legacy.values() for _, oid in found}
     shared, why = set(), "not compared: the source repository is not on this machine"
-    if source and Path(source).exists():
+    store = _object_store(source)
+    if store:
         try:
-            shared = existing_objects(source, objects)
+            shared = objects_in(store, objects)
             why = "the source repository does not have them"
-        except StrongroomError:
+        except (StrongroomError, OSError):
             why = f"not compared: the source {source} could not be read"
     unshared = sorted(objects - shared)
     if not unshared:
@@ -211,6 +212,33 @@ def fsck_history(repo, source=None):
     return "warning", (f"git fsck --strict would fail on {kinds} in {len(unshared)} "
                        f"object(s), e.g. {unshared[0][:12]} ({why}); their hashes check "
                        "out, so this is an old format, not damage")
+
+
+def _object_store(source):
+    """The objects folder of the repository at `source` (a path read from a manifest, so
+    hostile until checked), or None."""
+    if not isinstance(source, str) or not source.startswith("/"):
+        return None
+    for candidate in (Path(source) / ".git" / "objects", Path(source) / "objects"):
+        if candidate.is_dir() and not candidate.is_symlink():
+            return candidate
+    return None
+
+
+def objects_in(object_dir, shas):
+    """The subset of `shas` present in the object folder `object_dir`, asked through a
+    throw-away repository that only borrows those objects (alternates). git reads no
+    config, hook or promisor remote of the repository they belong to, so a path from
+    metadata can never make it run a command or fetch."""
+    import tempfile
+
+    shas = sorted(set(shas))
+    if not shas:
+        return set()
+    with tempfile.TemporaryDirectory(prefix="strongroom-objects-") as tmp:
+        git(tmp, "init", "-q", "--bare")
+        (Path(tmp) / "objects" / "info" / "alternates").write_text(f"{object_dir}\n")
+        return existing_objects(tmp, shas)
 
 
 # --- leftover git lock files -------------------------------------------------------------

@@ -254,8 +254,12 @@ def write(path, data):
     if path.exists():
         prev = path.with_name(path.name + ".prev")
         tmp = fsutil.temp_path(prev)
-        tmp.write_bytes(path.read_bytes())
-        fsutil.commit(tmp, prev)
+        try:
+            tmp.write_bytes(path.read_bytes())
+            fsutil.commit(tmp, prev)
+        except BaseException:  # a full disk: no half-written copy is left behind
+            tmp.unlink(missing_ok=True)
+            raise
     fsutil.atomic_write_bytes(path, text.encode(), mode=0o644)
 
 

@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import tarfile
 import time
@@ -43,12 +42,21 @@ class RollupError(StrongroomError):
 
 
 def read_state(dest):
+    """Which days and rollups are verified where. Unreadable, or of another shape (it is
+    input like any other), it counts as nothing verified: things are checked again, and
+    nothing is deleted on its word."""
     try:
-        data = json.loads((Path(dest) / STATE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = safeio.load_json(safeio.read_regular(Path(dest) / STATE), STATE)
+    except (OSError, ValueError, safeio.UnsafePath):
         data = {}
-    data.setdefault("days", {})
-    data.setdefault("rollups", {})
+    if not isinstance(data, dict):
+        data = {}
+    days_ = data.get("days") if isinstance(data.get("days"), dict) else {}
+    rolls = data.get("rollups") if isinstance(data.get("rollups"), dict) else {}
+    data["days"] = {d: e for d, e in days_.items() if DAY_RE.match(d) and isinstance(e, dict)}
+    data["rollups"] = {r: e for r, e in rolls.items() if ROLLUP_RE.match(r)
+                       and isinstance(e, dict) and isinstance(e.get("days"), list)
+                       and all(isinstance(d, str) and DAY_RE.match(d) for d in e["days"])}
     return data
 
 
@@ -99,7 +107,7 @@ def make_day(sources, dest, dbs=(), exclude=(), today=None):
     dest.mkdir(parents=True, exist_ok=True)
     fsutil.clean_stale_temps(dest)
     tmp = dest / f"{fsutil.TEMP_PREFIX}{today.isoformat()}.{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    fsutil.rmtree_quiet(tmp)
     tmp.mkdir(mode=0o700)  # copies of the sources, .env files among them: owner only
     files, items = {}, []
     started = time.monotonic()
@@ -144,13 +152,13 @@ def make_day(sources, dest, dbs=(), exclude=(), today=None):
             "seconds": round(time.monotonic() - started, 3)}
         (tmp / MANIFEST).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n",
                                     encoding="utf-8")
-        for p in tmp.rglob("*"):
-            if p.is_file():
-                fsutil.fsync_file(p)
+        for rel, is_dir in fsutil.walk(tmp):
+            if not is_dir:
+                fsutil.fsync_file(tmp / rel)
         os.rename(tmp, final)
         fsutil.fsync_dir(dest)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        fsutil.rmtree_quiet(tmp)
         raise
     return doc
 
@@ -206,10 +214,15 @@ def check_folder(folder, doc=None):
                 continue
             if size != e["size"] or digest != e["sha256"]:
                 problems.append(f"{rel}: differs from the manifest")
-    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*")
-               if p.is_file() or p.is_symlink()}
+    present, folders = set(), set()
+    for rel, is_dir in fsutil.walk(folder):
+        (folders if is_dir else present).add(rel)
     problems += [f"{rel}: not in the manifest" for rel in
                  sorted(present - set(doc["files"]) - {MANIFEST})]
+    expected = {"/".join(rel.split("/")[:i]) for rel in doc["files"]
+                for i in range(1, rel.count("/") + 1)}
+    problems += [f"{rel}/: a folder the manifest does not account for" for rel in
+                 sorted(folders - expected)]
     return problems
 
 
@@ -349,7 +362,7 @@ def retire(dest, policy, has_remote, keep_rollups=12):
         uploaded = bool((state["days"].get(d) or {}).get("remote")) or not has_remote
         if policy == "after_upload" and has_remote and uploaded or \
                 policy == "after_rollup" and uploaded and d in safe_rollup_days:
-            shutil.rmtree(dest / d)
+            fsutil.rmtree(dest / d)
             deleted.append(d)
     local = rollups(dest)
     for r in local[:-keep_rollups] if keep_rollups else local:
@@ -400,9 +413,11 @@ def restore(dest, target, day=None, rollup=None, fetch=None):
             fetch(None, rollup) if fetch else None)
         if source is None:
             raise RollupError(f"no rollup {rollup} in {dest / 'rollups'}")
-    stage = target.with_name(f"{fsutil.TEMP_PREFIX}{target.name}.{os.getpid()}")
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True, mode=0o700)
+    made = fsutil.make_parents(target.parent)
+    fsutil.clean_stale_restores(target.parent)  # only what a killed restore of ours left
+    stage = fsutil.restore_temp(target)
+    fsutil.rmtree_quiet(stage)
+    stage.mkdir(mode=0o700)
     try:
         kind, path = source
         if kind == "folder":
@@ -416,11 +431,21 @@ def restore(dest, target, day=None, rollup=None, fetch=None):
         if problems:
             raise RollupError("restored files do not match their manifest: "
                               + "; ".join(problems[:5]))
+        os.chmod(stage, fsutil.default_dir_mode())
         os.rename(stage, target)
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
+        fsutil.rmtree_quiet(stage)
+        fsutil.remove_made(made)
         raise
     return {"target": str(target), "days": restored, "from": str(path)}
+
+
+def _days_only(name, member):
+    """A rollup holds day folders and nothing else (never a .git/, never a file on top)."""
+    day, _, rest = name.partition("/")
+    if not DAY_RE.match(day) or (not rest and not member.isdir()):
+        return "a rollup holds day folders (YYYY-MM-DD/) only"
+    return None
 
 
 def _copy_day(folder, into):
@@ -452,7 +477,7 @@ def _extract(archive, into, only=None):
         try:
             with tarfile.open(fileobj=dec.stdout, mode="r|") as tar:
                 safeio.extract(tar, into, only=(lambda name: name.split("/", 1)[0] == only)
-                               if only else None)
+                               if only else None, refuse=_days_only)
         except safeio.UnsafeArchive as exc:
             raise RollupError(f"refusing to restore from {archive.name}: {exc}") from None
         except tarfile.TarError as exc:

@@ -10,10 +10,14 @@ existing file or link is never written through.
 `extract` unpacks a tar stream member by member with these primitives. It does what
 `tarfile`'s 'data' filter does (which only exists from Python 3.11.4; Debian 12 has
 3.11.2) and does not depend on it: the same code runs on every Python we support.
+
+Nothing here recurses over path depth (a tree 2,000 levels deep is a tree), and nothing
+opens a file that is not regular (a FIFO or a device would block or never end).
 """
 
 import contextlib
 import errno
+import json
 import os
 import posixpath
 import stat
@@ -33,6 +37,46 @@ class UnsafePath(StrongroomError):
 
 class UnsafeArchive(UnsafePath):
     """An archive member that would land outside the target, or that we never write."""
+
+
+JSON_MAX = 64 << 20  # our metadata files are kilobytes to megabytes
+
+
+def load_json(data, what):
+    """Parse metadata bytes; ValueError (never RecursionError or a decode error) when they
+    are not the JSON we write."""
+    if len(data) > JSON_MAX:
+        raise ValueError(f"{what} is {len(data)} bytes, larger than any we write")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"{what} is not valid JSON: {str(exc)[:120]}") from None
+
+
+def open_regular(path, follow=False):
+    """Open `path` for reading only if it is a regular file (never a FIFO, which would
+    block, or a device, which never ends), not following a final symlink unless asked."""
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafePath(f"{path} is a symlink; refusing to read through it") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafePath(f"{path} is not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def read_regular(path, limit=JSON_MAX, follow=False):
+    """The bytes of a regular file of at most `limit` bytes (metadata, not archives)."""
+    with open_regular(path, follow) as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise UnsafePath(f"{path} is larger than {limit} bytes; not a file we wrote")
+    return data
 
 
 def clean_relpath(name, what="path"):
@@ -73,8 +117,14 @@ class Root:
 
     def __init__(self, path):
         self.path = os.fspath(path)
-        self.fd = os.open(self.path, _DIR_FLAGS)
+        try:
+            self.fd = os.open(self.path, _DIR_FLAGS)
+        except OSError as exc:
+            if exc.errno in (_ELOOP, _ENOTDIR):
+                raise UnsafePath(f"{self.path} is a symlink or not a directory") from None
+            raise
         self._dirs = {"": self.fd}
+        self.created = []  # directories this Root made, in order: removed on a refusal
 
     def close(self):
         for fd in set(self._dirs.values()):
@@ -88,24 +138,44 @@ class Root:
         self.close()
 
     def dir_fd(self, rel_dir, create=False, mode=0o777):
-        """An open descriptor of the directory rel_dir ('' is the root), made if asked."""
+        """An open descriptor of the directory rel_dir ('' is the root), made if asked.
+
+        Walked from the deepest directory already open, one component at a time (a loop,
+        not a recursion: depth is the tree's business)."""
         if rel_dir in self._dirs:
             return self._dirs[rel_dir]
-        parent, _, name = rel_dir.rpartition("/")
-        pfd = self.dir_fd(parent, create, mode)
-        if create:
-            # an existing name is fine only if it is a real directory: the open tells
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(name, mode, dir_fd=pfd)
-        try:
-            fd = os.open(name, _DIR_FLAGS, dir_fd=pfd)
-        except OSError as exc:
-            if exc.errno in (_ELOOP, _ENOTDIR):
-                raise UnsafePath(f"{rel_dir!r} in {self.path} is a symlink or not a "
-                                 "directory; refusing to follow it") from None
-            raise
-        self._dirs[rel_dir] = fd
+        parts = rel_dir.split("/")
+        known = len(parts) - 1
+        while known > 0 and "/".join(parts[:known]) not in self._dirs:
+            known -= 1
+        fd = self._dirs["/".join(parts[:known])]
+        for i in range(known, len(parts)):
+            sub, name = "/".join(parts[:i + 1]), parts[i]
+            if create:
+                # an existing name is fine only if it is a real directory: the open tells
+                try:
+                    os.mkdir(name, mode, dir_fd=fd)
+                    self.created.append(sub)
+                except FileExistsError:
+                    pass
+            try:
+                fd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (_ELOOP, _ENOTDIR):
+                    raise UnsafePath(f"{sub!r} in {self.path} is a symlink or not a "
+                                     "directory; refusing to follow it") from None
+                raise
+            self._dirs[sub] = fd
         return fd
+
+    def remove_created(self):
+        """Remove the directories this Root made, deepest first, where they are empty
+        (after a refusal: the target is left as it was)."""
+        for rel in reversed(self.created):
+            parent, _, name = rel.rpartition("/")
+            with contextlib.suppress(OSError, UnsafePath):
+                os.rmdir(name, dir_fd=self.dir_fd(parent))
+        self.created = []
 
     def trim(self, keep=256):
         """Close cached directories beyond `keep` (between operations, never during one:
@@ -191,11 +261,42 @@ class Root:
     def chmod_dir(self, rel, mode):
         os.chmod(self.dir_fd(rel), mode)
 
-    def realpath_inside(self, rel):
-        """True when rel, with every symlink resolved, is still inside the root."""
-        base = os.path.realpath(self.path)
-        full = os.path.realpath(os.path.join(base, rel))
-        return full == base or full.startswith(base + os.sep)
+    def readlink(self, rel):
+        rel, parent, name = self._split(rel)
+        return os.readlink(name, dir_fd=self.dir_fd(parent))
+
+    def link_stays_inside(self, rel, max_hops=40):
+        """True when the symlink rel, resolved link by link inside the root, never goes
+        above it. Resolved by hand, not by realpath: the answer must not depend on the
+        root's own name or on what lies around it (a restore is built beside its target
+        and renamed)."""
+        target = self.readlink(rel)
+        if target.startswith("/"):
+            return False
+        queue = rel.split("/")[:-1] + target.split("/")
+        done, hops = [], 0
+        while queue:
+            part = queue.pop(0)
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if not done:
+                    return False
+                done.pop()
+                continue
+            done.append(part)
+            try:
+                st = os.lstat(os.path.join(self.path, *done))
+            except OSError:
+                continue  # not there (yet): the rest is read as it is written
+            if stat.S_ISLNK(st.st_mode):
+                hops += 1
+                target = os.readlink(os.path.join(self.path, *done))
+                if hops > max_hops or target.startswith("/"):
+                    return False
+                done.pop()
+                queue[:0] = target.split("/")
+        return True
 
 
 def copy_in(src_root, src_rel, dst_root, dst_rel, mode=0o600):
@@ -215,6 +316,9 @@ def copy_in(src_root, src_rel, dst_root, dst_rel, mode=0o600):
 
 
 # --- tar members ------------------------------------------------------------------------
+
+LINKS = ("inside", "any")
+MTIME_MAX = 1 << 40  # seconds: far beyond any real file, far below an overflow
 
 
 def _link_target(name, linkname):
@@ -236,18 +340,31 @@ def member_name(m):
         raise UnsafeArchive(f"path leaving the target in archive: {m.name!r}") from exc
 
 
-def check_member(m, seen_files=None):
-    """Refuse what we never write: '..', absolute paths, links out, devices, fifos.
+def _mtime_ns(m):
+    mtime = m.mtime
+    if not isinstance(mtime, (int, float)) or mtime != mtime or not 0 <= mtime < MTIME_MAX:
+        raise UnsafeArchive(f"archive member {m.name!r} has an impossible time {mtime!r}")
+    return int(mtime) * 1_000_000_000
 
-    `seen_files`, when given, holds the regular files met so far: a hard link may only
-    point at one of them."""
+
+def check_member(m, seen_files=None, links="inside"):
+    """Refuse what we never write: '..', absolute paths, devices, fifos, impossible times,
+    hard links to anything but a file met before, and (links='inside') symlinks that
+    leave the target. With links='any' (a snapshot of the user's own tree, restored as it
+    was) a symlink may point anywhere: nothing is ever written through one.
+
+    `seen_files`, when given, holds the regular files met so far."""
     if m.name in (".", "./"):
         return None
     name = member_name(m)
+    _mtime_ns(m)
     if m.ischr() or m.isblk() or m.isfifo() or m.isdev():
         raise UnsafeArchive(f"device or fifo in archive: {m.name!r}")
     if m.issym():
-        _link_target(name, m.linkname)
+        if links == "inside":
+            _link_target(name, m.linkname)
+        elif not m.linkname or "\0" in m.linkname:
+            raise UnsafeArchive(f"symlink with an empty target in archive: {m.name!r}")
     elif m.islnk():
         try:
             target = clean_relpath(m.linkname, "hard link target")
@@ -262,57 +379,93 @@ def check_member(m, seen_files=None):
     return name
 
 
-def check_members(members):
+def _forget(tar):
+    """tarfile keeps every member it has read; reading a stream we need none of them
+    back, and a million members would hold half a gigabyte."""
+    if not getattr(tar, "_loaded", True) and len(tar.members) > 1000:
+        del tar.members[:]
+
+
+def check_members(members, links="inside"):
     """The pre-scan: every member checked before anything is written."""
-    files = set()
+    files, count = set(), 0
     for m in members:
-        name = check_member(m, files)
+        name = check_member(m, files, links)
         if name and (m.isreg() or m.islnk()):
             files.add(name)
-    return len(members)
+        count += 1
+    return count
 
 
-def extract(tar, target, only=None, refuse=None, progress=None):
+def scan(tar, links="inside", refuse=None):
+    """The pre-scan of a stream: every member checked, nothing kept. Returns the count."""
+    files, count = set(), 0
+    for m in tar:
+        name = check_member(m, files, links)
+        if name and refuse:
+            why = refuse(name, m)
+            if why:
+                raise UnsafeArchive(f"{why}: {m.name!r}")
+        if name and (m.isreg() or m.islnk()):
+            files.add(name)
+        count += 1
+        _forget(tar)
+    return count
+
+
+def extract(tar, target, only=None, refuse=None, links="inside", progress=None):
     """Extract every member of `tar` (a stream is fine) into the existing dir `target`.
 
-    only(name) -> bool skips members; refuse(name) -> message or None adds a rule of the
-    caller's. Nothing is ever written outside target, through a link, or over an existing
-    file (a member met twice is refused). Returns the names extracted. On UnsafeArchive the
-    caller removes what was written (it extracts into a directory of its own)."""
-    names, files, links, dirs = [], set(), [], []
+    only(name) -> bool skips members; refuse(name, member) -> message or None adds a rule
+    of the caller's. Nothing is ever written outside target, through a link, or over an
+    existing file (a member met twice is refused). With links='inside' every symlink is
+    checked again once the whole tree exists, link by link, so a chain of links cannot
+    lead out. Returns the names extracted. On UnsafeArchive the caller removes what was
+    written (it extracts into a directory of its own)."""
+    if links not in LINKS:
+        raise ValueError(f"links must be one of {LINKS}")
+    names, files, symlinks, dirs = [], set(), [], []
     with Root(target) as root:
         for m in tar:
             if m.name in (".", "./"):
                 continue
-            name = check_member(m, files)
+            name = check_member(m, files, links)
             if only is not None and not only(name):
+                if m.isreg() or m.islnk():
+                    files.add(name)  # skipped, yet a later hard link may name it
                 continue
-            why = refuse(name) if refuse else None
+            why = refuse(name, m) if refuse else None
             if why:
                 raise UnsafeArchive(f"{why}: {m.name!r}")
             try:
-                _extract_one(tar, m, name, root, files, links, dirs)
+                _extract_one(tar, m, name, root, files, symlinks, dirs)
             except FileExistsError:
                 raise UnsafeArchive(f"archive member {m.name!r} is there twice, or over "
                                     "something that exists; refusing to overwrite it") from None
+            except FileNotFoundError:
+                if m.islnk():  # its file was skipped by `only`
+                    raise UnsafeArchive(f"hard link to a file outside what is restored: "
+                                        f"{m.name!r} -> {m.linkname!r}") from None
+                raise
             except UnsafePath as exc:
                 raise UnsafeArchive(f"archive member {m.name!r}: {exc}") from None
             names.append(name)
             root.trim()
+            _forget(tar)
             if progress:
                 progress(len(names))
-        # every symlink once the whole tree exists: a chain of links must not lead out
-        for name in links:
-            if not root.realpath_inside(name):
-                raise UnsafeArchive(f"link leaving the target in archive: {name!r}")
+        if links == "inside":
+            for name in symlinks:
+                if not root.link_stays_inside(name):
+                    raise UnsafeArchive(f"link leaving the target in archive: {name!r}")
         for name, mode, mtime in reversed(dirs):  # deepest first: contents are written
             root.chmod_dir(name, mode)
             root.utime(name, mtime)
     return names
 
 
-def _extract_one(tar, m, name, root, files, links, dirs):
-    mtime = int(m.mtime) * 1_000_000_000
+def _extract_one(tar, m, name, root, files, symlinks, dirs):
+    mtime = _mtime_ns(m)
     if m.isdir():
         root.mkdir(name, 0o700)
         dirs.append((name, safe_mode(m.mode, "dir"), mtime))
@@ -328,12 +481,11 @@ def _extract_one(tar, m, name, root, files, links, dirs):
         files.add(name)
     elif m.issym():
         root.symlink(name, m.linkname)
-        links.append(name)
+        symlinks.append(name)
     elif m.islnk():
         root.link(clean_relpath(m.linkname), name)
         files.add(name)
 
 
-def open_tar_stream(fileobj):
-    """A tar reader over a pipe or file, members in archive order."""
-    return tarfile.open(fileobj=fileobj, mode="r|")
+# what tarfile raises on malformed headers besides TarError (sparse maps, numbers)
+TAR_ERRORS = (tarfile.TarError, EOFError, ValueError, OverflowError, UnicodeError)

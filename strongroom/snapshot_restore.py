@@ -17,9 +17,7 @@ A snapshot folder is input like any other: nothing in it is trusted until checke
 
 import contextlib
 import hashlib
-import json
 import os
-import shutil
 import stat
 import subprocess
 import tarfile
@@ -31,6 +29,9 @@ from . import fsutil, safeio, sqlite
 from .snapshots import ARCHIVES, CHUNK, DECOMPRESSORS, SnapshotError, _folder, read_sums
 
 REPORT = "REPORT.json"
+# a snapshot restores the user's own tree as it was, absolute symlinks included (as restic
+# and borg do); nothing is ever written through a link, so none can carry a write out
+LINKS = "any"
 REPORT_MAX = 64 << 20  # a REPORT.json is kilobytes; a huge one is not ours
 BATCH_DIRS = 128  # directories staged at a time: bounds the open descriptors
 
@@ -57,10 +58,9 @@ def trusted_report(snap, sums, snap_id):
         raise SnapshotError(f"{where} does not match its checksum (damaged or altered); "
                             "nothing was restored")
     try:
-        report = json.loads(data.decode("utf-8"))
+        report = safeio.load_json(data, where)
     except ValueError as exc:
-        raise SnapshotError(f"{where} is not valid JSON ({exc}); nothing was restored") \
-            from None
+        raise SnapshotError(f"{exc}; nothing was restored") from None
     if not isinstance(report, dict):
         raise SnapshotError(f"{where} is not a JSON object; nothing was restored")
     return report
@@ -92,13 +92,19 @@ def _database_plan(report, sums, snap_id):
             "/") and Path(path).is_relative_to(source)
         journal = d.get("journal_mode") if d.get("journal_mode") in sqlite.JOURNAL_MODES \
             else "delete"
-        mode = d.get("mode") if isinstance(d.get("mode"), int) else 0o600
-        plan.append((copy, copy[len("db/"):] if in_tree else None, journal, mode))
+        plan.append((copy, copy[len("db/"):] if in_tree else None, journal,
+                     _mode(d.get("mode"), 0o600)))
     extra = sorted(r for r in sums if r.startswith("db/") and r not in seen)
     if extra:
         raise SnapshotError(f"SHA256SUMS of snapshot {snap_id} lists {extra[0]}, which "
                             f"{REPORT} does not account for; nothing was restored")
     return plan
+
+
+def _mode(value, default):
+    """A file mode read from metadata, or the default when it is not one."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and \
+        0 <= value <= 0o7777 else default
 
 
 def _open_checked(snap, rel, digest, snap_id):
@@ -126,32 +132,29 @@ def _tar_pass(archive, fmt, each):
     archive.seek(0)
     proc = subprocess.Popen(DECOMPRESSORS[fmt], stdin=archive, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
+    unreadable = None
     try:
         with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
             out = each(tar)
     except safeio.UnsafeArchive as exc:
         raise SnapshotError(f"refusing to restore: {exc}") from None
-    except (tarfile.TarError, EOFError) as exc:
-        raise SnapshotError(f"archive unreadable: {exc}") from None
+    except safeio.TAR_ERRORS as exc:
+        unreadable = exc
     finally:
-        proc.stdout.close()
+        proc.stdout.close()  # a refusal stops reading: the decompressor ends on the pipe
         err = proc.stderr.read().decode(errors="replace").strip()
         proc.stderr.close()
         rc = proc.wait()
-    if rc != 0:
+    if rc != 0:  # the decompressor's own words say more than tarfile's "empty file"
         raise SnapshotError(f"archive does not decompress: {err or f'exit {rc}'}")
+    if unreadable is not None:
+        raise SnapshotError(f"archive unreadable: {unreadable}")
     return out
 
 
 def _scan(tar):
     """The pre-scan: every member checked before anything is written."""
-    files, count = set(), 0
-    for m in tar:
-        name = safeio.check_member(m, files)
-        if name and (m.isreg() or m.islnk()):
-            files.add(name)
-        count += 1
-    return count
+    return safeio.scan(tar, links=LINKS)
 
 
 def _put_databases(snap, sums, plan, work, snap_id):
@@ -180,7 +183,10 @@ def _put_databases(snap, sums, plan, work, snap_id):
             if check != "ok":
                 raise SnapshotError(f"{copy} in {snap_id} fails integrity_check ({check}); "
                                     "nothing was restored")
-            sqlite.set_journal_mode(work / rel, journal)
+            try:
+                sqlite.set_journal_mode(work / rel, journal)
+            except sqlite.SQLiteError as exc:
+                raise SnapshotError(f"{copy}: {exc}; nothing was restored") from None
             os.chmod(work / rel, safeio.safe_mode(mode, "file"))
             restored.append(rel)
     return restored, outside
@@ -199,24 +205,27 @@ def restore_full(dest, snap_id, target):
         report = trusted_report(snap, sums, snap_id)
         plan = _database_plan(report, sums, snap_id)
         archive = _open_checked(snap, ARCHIVES[fmt], sums[ARCHIVES[fmt]], snap_id)
+        made = []
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fsutil.clean_stale_temps(target.parent)
-            work = target.parent / f"{fsutil.TEMP_PREFIX}restore-{target.name}.{os.getpid()}"
+            count = _tar_pass(archive, fmt, _scan)  # before anything is created anywhere
+            made = fsutil.make_parents(target.parent)
+            fsutil.clean_stale_restores(target.parent)
+            work = fsutil.restore_temp(target)
             work.mkdir(mode=0o700)
             try:
-                count = _tar_pass(archive, fmt, _scan)
-                _tar_pass(archive, fmt, lambda tar: safeio.extract(tar, work))
+                _tar_pass(archive, fmt, lambda tar: safeio.extract(tar, work, links=LINKS))
                 dbs, outside = _put_databases(snap, sums, plan, work, snap_id)
-                mode = report.get("source_mode")
-                os.chmod(work, safeio.safe_mode(mode, "dir") if isinstance(mode, int)
-                         else 0o755)
+                os.chmod(work, safeio.safe_mode(_mode(report.get("source_mode"), 0o755),
+                                                "dir"))
                 aside = _move_aside(target)
                 os.rename(work, target)
                 fsutil.fsync_dir(target.parent)
             except BaseException:
-                shutil.rmtree(work, ignore_errors=True)
+                fsutil.rmtree_quiet(work)
                 raise
+        except BaseException:
+            fsutil.remove_made(made)  # the parents it made for the target: gone again
+            raise
         finally:
             archive.close()
     out = {"id": snap_id, "mode": "full", "target": str(target), "members": count,
@@ -243,25 +252,47 @@ def _move_aside(path):
 # --- critical files ---------------------------------------------------------------------
 
 
-def _critical_plan(sums, report):
+def _critical_plan(sums, report, snap_id):
     meta = report.get("critical") if isinstance(report.get("critical"), dict) else {}
     plan = []
     for key in sorted(sums):
         if not key.startswith("critical/"):
             continue
         rel = safeio.clean_relpath(key[len("critical/"):], "critical file")
+        if any(part.lower() == ".git" for part in rel.split("/")):
+            raise SnapshotError(f"snapshot {snap_id} lists {key!r}: a critical restore never "
+                                "writes into .git/ (hooks and config run code); nothing "
+                                "was restored")
         entry = meta.get(rel) if isinstance(meta.get(rel), dict) else {}
-        mode = entry.get("mode") if isinstance(entry.get("mode"), int) else None
         journal = entry.get("journal_mode") if entry.get("journal_mode") in \
             sqlite.JOURNAL_MODES else None
-        plan.append((rel, mode, journal))
+        plan.append((rel, _mode(entry.get("mode"), None), journal))
     return plan
 
 
 def _temp_rel(rel):
     parent, _, name = rel.rpartition("/")
-    tmp = f"{fsutil.TEMP_PREFIX}{name}.{os.getpid()}"
+    tmp = f"{fsutil.RESTORE_PREFIX}{name}.{os.getpid()}"
     return f"{parent}/{tmp}" if parent else tmp
+
+
+def _check_critical(snap, sums, plan, snap_id):
+    """Every critical file read and hashed before anything is created in the target."""
+    for rel, _, _ in plan:
+        key = f"critical/{rel}"
+        h = hashlib.sha256()
+        try:
+            with snap.open_read(key) as fh:
+                while chunk := fh.read(CHUNK):
+                    h.update(chunk)
+        except FileNotFoundError:
+            raise SnapshotError(f"{key} of snapshot {snap_id} is missing; nothing was "
+                                "replaced") from None
+        except safeio.UnsafePath as exc:
+            raise SnapshotError(f"refusing to restore: {exc}; nothing was replaced") from None
+        if h.hexdigest() != sums[key]:
+            raise SnapshotError(f"{key} in {snap_id} does not match its checksum; nothing "
+                                "was replaced")
 
 
 def _same_content(root, rel, size, digest):
@@ -283,12 +314,24 @@ def restore_critical(dest, snap_id, target, force=False):
     target = Path(target).absolute()
     with safeio.Root(folder) as snap:
         report = trusted_report(snap, sums, snap_id)
-        plan = _critical_plan(sums, report)
+        try:
+            plan = _critical_plan(sums, report, snap_id)
+        except safeio.UnsafePath as exc:
+            raise SnapshotError(f"refusing to restore: {exc}") from None
         if not plan:
             raise SnapshotError(f"snapshot {snap_id} holds no critical files")
-        target.mkdir(parents=True, exist_ok=True)
-        with safeio.Root(target) as root:
-            return _restore_critical(snap, root, sums, plan, snap_id, target, force)
+        _check_critical(snap, sums, plan, snap_id)
+        made = fsutil.make_parents(target)
+        try:
+            with safeio.Root(target) as root:
+                try:
+                    return _restore_critical(snap, root, sums, plan, snap_id, target, force)
+                except BaseException:
+                    root.remove_created()  # a refusal leaves no new empty folders
+                    raise
+        except BaseException:
+            fsutil.remove_made(made)
+            raise
 
 
 def _restore_critical(snap, root, sums, plan, snap_id, target, force):
@@ -313,7 +356,7 @@ def _restore_critical(snap, root, sums, plan, snap_id, target, force):
         if h.hexdigest() != sums[key]:
             raise SnapshotError(f"{key} in {snap_id} does not match its checksum; nothing "
                                 "was replaced")
-        if journal:
+        if journal and sqlite.is_database(Path(root.path) / tmp_rel):
             sqlite.set_journal_mode(Path(root.path) / tmp_rel, journal)
         try:
             st = root.lstat(rel)
@@ -351,6 +394,9 @@ def _restore_critical(snap, root, sums, plan, snap_id, target, force):
     except safeio.UnsafePath as exc:
         _unstage(root, staged_now)
         raise SnapshotError(f"refusing to restore: {exc}; nothing was replaced") from None
+    except sqlite.SQLiteError as exc:
+        _unstage(root, staged_now)
+        raise SnapshotError(f"{exc}; nothing was replaced") from None
     except BaseException:
         _unstage(root, staged_now)
         raise

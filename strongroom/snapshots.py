@@ -41,6 +41,7 @@ ARCHIVES = {"zst": "full.tar.zst", "gz": "full.tar.gz"}
 COMPRESSORS = {"zst": ["zstd", "-q", "-3", "-T0", "-c"], "gz": ["gzip", "-6", "-c"]}
 DECOMPRESSORS = {"zst": ["zstd", "-q", "-d", "-c"], "gz": ["gzip", "-d", "-c"]}
 SUMS = "SHA256SUMS"
+SUMS_MAX = 256 << 20  # 200,000 files make a SHA256SUMS of about 20 MB
 STATE_DIR = ".strongroom"  # beside the snapshots: verification records (not immutable)
 CHUNK = 1 << 20
 
@@ -72,6 +73,9 @@ def _folder(dest, snap_id):
     if not parse_id(snap_id):
         raise SnapshotError(f"{snap_id!r} is not a snapshot id (YYYYMMDD-HHMMSS-<sha|nogit>)")
     path = Path(dest) / snap_id
+    if path.is_symlink():
+        raise SnapshotError(f"{path} is a symlink, not a snapshot folder; refusing to read "
+                            "through it")
     if not path.is_dir():
         raise SnapshotError(f"no snapshot {snap_id} in {dest}")
     return path
@@ -83,11 +87,11 @@ _SUM_LINE = re.compile(r"^(\\?)([0-9a-f]{64}) [ *](.+)$")
 def read_sums(folder):
     """{relative path: sha256} from SHA256SUMS; a malformed line is an error, never skipped."""
     path = Path(folder) / SUMS
-    try:
-        text = path.read_text(encoding="utf-8")
+    try:  # a regular file of this folder only: never a link out, a FIFO or a device
+        text = safeio.read_regular(path, SUMS_MAX).decode("utf-8")
     except FileNotFoundError:
         raise SnapshotError(f"{path} is missing") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, safeio.UnsafePath) as exc:
         raise SnapshotError(f"cannot read {path}: {exc}") from None
     sums = {}
     for n, line in enumerate(text.splitlines(), 1):
@@ -99,6 +103,13 @@ def read_sums(folder):
             name = name.replace("\\n", "\n").replace("\\\\", "\\")
         if name.startswith("/") or ".." in Path(name).parts:
             raise SnapshotError(f"{path} line {n} names a path outside the snapshot: {name!r}")
+        try:
+            clean = safeio.clean_relpath(name)
+        except safeio.UnsafePath:
+            clean = None
+        if clean != name or name in sums:
+            raise SnapshotError(f"{path} line {n} names {name!r}, which is not a path we "
+                                "write (or is listed twice)")
         sums[name] = m.group(2)
     if not sums:
         raise SnapshotError(f"{path} lists no files")
@@ -106,9 +117,7 @@ def read_sums(folder):
 
 
 def _files_of(folder):
-    folder = Path(folder)
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
-                  if p.is_file() or p.is_symlink())
+    return sorted(rel for rel, is_dir in fsutil.walk(folder) if not is_dir)
 
 
 def immutability_of(folder):
@@ -184,7 +193,7 @@ def _archive(source, out_path, fmt, selection, skip_dirs, skip_files, large_thre
     sink = _HashingSink(proc, out_path)
     sink.start()
     counts = {"files": 0, "dirs": 0, "symlinks": 0, "bytes": 0}
-    large = []
+    large, special = [], []
     try:
         with tarfile.open(fileobj=proc.stdin, mode="w|", format=tarfile.PAX_FORMAT,
                           copybufsize=CHUNK) as tar:
@@ -195,7 +204,12 @@ def _archive(source, out_path, fmt, selection, skip_dirs, skip_files, large_thre
                     info = tar.gettarinfo(entry.path, arcname=rel)
                 except OSError as exc:
                     raise SnapshotError(f"cannot read {entry.path}: {exc.strerror}") from None
-                if info is None:  # sockets and the like: nothing to keep
+                if info is None:  # sockets: runtime endpoints, nothing to keep
+                    continue
+                if info.ischr() or info.isblk() or info.isfifo():
+                    # a restore refuses these as hostile: a backup that cannot restore is
+                    # no backup, so they are left out here, and said so
+                    special.append(rel)
                     continue
                 if info.isreg():
                     try:
@@ -231,7 +245,7 @@ def _archive(source, out_path, fmt, selection, skip_dirs, skip_files, large_thre
         raise _write_error(out_path, sink.error)
     if rc != 0:
         raise SnapshotError(f"{COMPRESSORS[fmt][0]} failed (exit {rc}) writing {out_path}")
-    return counts, sink.digest, sink.size, large
+    return counts, sink.digest, sink.size, large, special
 
 
 def _write_error(path, exc):
@@ -332,7 +346,7 @@ def create(source, dest, critical=(), dbs=(), exclude=(), immutable="warn", fmt=
                       for suffix in ("", "-wal", "-shm", "-journal")}
         arch_sel = manifest.Selection([], DEFAULT_EXCLUDES + list(exclude))
         archive = ARCHIVES[fmt]
-        counts, digest, arch_bytes, large = _archive(
+        counts, digest, arch_bytes, large, special = _archive(
             source, tmp / archive, fmt, arch_sel, {str(dest)}, skip_files, large_threshold)
         sums[archive] = digest
         durations["archive"] = round(time.monotonic() - t0, 3)
@@ -354,7 +368,9 @@ def create(source, dest, critical=(), dbs=(), exclude=(), immutable="warn", fmt=
             "id": snap_id, "created": created, "source": str(source),
             "counts": {"files": counts["files"], "dirs": counts["dirs"],
                        "symlinks": counts["symlinks"], "critical": len(critical_files),
-                       "databases": len(db_reports), "large_files": len(large)},
+                       "databases": len(db_reports), "large_files": len(large),
+                       "special_skipped": len(special)},
+            "special_skipped": special[:1000],
             "bytes": {"source": counts["bytes"], "archive": arch_bytes,
                       "critical": crit_bytes, "databases": sum(d["bytes"] for d in db_reports)},
             "durations_seconds": durations, "databases": db_reports,
@@ -366,15 +382,15 @@ def create(source, dest, critical=(), dbs=(), exclude=(), immutable="warn", fmt=
         lines = manifest.sha256sum_lines({"checksums": {k: {"sha256": v}
                                                         for k, v in sums.items()}})
         (tmp / SUMS).write_text(lines, encoding="utf-8")
-        for p in [*tmp.rglob("*"), tmp]:
-            if p.is_file():
-                fsutil.fsync_file(p)
+        for rel, is_dir in fsutil.walk(tmp):
+            if not is_dir:
+                fsutil.fsync_file(tmp / rel)
         fsutil.fsync_dir(tmp)
         final = dest / snap_id
         os.rename(tmp, final)  # the only step that makes it a snapshot
         fsutil.fsync_dir(dest)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        fsutil.rmtree_quiet(tmp)
         raise
     report["path"] = str(final)
     report["applied"] = protect_snapshot(final) if supported else "no"
@@ -383,6 +399,9 @@ def create(source, dest, critical=(), dbs=(), exclude=(), immutable="warn", fmt=
         warnings.append("the immutable flag could not be set on every file")
     elif not supported and immutable == "warn":
         warnings.append(f"snapshot is not immutable: {reason}")
+    if special:
+        warnings.append(f"{len(special)} FIFO(s) or device node(s) left out (e.g. "
+                        f"{special[0]}): a restore would refuse them")
     if inside_source:
         warnings.append(
             f"the destination {dest} is inside the source {source}: it is left out of the "
@@ -414,7 +433,7 @@ def _copy_critical(source, tmp, rels, db_copies, sums):
         entry = {"mode": stat.S_IMODE(st.st_mode)}
         if rel in dbs:
             if rel in db_copies:
-                out.parent.mkdir(parents=True, exist_ok=True)
+                fsutil.makedirs(out.parent)
                 digest = _copy_private(db_copies[rel][0], out)
                 entry["journal_mode"] = db_copies[rel][1]
             else:
@@ -422,7 +441,7 @@ def _copy_critical(source, tmp, rels, db_copies, sums):
                 digest = fsutil.sha256_file(out)
                 entry["journal_mode"] = rep["journal_mode"]
         else:
-            out.parent.mkdir(parents=True, exist_ok=True)
+            fsutil.makedirs(out.parent)
             try:
                 digest = _copy_private(src, out)
             except FileNotFoundError:
@@ -473,7 +492,8 @@ def protect_snapshot(folder):
     """+i on every file, then on every directory bottom-up, the folder last."""
     folder = Path(folder)
     try:
-        paths = sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True)
+        paths = sorted((folder / rel for rel, _ in fsutil.walk(folder)),
+                       key=lambda p: len(p.parts), reverse=True)
         for p in paths:
             if not p.is_symlink():
                 fsutil.set_flag(p, fsutil.IMMUTABLE)
@@ -493,7 +513,8 @@ def unprotect(folder):
             if fsutil.has_flag(folder, flag):
                 raise SnapshotError(f"cannot lift the flags of {folder}: {exc.strerror}") \
                     from None
-    for p in sorted(folder.rglob("*"), key=lambda p: len(p.parts)):
+    for p in sorted((folder / rel for rel, _ in fsutil.walk(folder)),
+                    key=lambda p: len(p.parts)):
         if p.is_symlink():
             continue
         for flag in (fsutil.IMMUTABLE, fsutil.APPEND_ONLY):
@@ -514,7 +535,8 @@ def protect(paths, append_only=False):
             raise SnapshotError(f"{path} does not exist")
         targets = [path]
         if path.is_dir():
-            targets = sorted(path.rglob("*"), key=lambda p: len(p.parts), reverse=True) + [path]
+            targets = sorted((path / rel for rel, _ in fsutil.walk(path)),
+                             key=lambda p: len(p.parts), reverse=True) + [path]
         for p in targets:
             if p.is_symlink():
                 continue
@@ -547,7 +569,8 @@ def list_snapshots(dest, now=None):
     rows = []
     for snap_id in snapshot_ids(dest):
         folder = Path(dest) / snap_id
-        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        size = sum(os.lstat(folder / rel).st_size for rel, is_dir in fsutil.walk(folder)
+                   if not is_dir)
         ver = verified.get(snap_id) or {}
         rows.append({"id": snap_id, "created": parse_id(snap_id).strftime("%Y-%m-%dT%H:%M:%SZ"),
                      "age_seconds": int((now - parse_id(snap_id)).total_seconds()),
@@ -673,7 +696,7 @@ def prune(dest, keep_last, keep_days, dry_run=False, now=None):
     for snap_id in delete:
         folder = Path(dest) / snap_id
         unprotect(folder)  # only the ones being deleted
-        shutil.rmtree(folder)
+        fsutil.rmtree(folder)
         deleted.append(snap_id)
     fsutil.fsync_dir(dest)
     problems = []

@@ -73,11 +73,14 @@ def set_journal_mode(path, mode):
     'delete' mode, one self-contained file)."""
     if mode not in JOURNAL_MODES or mode in ("delete", "memory", "off"):
         return
-    con = sqlite3.connect(str(path))
     try:
-        con.execute(f"PRAGMA journal_mode={mode}")  # one of JOURNAL_MODES, never free text
-    finally:
-        con.close()
+        con = sqlite3.connect(str(path))
+        try:
+            con.execute(f"PRAGMA journal_mode={mode}")  # one of JOURNAL_MODES, not free text
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        raise SQLiteError(f"cannot put {path} back in {mode} mode: {exc}") from None
 
 
 def backup(src, dst, mode=0o600):
@@ -92,7 +95,7 @@ def backup(src, dst, mode=0o600):
         raise SQLiteError(f"database {src} does not exist")
     if not is_database(src):
         raise SQLiteError(f"{src} is not a SQLite database (no SQLite header)")
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    fsutil.makedirs(dst.parent)
     tmp = fsutil.temp_path(dst)
     tmp.unlink(missing_ok=True)
     src_mode = src.stat().st_mode & 0o7777

@@ -71,7 +71,7 @@ def test_verify_catches_damaged_bundles_and_restore_refuses_them(tmp_path, how, 
     proc = strongroom("bundle", "restore", "--store", store, "r", tmp_path / "out", check=2)
     assert f"{bundle.name} in the store does not match its recorded SHA-256" in proc.stderr
     assert not (tmp_path / "out").exists()
-    assert not list(tmp_path.glob(".tmp-out*"))  # no half-restored repository left behind
+    assert not list(tmp_path.glob(".strongroom-restore-out*"))  # no half-restored repository
 
 
 def test_verify_restores_the_chain_even_when_hashes_were_rewritten(tmp_path):
@@ -373,7 +373,7 @@ def test_restore_without_a_missing_file_or_a_reachable_remote_is_refused(tmp_pat
     proc = strongroom("bundle", "restore", "--store", store, "--remote",
                       tmp_path / "no-such-remote", "r", tmp_path / "out", check=2)
     assert "rclone copyto failed" in proc.stderr and not (tmp_path / "out").exists()
-    assert not list(tmp_path.glob(".tmp-out*"))
+    assert not list(tmp_path.glob(".strongroom-restore-out*"))
     bundle.write_bytes(kept)  # the local store is otherwise untouched and still restores
     strongroom("bundle", "restore", "--store", store, "r", tmp_path / "out", check=0)
     assert refs(tmp_path / "out") == refs(src)

@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import subprocess
 import tarfile
 from pathlib import Path
@@ -35,6 +36,8 @@ def state_of(base):
                 out[str(p)] = ("link", os.readlink(p))
             elif p.is_dir():
                 out[str(p)] = ("dir", st.st_mode)
+            elif not stat.S_ISREG(st.st_mode):  # a FIFO planted by a test: never opened
+                out[str(p)] = ("special", st.st_mode)
             else:
                 out[str(p)] = ("file", st.st_mode, hashlib.sha256(p.read_bytes()).hexdigest())
     return out
@@ -72,19 +75,6 @@ def sha(data):
     return hashlib.sha256(data).hexdigest()
 
 
-@pytest.fixture
-def world(tmp_path):
-    """An outside folder with a victim file, and a target holding the user's own file."""
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    (outside / "victim.txt").write_text("safe\n")
-    os.chmod(outside / "victim.txt", 0o600)
-    target = tmp_path / "target"
-    target.mkdir()
-    (target / "mine.txt").write_text("mine\n")
-    return tmp_path, outside, target
-
-
 def craft_snapshot(base, members=(), report=None, files=None, links=None, sums_skip=()):
     """A snapshot folder with a consistent SHA256SUMS over whatever it is given."""
     folder = base / "snaps" / SNAP
@@ -114,17 +104,19 @@ def restore_full(dest, target):
 ARCHIVES = {
     "dotdot": ([("../outside/evil.txt", "file")], "path leaving the target"),
     "absolute": ([("{outside}/evil.txt", "file")], "path leaving the target"),
+    # a snapshot's symlinks come back as they were, wherever they point; what is refused
+    # is any write through one
     "symlink-absolute-then-write": ([("esc", "sym", "{outside}"), ("esc/evil.txt", "file")],
-                                    "link leaving the target"),
+                                    "'esc' in "),
     "symlink-relative-then-write": ([("rel", "sym", "../../outside"), ("rel/evil.txt", "file")],
-                                    "link leaving the target"),
+                                    "'rel' in "),
     "hardlink-out": ([("hl", "hard", "{outside}/victim.txt")], "link leaving the target"),
     "hardlink-to-nothing-before": ([("hl", "hard", "later.txt"), ("later.txt", "file")],
                                    "did not hold before it"),
     "device": ([("dev", "chr")], "device or fifo"),
     "fifo": ([("pipe", "fifo")], "device or fifo"),
-    "link-chain-out": ([("a", "sym", "."), ("b", "sym", "a/.."), ("c.txt", "file")],
-                       "link leaving the target"),
+    "link-chain-out-then-write": ([("a", "sym", "."), ("b", "sym", "a/.."),
+                                   ("b/evil.txt", "file")], "'b' in "),
     "member-twice": ([("f.txt", "file"), ("f.txt", "file", b"second\n")], "there twice"),
     "file-over-link": ([("x", "sym", "f.txt"), ("x", "file")], "there twice"),
     "write-below-inner-link": ([("d", "dir"), ("l", "sym", "d"), ("l/evil.txt", "file")],

@@ -44,7 +44,8 @@ def test_a_damaged_database_copy_is_refused_and_the_target_left_as_it_was(tmp_pa
     assert f"db/data/app.db in {snap_id} does not match its checksum (damaged); nothing was " \
            "restored" in proc.stderr
     assert tree(target) == before
-    assert not list(tmp_path.glob("*.before-restore-*")) and not list(tmp_path.glob(".tmp-*"))
+    assert not list(tmp_path.glob("*.before-restore-*"))
+    assert not list(tmp_path.glob(".strongroom-restore-*"))
 
 
 def test_a_snapshot_without_its_report_restores_nothing(tmp_path):
@@ -148,3 +149,23 @@ def test_a_full_restore_over_the_folder_holding_the_snapshots_says_where_they_we
         in proc.stdout
     assert (aside / ".snapshots" / snap_id / "SHA256SUMS").is_file()
     assert (src / "docs/plan.md").read_text() == "the plan\n"
+
+
+def test_symlinks_come_back_as_they_were_and_fifos_are_left_out_loudly(tmp_path):
+    src = tmp_path / "src"
+    (src / "bin").mkdir(parents=True)
+    (src / "notes.txt").write_text("notes\n")
+    (src / "bin/python").symlink_to("/usr/bin/python3")  # absolute, as venvs and tools make
+    (src / "up").symlink_to("../elsewhere")
+    os.mkfifo(src / "pipe")
+    dest = tmp_path / "snaps"
+    proc = strongroom("backup", "now", "--source", src, "--dest", dest, "--immutable", "off",
+                      check=1)
+    assert "warning: 1 FIFO(s) or device node(s) left out (e.g. pipe): a restore would " \
+           "refuse them" in proc.stderr
+    snap_id = proc.stdout.strip()
+    target = tmp_path / "restored"
+    backup("restore", "--dest", dest, snap_id, "--full", "--target", target)
+    assert os.readlink(target / "bin/python") == "/usr/bin/python3"
+    assert os.readlink(target / "up") == "../elsewhere"
+    assert (target / "notes.txt").read_text() == "notes\n" and not (target / "pipe").exists()
