@@ -193,3 +193,49 @@ def test_a_bundle_sync_ends_cleanly_on_a_full_disk_and_the_chain_still_restores(
     assert row["status"] == "error" and NOSPACE in row["message"], row
     assert temps(fs) == []
     strongroom("bundle", "verify", "--store", fs, check=0)
+
+
+@pytest.mark.parametrize("leave_kib", [32, 256, 700, 1100, 1400, 1500, 1700, 2100])
+def test_at_every_fill_level_a_bundle_sync_leaves_no_temp_and_no_unrecorded_bundle(
+        tmp_path, small_fs, leave_kib):
+    """Where the disk fills (while git writes, when the file is closed, at the ref
+    manifest, at the pack, at the chain manifest) differs by how full it was: each level
+    must end with exit 0 or 2, no temp, nothing under a final name the manifest does not
+    record, and a chain that verifies."""
+    from strongroom import chain
+
+    fs = small_fs(4)
+    root = tmp_path / "root"
+    repo = init(root / "r")
+    commit(repo, {".gitignore": ".env\n", "blob.bin": os.urandom(1536 * 1024)})
+    (repo / ".env").write_text("K=1\n")
+    fill(fs, leave_kib)
+    proc = strongroom("bundle", "sync", "--root", root, "--store", fs / "store", "--json",
+                      timeout=120)
+    assert proc.returncode in (0, 2), proc.stdout + proc.stderr
+    if proc.returncode == 2:
+        assert NOSPACE in proc.stdout and NOSPACE in proc.stderr
+    assert temps(fs) == []
+    repo_dir = fs / "store" / "r"
+    if (repo_dir / chain.MANIFEST).exists():
+        known = {n for n, _ in chain.files_with_sizes(chain.load(repo_dir))}
+        ours = {p.name for p in repo_dir.iterdir()
+                if p.name.endswith((".bundle", ".refs.json", ".tar.zst"))}
+        assert ours == known
+        (fs / "filler").unlink()
+        strongroom("bundle", "verify", "--store", fs / "store", check=0)
+    elif repo_dir.exists():
+        assert not [p for p in repo_dir.iterdir()
+                    if p.name.endswith((".bundle", ".refs.json", ".tar.zst"))]
+
+
+def test_a_restore_into_a_full_disk_says_so_and_leaves_nothing(tmp_path, small_fs):
+    root, store = tmp_path / "root", tmp_path / "store"
+    repo = init(root / "r")
+    commit(repo, {f"blob{i}.bin": os.urandom(1 << 20) for i in range(4)})
+    strongroom("bundle", "sync", "--root", root, "--store", store, check=0)
+    fs = small_fs(3)
+    proc = strongroom("bundle", "restore", "--store", store, "r", fs / "out", check=2,
+                      timeout=120)
+    assert NOSPACE in proc.stderr, proc.stderr
+    assert list(fs.iterdir()) == []
