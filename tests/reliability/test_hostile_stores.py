@@ -241,7 +241,17 @@ def test_a_killed_bundle_restore_is_cleaned_up_by_the_next_one(tmp_path):
 # --- depth, and metadata of the wrong shape --------------------------------------------------
 
 
-def test_a_tree_deeper_than_the_recursion_limit_backs_up_and_restores(tmp_path):
+@pytest.fixture
+def deep_cleanup(tmp_path):
+    """pytest's own clean-up of old temp folders recurses: deep trees go when done."""
+    yield
+    from strongroom import fsutil
+
+    for child in tmp_path.iterdir():
+        fsutil.rmtree_quiet(child)
+
+
+def test_a_tree_deeper_than_the_recursion_limit_backs_up_and_restores(tmp_path, deep_cleanup):
     src = tmp_path / "src"
     src.mkdir()
     fd = os.open(src, os.O_RDONLY)

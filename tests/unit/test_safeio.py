@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from strongroom import safeio
+from strongroom import fsutil, safeio
 
 
 def tar_of(*members):
@@ -141,3 +141,29 @@ def test_the_pre_scan_checks_every_member_before_anything_is_written(tmp_path):
         safeio.check_members(list(tar_of(("ok.txt", "file"), ("dev", "chr"))))
     assert safeio.check_members(list(tar_of(("a", "file"), ("b", "hard", "a")))) == 2
     assert listing(tmp_path) == {}
+
+
+def test_a_link_is_judged_link_by_link_not_by_where_the_tree_is_built(tmp_path):
+    """esc -> a/../<the staging folder's own name>/x stays inside while the tree is built
+    beside its target, and points outside once it is renamed: resolved by hand, it leaves."""
+    stage = tmp_path / ".strongroom-restore-T.123"
+    stage.mkdir()
+    with pytest.raises(safeio.UnsafeArchive, match="link leaving the target"):
+        safeio.extract(tar_of(("a", "sym", "."), ("x", "file"),
+                              ("esc", "sym", f"a/../{stage.name}/x")), stage)
+
+
+def test_a_root_walks_a_tree_deeper_than_the_recursion_limit(tmp_path):
+    rel = "/".join(["d"] * 1500)
+    try:
+        with safeio.Root(tmp_path) as root:
+            with root.create(f"{rel}/f", 0o600) as fh:
+                fh.write(b"deep\n")
+            with root.open_read(f"{rel}/f") as fh:
+                assert fh.read() == b"deep\n"
+            assert len(root.created) == 1500
+        assert sum(1 for _ in fsutil.walk(tmp_path)) == 1501
+        fsutil.rmtree(tmp_path / "d")
+        assert not (tmp_path / "d").exists()
+    finally:  # pytest's own clean-up of old temp folders recurses, and would fail on it
+        fsutil.rmtree_quiet(tmp_path / "d")
