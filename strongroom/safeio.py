@@ -63,9 +63,15 @@ def open_regular(path, follow=False):
         if exc.errno == errno.ELOOP:
             raise UnsafePath(f"{path} is a symlink; refusing to read through it") from None
         raise
+    return _regular(fd, path)
+
+
+def _regular(fd, what):
+    """The descriptor as a file object if it is a regular file (opened O_NONBLOCK, so a
+    FIFO did not block the open), else closed and refused."""
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise UnsafePath(f"{path} is not a regular file")
+        raise UnsafePath(f"{what} is not a regular file")
     os.set_blocking(fd, True)
     return os.fdopen(fd, "rb")
 
@@ -201,11 +207,7 @@ class Root:
                 raise UnsafePath(f"{rel!r} in {self.path} is a symlink; refusing to read "
                                  "through it") from None
             raise
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise UnsafePath(f"{rel!r} in {self.path} is not a regular file")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
+        return _regular(fd, f"{rel!r} in {self.path}")
 
     def lstat(self, rel):
         rel, parent, name = self._split(rel)

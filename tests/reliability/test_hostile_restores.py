@@ -419,12 +419,11 @@ def test_a_retired_path_outside_the_store_is_never_deleted(world):
     assert (outside / "victim.txt").read_text() == "safe\n"
 
 
-def test_ref_names_that_would_inject_git_commands_are_refused(world):
-    base, outside, _ = world
-    root, store = synced_with_critical(base)
+def rewrite_refs(store, edit):
+    """Change the first ref manifest of chain r, and the chain manifest around it."""
     refs_path = next((store / "r").glob("full-*.refs.json"))
     refs = json.loads(refs_path.read_text())
-    refs["refs"]["refs/heads/x\ndelete refs/heads/main"] = "0" * 40
+    edit(refs)
     data = json.dumps(refs).encode()
     refs_path.write_bytes(data)
     path = store / "r" / chain.MANIFEST
@@ -432,6 +431,13 @@ def test_ref_names_that_would_inject_git_commands_are_refused(world):
     manifest["bundles"][0].update(refs_sha256=sha(data), refs_size=len(data))
     manifest["checksum"] = chain.checksum(manifest)
     path.write_text(json.dumps(manifest))
+
+
+def test_ref_names_that_would_inject_git_commands_are_refused(world):
+    base, outside, _ = world
+    root, store = synced_with_critical(base)
+    rewrite_refs(store, lambda refs: refs["refs"].update(
+        {"refs/heads/x\ndelete refs/heads/main": "0" * 40}))
     proc = strongroom("bundle", "restore", "--store", store, "r", base / "restored", check=2)
     assert "holds names or ids git would not write" in proc.stderr
     assert not (base / "restored").exists()

@@ -31,6 +31,7 @@ from tests.reliability.test_hostile_restores import (
     SNAP,
     craft_snapshot,
     replace_pack,
+    rewrite_refs,
     sha,
     state_of,
     synced_with_critical,
@@ -451,16 +452,7 @@ def test_a_folder_a_day_manifest_does_not_account_for_is_a_problem(tmp_path):
 def test_a_head_naming_no_commit_restores_the_history_and_says_the_pack_stayed(world):
     base, outside, _ = world
     root, store = synced_with_critical(base)
-    refs_path = next((store / "r").glob("full-*.refs.json"))
-    refs = json.loads(refs_path.read_text())
-    refs["head"] = "ref: refs/heads/never-made"
-    data = json.dumps(refs).encode()
-    refs_path.write_bytes(data)
-    path = store / "r" / chain.MANIFEST
-    manifest = json.loads(path.read_text())
-    manifest["bundles"][0].update(refs_sha256=sha(data), refs_size=len(data))
-    manifest["checksum"] = chain.checksum(manifest)
-    path.write_text(json.dumps(manifest))
+    rewrite_refs(store, lambda refs: refs.update(head="ref: refs/heads/never-made"))
     proc = strongroom("bundle", "restore", "--store", store, "r", base / "restored", check=1,
                       timeout=T)
     assert "critical files not put back: HEAD (ref: refs/heads/never-made) names no commit" \
