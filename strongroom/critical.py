@@ -153,15 +153,15 @@ def pack_rule(tracked):
 
     def refuse(name, member=None):
         parts = name.split("/")
-        if any(part.lower() == ".git" for part in parts):
+        if any(safeio.is_dotgit(part) for part in parts):
             return "a critical pack may not write into .git/"
-        if parts[-1].upper() == "HEAD":
+        if safeio.folded(parts[-1]) == "head":
             return "a critical pack may not make a git repository (a file named HEAD)"
         if member is not None and member.isdir():
             return "a critical pack holds files, not directories"
         if member is not None and member.issym():
             target = os.path.normpath(os.path.join(os.path.dirname(name), member.linkname))
-            if any(part.lower() == ".git" for part in target.split(os.sep)):
+            if any(safeio.is_dotgit(part) for part in target.split(os.sep)):
                 return "a critical pack may not link into .git/"
         if name in tracked or name in ancestors:
             return "a critical pack may not replace a file git tracks"

@@ -99,6 +99,24 @@ def clean_relpath(name, what="path"):
     return "/".join(parts)
 
 
+# Code points HFS+ ignores in names (git's own list): ".g\u200cit" is ".git" there.
+_IGNORABLE = dict.fromkeys([0x200C, 0x200D, 0x200E, 0x200F, 0x202A, 0x202B, 0x202C, 0x202D,
+                            0x202E, 0x206A, 0x206B, 0x206C, 0x206D, 0x206E, 0x206F, 0xFEFF])
+
+
+def folded(part):
+    """A name as a case-insensitive filesystem sees it: case, trailing dots and spaces
+    (NTFS) and the code points HFS+ ignores taken out."""
+    return part.translate(_IGNORABLE).casefold().rstrip(". ")
+
+
+def is_dotgit(part):
+    """True for a path component some filesystem git runs on takes for `.git` (the short
+    name `git~1` on NTFS included). A restore never writes such a name: git reads config
+    and hooks from it."""
+    return folded(part) in (".git", "git~1")
+
+
 def inside(rel, prefix):
     """True when the clean relative path `rel` is `prefix` or below it."""
     return rel == prefix or rel.startswith(prefix + "/")

@@ -259,7 +259,7 @@ def _critical_plan(sums, report, snap_id):
         if not key.startswith("critical/"):
             continue
         rel = safeio.clean_relpath(key[len("critical/"):], "critical file")
-        if any(part.lower() == ".git" for part in rel.split("/")):
+        if any(safeio.is_dotgit(part) for part in rel.split("/")):
             raise SnapshotError(f"snapshot {snap_id} lists {key!r}: a critical restore never "
                                 "writes into .git/ (hooks and config run code); nothing "
                                 "was restored")

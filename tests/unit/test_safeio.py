@@ -167,3 +167,14 @@ def test_a_root_walks_a_tree_deeper_than_the_recursion_limit(tmp_path):
         assert not (tmp_path / "d").exists()
     finally:  # pytest's own clean-up of old temp folders recurses, and would fail on it
         fsutil.rmtree_quiet(tmp_path / "d")
+
+
+@pytest.mark.parametrize("name", [".git", ".GIT", ".Git", ".git.", ".git ", ".git. .", "git~1",
+                                  "GIT~1", ".g\u200cit", "\ufeff.git", ".gi\u200dt"])
+def test_every_spelling_of_dotgit_is_dotgit(name):
+    assert safeio.is_dotgit(name)
+
+
+@pytest.mark.parametrize("name", [".gitignore", ".github", "git", ".gitx", "x.git", ".gıt"])
+def test_names_that_only_look_alike_are_not(name):
+    assert not safeio.is_dotgit(name)
