@@ -37,9 +37,10 @@ options:
     description:
       - This machine's side, from the inventory. V(primary-wins) paths keep the primary's
         version on both machines.
+      - Required when any policy is V(primary-wins); there is no default, because a
+        forgotten role would let the wrong machine's version win.
     type: str
     choices: [primary, secondary]
-    default: primary
   remote:
     description: The git remote to sync through.
     type: str
@@ -192,7 +193,7 @@ def main():
             repo=dict(type="path", required=True),
             operation=dict(type="str", default="status",
                            choices=["push", "pull", "policies", "rollback", "status"]),
-            role=dict(type="str", default="primary", choices=["primary", "secondary"]),
+            role=dict(type="str", choices=["primary", "secondary"]),
             remote=dict(type="str", default="origin"),
             branch=dict(type="str"),
             include=dict(type="list", elements="str"),

@@ -7,9 +7,7 @@ per entry, never inside the user's repository.
 """
 
 import hashlib
-import json
 import os
-import shutil
 import subprocess
 import tempfile
 import time
@@ -17,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import chain, critical, fsutil
+from . import chain, critical, fsutil, safeio
 from .errors import ERROR, INCOMPLETE, OK, WARNING, StrongroomError, worst
 from .gitcmd import (
     GitError,
@@ -187,13 +185,14 @@ HASHED = "hashed-state.json"  # local only: when each chain file was last hashed
 
 
 def _read_hashed(repo_dir):
-    try:
-        data = json.loads((Path(repo_dir) / HASHED).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    try:  # a regular file of the store only: a FIFO here would hold every sync
+        data = safeio.load_json(safeio.read_regular(Path(repo_dir) / HASHED), HASHED)
+    except (OSError, ValueError, safeio.UnsafePath):
         return {"run": 0, "files": {}}
-    if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
+    if not isinstance(data, dict) or not isinstance(data.get("files"), dict) or \
+            not isinstance(data.get("run", 0), int):
         return {"run": 0, "files": {}}
-    return {"run": int(data.get("run") or 0), "files": data["files"]}
+    return {"run": data.get("run") or 0, "files": data["files"]}
 
 
 def _fingerprint(st):
@@ -436,8 +435,9 @@ def _sync_repo(name, path, store, opts, now, result):
     except BaseException:
         _remove_unrecorded(repo_dir, before)
         raise
-    if files:
-        result.notes.append(f"{len(files)} critical ignored file(s) stored UNENCRYPTED")
+    if result.critical_files:
+        result.notes.append(f"{result.critical_files} critical ignored file(s) stored "
+                            "UNENCRYPTED")
     remember_hashes(repo_dir, result.written)
     if opts.remote:
         _upload(name, repo_dir, opts, result)
@@ -504,9 +504,12 @@ def _write(name, path, state, repo_dir, manifest, action, why, files, crit_diges
         if files:
             tmp = fsutil.temp_path(repo_dir / crit_name)
             try:
-                critical.pack(path, files, tmp)
+                packed, left = critical.pack(path, files, tmp)
                 rec.update(filename=crit_name, sha256=fsutil.sha256_file(tmp),
-                           size=tmp.stat().st_size)
+                           size=tmp.stat().st_size, files=packed)
+                result.critical_files = len(packed)
+                for rel, why in sorted(left.items()):
+                    result.notes.append(f"critical file {rel} not stored: {why}")
                 fsutil.commit(tmp, repo_dir / crit_name)
             finally:
                 tmp.unlink(missing_ok=True)
@@ -568,8 +571,9 @@ def _remote_state(repo_dir):
     """{remote: {verified: {name: sha256}, manifest, when}}; anything unreadable or of
     another shape counts as nothing proven, so files are checked again, never trusted."""
     try:
-        data = json.loads((Path(repo_dir) / chain.REMOTE_STATE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = safeio.load_json(safeio.read_regular(Path(repo_dir) / chain.REMOTE_STATE),
+                                chain.REMOTE_STATE)
+    except (OSError, ValueError, safeio.UnsafePath):
         return {}
     if not isinstance(data, dict):
         return {}
@@ -627,7 +631,7 @@ def _prune_retired(repo_dir, opts, result):
     for rec in retired[: len(retired) - len(keep)]:
         target = Path(repo_dir) / rec["path"]
         if target.is_dir():
-            shutil.rmtree(target)
+            fsutil.rmtree(target)
         result.notes.append(f"pruned retired chain {rec['chain_id']}")
     manifest["retired"] = keep
     chain.save(repo_dir, manifest)
@@ -783,6 +787,7 @@ def rebuild(store, name, dest, opts, bare=None, checkout=True):
         target = refs["refs"].get(head[5:]) if head.startswith("ref: ") else head
         if target:
             git(dest, "reset", "-q", "--hard")
+        tracked = critical.tracked_paths(dest)
         packs = [c for c in manifest.get("critical", []) if c.get("timestamp")]
         if packs and packs[-1].get("filename") and not target:
             # nothing checked out: no .gitignore says what is ignored, nothing is tracked
@@ -791,8 +796,26 @@ def rebuild(store, name, dest, opts, bare=None, checkout=True):
                          "in the store")
         elif packs and packs[-1].get("filename"):
             pack = _ensure_local(repo_dir, packs[-1]["filename"], packs[-1]["sha256"], opts, name)
-            restored_files = critical.unpack(pack, dest, tracked=critical.tracked_paths(dest))
+            restored_files = critical.unpack(pack, dest, tracked=tracked,
+                                             patterns=opts.critical_patterns)
+        notes += _embedded_repositories(tracked)
     return refs, restored_files, notes
+
+
+def _embedded_repositories(tracked):
+    """Folders the history itself holds as git repositories (HEAD, objects/, refs/ all
+    tracked): git run inside one would use its config, hooks and fsmonitor included."""
+    found = []
+    for path in tracked:
+        parent, _, leaf = path.rpartition("/")
+        if leaf == "HEAD":
+            prefix = f"{parent}/" if parent else ""
+            if any(p.startswith(prefix + "objects/") for p in tracked) and any(
+                    p.startswith(prefix + "refs/") for p in tracked):
+                found.append(parent or ".")
+    return [f"the restored history holds a git repository of its own at {p}/: git run "
+            "inside it would use its config and hooks; `git config --global "
+            "safe.bareRepository explicit` makes git refuse it" for p in sorted(found)]
 
 
 def restore(store, name, target, opts, force=False):
@@ -912,14 +935,25 @@ def verify(store, opts, names=None, lock_wait=0.0):
     return results, code
 
 
-def consolidate(store, name, opts, lock_wait=0.0):
-    """Start a fresh chain for one repository now, from the source recorded in its manifest."""
-    store = Path(store)
-    manifest = chain.load(store / name, check_files=False)
-    source = Path(manifest["source"])
-    if not source.exists():
-        raise StrongroomError(f"{name}: its source {source} is gone; cannot make a new full "
-                              "bundle (the existing chain is untouched)")
+def consolidate(store, name, opts, lock_wait=0.0, root=None):
+    """Start a fresh chain for one repository now. The repository is found under `root`
+    by its name, as a sync finds it: git runs in it, so it is never a path read from the
+    store (whose manifest says `source`, which is then only compared)."""
+    store = Path(store).absolute()
+    name = chain.repo_name(name)
+    manifest = chain.load(chain.repo_dir(store, name), check_files=False)
+    if root is None:
+        raise StrongroomError("consolidate needs --root (or --job NAME): the repository is "
+                              "found under the root, never at a path read from the store")
+    found = dict(find_repositories(Path(root).absolute()))
+    if name not in found:
+        raise StrongroomError(f"no repository named {name} under {root} (the chain is "
+                              "untouched)")
+    source = Path(found[name]).absolute()
+    if manifest.get("source") != str(source):
+        raise StrongroomError(f"{name}: the chain was made from {manifest.get('source')!r}, "
+                              f"not {source}; refusing to mix repositories (the chain is "
+                              "untouched)")
     forced = Options(**{**asdict(opts), "force_full": True})
     with Lock(store / LOCK_NAME, f"bundle store {store}").acquire(lock_wait):
         res = sync_repo(name, source, store, forced)

@@ -130,6 +130,9 @@ def _check_names(data):
                                f"inside {RETIRED_DIR}/")
         _name(tail, "a retired chain")
     _shape(_is_size(data.get("incremental_count", 0)), "'incremental_count' is not a count")
+    _shape(isinstance(data.get("bare", False), bool), "'bare' is not true or false")
+    when = data.get("last_full_bundle_date")
+    _shape(when is None or isinstance(when, str), "'last_full_bundle_date' is not a date")
 
 
 def load(repo_dir, check_files=True):
@@ -244,7 +247,10 @@ def read_refs_file(path):
 def stash_entries(refs_data):
     """[sha, message] of every stash entry a ref manifest recorded (newest first)."""
     out = []
-    for item in refs_data.get("stash") or []:
+    items = refs_data.get("stash") or []
+    if not isinstance(items, list):
+        raise ChainInvalid("ref manifest has a malformed stash list")
+    for item in items:
         if (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)
                 and _SHA.match(item[0]) and isinstance(item[1], str)):
             out.append([item[0], item[1].replace("\n", " ")[:500]])
@@ -303,13 +309,12 @@ def unmanifested(store):
     if not store.is_dir():
         return []
     out = set()
-    for pattern in ("*.bundle", "*.refs.json"):
-        for f in store.rglob(pattern):
-            rel = f.parent.relative_to(store)
-            if RETIRED_DIR in rel.parts or not rel.parts or f.name.startswith("."):
-                continue
-            if not (f.parent / MANIFEST).exists():
-                out.add(rel.as_posix())
+    for rel, is_dir in fsutil.walk(store):
+        parent, _, leaf = rel.rpartition("/")
+        if is_dir or not parent or leaf.startswith(".") or RETIRED_DIR in parent.split("/"):
+            continue
+        if leaf.endswith((".bundle", ".refs.json")) and not (store / parent / MANIFEST).exists():
+            out.add(parent)
     return sorted(out)
 
 
@@ -317,11 +322,10 @@ def store_repositories(store):
     """Names of every repository the store holds a chain for."""
     store = Path(store)
     names = []
-    for manifest in store.rglob(MANIFEST):
-        rel = manifest.parent.relative_to(store)
-        if RETIRED_DIR in rel.parts:
-            continue
-        names.append(rel.as_posix())
+    for rel, is_dir in fsutil.walk(store):
+        parent, _, leaf = rel.rpartition("/")
+        if not is_dir and leaf == MANIFEST and parent and RETIRED_DIR not in parent.split("/"):
+            names.append(parent)
     return sorted(names)
 
 

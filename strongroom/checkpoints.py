@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import shlex
-import shutil
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -104,7 +103,7 @@ def save(source, dest, max_file_size=MAX_FILE_DEFAULT, now=None):
         return report
     now = now or datetime.now(UTC)
     tmp = progress / f"{fsutil.TEMP_PREFIX}ckpt.{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    fsutil.rmtree_quiet(tmp)
     tmp.mkdir(mode=0o700)  # copies of work in progress: the owner's only
     sums = {}
     try:
@@ -138,7 +137,7 @@ def save(source, dest, max_file_size=MAX_FILE_DEFAULT, now=None):
              report["skipped"]], sort_keys=True).encode()).hexdigest()
         last = _read_last(progress)
         if last.get("fingerprint") == fingerprint and (dest / last.get("path", "-")).is_dir():
-            shutil.rmtree(tmp)
+            fsutil.rmtree(tmp)
             report["reason"] = f"nothing new since {last['name']}"
             report["files"] = []
             return report
@@ -148,16 +147,17 @@ def save(source, dest, max_file_size=MAX_FILE_DEFAULT, now=None):
         meta = json.dumps(report, indent=2, sort_keys=True) + "\n"
         (tmp / "CHECKPOINT.json").write_text(meta, encoding="utf-8")
         sums["CHECKPOINT.json"] = hashlib.sha256(meta.encode()).hexdigest()
-        (tmp / SUMS).write_text(manifest.sha256sum_lines(
-            {"checksums": {k: {"sha256": v} for k, v in sums.items()}}), encoding="utf-8")
-        for p in tmp.rglob("*"):
-            if p.is_file():
-                fsutil.fsync_file(p)
+        (tmp / SUMS).write_bytes(manifest.sha256sum_lines(
+            {"checksums": {k: {"sha256": v} for k, v in sums.items()}}).encode(
+            "utf-8", "surrogateescape"))  # a file name need not be UTF-8
+        for rel, is_dir in fsutil.walk(tmp):
+            if not is_dir:
+                fsutil.fsync_file(tmp / rel)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.rename(tmp, final)
         fsutil.fsync_dir(final.parent)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        fsutil.rmtree_quiet(tmp)
         raise
     rel_path = final.relative_to(dest).as_posix()
     fsutil.atomic_write_json(progress / LAST, {"name": final.name, "path": rel_path,
@@ -214,7 +214,7 @@ def verify(folder):
                 problems.append(f"{rel}: checksum differs")
         except FileNotFoundError:
             problems.append(f"{rel}: missing")
-    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    present = {rel for rel, is_dir in fsutil.walk(folder) if not is_dir}
     problems += [f"{rel}: not listed in {SUMS}" for rel in sorted(present - set(sums) - {SUMS})]
     return problems
 
@@ -227,7 +227,7 @@ def prune(dest, keep_days, now=None):
     deleted = []
     for created, folder in found[:-1]:
         if created < cutoff:
-            shutil.rmtree(folder)
+            fsutil.rmtree(folder)
             deleted.append(folder.name)
             for parent in (folder.parent, folder.parent.parent, folder.parent.parent.parent):
                 try:

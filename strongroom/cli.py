@@ -121,7 +121,11 @@ def cmd_restore(args):
     from . import bundles
 
     opts, raw = _bundle_options(args)
-    Path(raw["store"]).mkdir(parents=True, exist_ok=True)  # a new machine restoring off-site
+    if opts.remote:  # a new machine restoring off-site: the store is made here
+        Path(raw["store"]).mkdir(parents=True, exist_ok=True)
+    elif not Path(raw["store"]).is_dir():
+        raise StrongroomError(f"bundle store {raw['store']} does not exist (give --remote "
+                              "REMOTE:PATH to restore from the off-site copy)")
     with bundles.Lock(Path(raw["store"]) / bundles.LOCK_NAME,
                       f"bundle store {raw['store']}").acquire(args.wait):
         out = bundles.restore(raw["store"], args.name, args.target, opts, force=args.force)
@@ -164,7 +168,8 @@ def cmd_consolidate(args):
     from . import bundles
 
     opts, raw = _bundle_options(args)
-    res = bundles.consolidate(raw["store"], args.name, opts, lock_wait=args.wait)
+    res = bundles.consolidate(raw["store"], args.name, opts, lock_wait=args.wait,
+                              root=raw.get("root"))
     if args.json:
         _emit_json(res.as_dict())
     else:
@@ -367,9 +372,9 @@ def cmd_manifest(args):
         if args.out:
             from .fsutil import atomic_write_bytes
 
-            atomic_write_bytes(Path(args.out), text.encode())
+            atomic_write_bytes(Path(args.out), text.encode("utf-8", "surrogateescape"))
         else:
-            sys.stdout.write(text)
+            sys.stdout.buffer.write(text.encode("utf-8", "surrogateescape"))
         return OK
     if args.verb == "verify":
         data = manifest.load(args.manifest)
@@ -433,8 +438,11 @@ def _sync_settings(args):
         if not pattern:
             raise StrongroomError(f"--policy wants PATTERN=POLICY, got {item!r}")
         policies[pattern] = policy
+    if getattr(args, "timeout", None):
+        opts["timeout"] = args.timeout
     return gitsync.Settings(repo=Path(opts["repo"]).expanduser().absolute(),
-                            role=opts.get("role", "primary"),
+                            role=opts.get("role"),
+                            timeout=float(opts.get("timeout", gitsync.TRANSPORT_TIMEOUT)),
                             remote=opts.get("remote", "origin"), branch=opts.get("branch"),
                             include=list(args.include or opts.get("include") or []),
                             exclude=list(args.exclude or opts.get("exclude") or []),
@@ -451,10 +459,16 @@ def cmd_gitsync(args):
         st = gitsync.status(s, offline=not args.fetch)
         if args.json:
             _emit_json(st)
-            return OK
+            return gitsync.status_exit(st)
         ab = ("no upstream yet" if st["ahead"] is None
               else f"{st['ahead']} ahead, {st['behind']} behind {s.remote}/{st['branch']}")
-        print(f"{st['repo']} ({st['role']}, branch {st['branch']}): {ab}")
+        fetched = (f"last fetched {st['last_fetch']} ({st['last_fetch_age_seconds']} s ago)"
+                   if st["last_fetch"] else "never fetched by strongroom")
+        if st["fetch"] and not st["fetch"]["ok"]:
+            print(f"fetch FAILED: {st['fetch']['error']}; the figures below are from the "
+                  f"last fetch that worked: {fetched}")
+        print(f"{st['repo']} ({st['role'] or 'role not given'}, branch {st['branch']}): {ab}"
+              + ("" if st["fetch"] and st["fetch"]["ok"] else f" ({fetched})"))
         print(f"dirty: {len(st['dirty'])} file(s)" + (": " + ", ".join(st["dirty"][:10])
                                                         if st["dirty"] else ""))
         last = st["last"]
@@ -463,7 +477,11 @@ def cmd_gitsync(args):
         snap = st["snapshot"]
         print("snapshot: " + (f"taken {snap['taken']} ({snap['age_seconds']} s ago), "
                               f"{snap['files']} files" if snap else "none"))
-        return OK
+        if st["blocked"]:
+            paths = st["blocked"]["paths"]
+            print(f"BLOCKED since {st['blocked']['since']}: {', '.join(paths)}. "
+                  + gitsync.resolve_hint(s, paths))
+        return gitsync.status_exit(st)
     if args.verb == "rollback":
         if args.status:
             info = gitsync.snapshot_info(s)
@@ -482,8 +500,20 @@ def cmd_gitsync(args):
             _emit_json(out)
         else:
             print(f"rolled back to {(out['head'] or '-')[:12]} (snapshot of {out['taken']}); "
-                  f"{out['files']} files verified, {len(out['changed_files'])} put back")
+                  f"{out['files']} files verified, {len(out['changed_files'])} put back, "
+                  f"{len(out['removed'])} removed"
+                  + ("; the index (staged changes) restored" if out["index_restored"] else ""))
         return OK
+    if args.verb == "resolve":
+        side = "ours" if args.ours else "theirs" if args.theirs else None
+        result = gitsync.resolve(s, args.paths, side)
+        if args.json:
+            _emit_json(result)
+        else:
+            print(f"{result['operation']}: {result['result']}: {result['message']}")
+            if result.get("rollback"):
+                print(result["rollback"])
+        return gitsync.exit_code(result)
     gitsync.check_repo(s)  # before writing merge drivers into it
     gitsync.install_policies(s)
     result = (gitsync.push if args.verb == "push" else gitsync.pull)(s)
@@ -493,7 +523,15 @@ def cmd_gitsync(args):
         print(f"{result['operation']}: {result['result']}: {result['message']}")
         if result.get("rollback"):
             print(result["rollback"])
+        if result.get("recovered"):
+            print(result["recovered"])
     return gitsync.exit_code(result)
+
+
+def gitsync_default_timeout():
+    from .gitsync import TRANSPORT_TIMEOUT
+
+    return TRANSPORT_TIMEOUT
 
 
 def _common(p, store=True):
@@ -569,6 +607,7 @@ def build_parser():
     c = bsub.add_parser("consolidate", help="start a fresh chain for one repository now",
                         epilog=EPILOG)
     _common(c)
+    c.add_argument("--root", help="directory holding the repository (as for sync)")
     c.add_argument("name", help="repository name")
     c.set_defaults(func=cmd_consolidate)
     run = sub.add_parser("run", help="run a configured job (what the schedulers call)",
@@ -696,12 +735,16 @@ def build_parser():
             ("push", "snapshot, check, commit everything with this side's manifest, push"),
             ("pull", "snapshot, fetch, merge under the conflict policy, verify"),
             ("status", "ahead/behind, dirty files, last sync, snapshot (works offline)"),
-            ("rollback", "restore the last snapshot: HEAD, then files; never prompts")):
+            ("rollback", "restore the last snapshot exactly: HEAD, branch, index, files, "
+                         "deletions; never prompts"),
+            ("resolve", "end a block: your hand-merged files (or --ours / --theirs) become "
+                        "the merge; the next push carries it")):
         p = sysub.add_parser(verb, help=helptext, epilog=EPILOG)
         p.add_argument("--repo", help="the work tree (default: the job's 'repo')")
         p.add_argument("--job", help="read options from <config-dir>/jobs/JOB.yml")
         p.add_argument("--role", choices=["primary", "secondary"],
-                       help="this machine's role (from the inventory; default primary)")
+                       help="this machine's role (from the inventory); required by the "
+                            "primary-wins policy, which has no safe default")
         p.add_argument("--remote", help="git remote name (default origin)")
         p.add_argument("--branch", help="branch (default the current one)")
         p.add_argument("--include", action="append", metavar="GLOB",
@@ -715,7 +758,21 @@ def build_parser():
             p.add_argument("--status", action="store_true",
                            help="show whether a snapshot exists and how old it is")
         if verb == "status":
-            p.add_argument("--fetch", action="store_true", help="fetch first (online)")
+            p.add_argument("--fetch", action="store_true",
+                           help="fetch first (online); a failed fetch is said, exit 1")
+        if verb in ("push", "pull", "status"):
+            p.add_argument("--timeout", type=float, metavar="SECONDS",
+                           help="stop a fetch or push that takes longer (default "
+                                f"{gitsync_default_timeout():g})")
+        if verb == "resolve":
+            p.add_argument("paths", nargs="*", metavar="PATH",
+                           help="the blocked files, merged by hand (with --ours/--theirs: "
+                                "default every blocked file)")
+            side = p.add_mutually_exclusive_group()
+            side.add_argument("--ours", action="store_true",
+                              help="keep this machine's version of each")
+            side.add_argument("--theirs", action="store_true",
+                              help="take the other machine's version of each")
         p.set_defaults(func=cmd_gitsync)
     md = sysub.add_parser("merge-driver", help="(called by git) apply a conflict policy")
     md.add_argument("kind", choices=["append", "block", "ours", "theirs"])

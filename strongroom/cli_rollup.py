@@ -1,12 +1,12 @@
 """`strongroom rollup list | restore`: the daily folders and weekly rollups."""
 
 import json
-import shutil
+import os
 import sys
 import tempfile
 from pathlib import Path
 
-from . import config
+from . import config, fsutil
 from .errors import OK, StrongroomError
 from .table import human_bytes, render
 
@@ -34,7 +34,8 @@ def cmd_rollup(args):
     if args.verb == "list":
         state = rollups.read_state(dest)
         rows = [{"name": d, "kind": "day", "remote": (state["days"].get(d) or {}).get("remote"),
-                 "bytes": sum(p.stat().st_size for p in (dest / d).rglob("*") if p.is_file())}
+                 "bytes": sum(os.lstat(dest / d / rel).st_size
+                              for rel, is_dir in fsutil.walk(dest / d) if not is_dir)}
                 for d in rollups.days(dest)]
         rows += [{"name": r, "kind": "rollup", "days": (state["rollups"].get(r) or {}).get(
             "days", []), "remote": (state["rollups"].get(r) or {}).get("remote"),
@@ -74,7 +75,7 @@ def cmd_rollup(args):
                               fetch=fetch)
     finally:
         if scratch:
-            shutil.rmtree(scratch, ignore_errors=True)
+            fsutil.rmtree_quiet(scratch)
     if args.json:
         json.dump(out, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")

@@ -64,40 +64,65 @@ def select(repo_path, global_patterns):
     return sorted(p for p in proc.stdout.split("\0") if p)
 
 
-def _outside_link(repo_path, rel):
-    """True for a symlink that leads out of the repository: what it points at is packed,
-    not the link (a link to /etc/app/.env would back up nothing, and could not be put
-    back without leaving the work tree)."""
+def _by_content(repo_path, rel, keep):
+    """True for a symlink whose target a restore would not bring back: it leads out of
+    the repository, or to a file inside that is neither tracked nor packed (`keep`).
+    What it points at is packed instead of the link, or a restore would give back a link
+    to nothing (a link to /etc/app/.env backs up no secret)."""
     full = Path(repo_path) / rel
     if not full.is_symlink():
         return False
     base = os.path.realpath(repo_path)
     resolved = os.path.realpath(full)
-    return not (resolved == base or resolved.startswith(base + os.sep))
+    if not (resolved == base or resolved.startswith(base + os.sep)):
+        return True
+    return os.path.relpath(resolved, base).replace(os.sep, "/") not in keep
+
+
+def plan(repo_path, files):
+    """(packed as they are, packed by content, left out with why) for the chosen files."""
+    tracked = set(_tracked_now(repo_path))
+    keep = tracked | set(files)
+    as_is, by_content, left = [], [], {}
+    for rel in files:
+        full = Path(repo_path) / rel
+        if not _by_content(repo_path, rel, keep):
+            as_is.append(rel)
+        elif full.is_file():
+            by_content.append(rel)
+        else:
+            left[rel] = ("a link to a folder" if full.is_dir() else "a link to nothing")
+    return as_is, by_content, left
+
+
+def _tracked_now(repo_path):
+    proc = git(repo_path, "ls-files", "-z", check=False)
+    return [p for p in proc.stdout.split("\0") if p] if proc.returncode == 0 else []
 
 
 def digest(repo_path, files):
     """One hash over names, modes and contents: equal digest means nothing to re-pack."""
     h = hashlib.sha256()
+    _, by_content, _ = plan(repo_path, files)
     for rel in files:
         full = Path(repo_path) / rel
         st = full.lstat()
         h.update(rel.encode("utf-8", "surrogateescape") + b"\0")
         h.update(f"{st.st_mode:o}\0".encode())
-        if full.is_symlink() and not _outside_link(repo_path, rel):
+        if full.is_symlink():
             h.update(os.readlink(full).encode("utf-8", "surrogateescape"))
-        elif full.is_file():
+        if (not full.is_symlink() or rel in by_content) and full.is_file():
             h.update(fsutil.sha256_file(full).encode())
         h.update(b"\n")
     return h.hexdigest()
 
 
 def pack(repo_path, files, temp_out):
-    """Write files as tar.zst to temp_out (the caller renames it into place). Returns the
-    paths packed as the content of a link that leads out of the repository."""
+    """Write files as tar.zst to temp_out (the caller renames it into place). Returns
+    (the paths packed, those left out with why)."""
     # The pack holds secrets (.env, keys): readable by its owner only, from the first byte.
+    as_is, by_content, left = plan(repo_path, files)
     fd = os.open(temp_out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    followed = []
     with os.fdopen(fd, "wb") as out:
         proc = subprocess.Popen(["zstd", "-q", "-c", "-T0"], stdin=subprocess.PIPE, stdout=out,
                                 stderr=subprocess.PIPE)
@@ -105,14 +130,11 @@ def pack(repo_path, files, temp_out):
             with tarfile.open(fileobj=proc.stdin, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                 for rel in files:
                     full = Path(repo_path) / rel
-                    if _outside_link(repo_path, rel):
-                        if not full.is_file():
-                            continue  # dangling, or not a file: nothing to keep
+                    if rel in by_content:
                         info = tar.gettarinfo(os.path.realpath(full), arcname=rel)
                         with open(full, "rb") as fh:
                             tar.addfile(info, fh)
-                        followed.append(rel)
-                    else:
+                    elif rel in as_is:
                         tar.add(full, arcname=rel, recursive=False)
             proc.stdin.close()
         except BaseException:
@@ -122,7 +144,7 @@ def pack(repo_path, files, temp_out):
         err = proc.stderr.read().decode("utf-8", "replace")
         if proc.wait() != 0:
             raise StrongroomError(f"zstd failed while packing critical files: {err.strip()}")
-    return followed
+    return [f for f in files if f not in left], left
 
 
 def tracked_paths(repo_path):
@@ -133,22 +155,22 @@ def tracked_paths(repo_path):
     return {p for p in proc.stdout.split("\0") if p} if proc.returncode == 0 else set()
 
 
-def ignored_paths(repo_path, names):
-    """The subset of `names` git ignores in the (restored) work tree."""
-    if not names:
-        return set()
-    proc = git(repo_path, "check-ignore", "-z", "--stdin", input="\0".join(names) + "\0",
-               check=False)
-    if proc.returncode not in (0, 1):
-        raise StrongroomError(f"git check-ignore failed in {repo_path}: {proc.stderr.strip()}")
-    return {p for p in proc.stdout.split("\0") if p}
+def selector(repo_path, global_patterns):
+    """Does a path match the critical patterns (the global ones, then the repository's
+    own .strongroom-critical, negations included)? What a restore may put back."""
+    import pathspec
+
+    spec = pathspec.PathSpec.from_lines("gitwildmatch", read_patterns(repo_path,
+                                                                      global_patterns))
+    return spec.match_file
 
 
 def pack_rule(tracked):
-    """What a critical pack may hold: ignored work-tree files (and links among them) only.
-    Nothing under .git/ and nothing named HEAD (config and hooks run code at the user's
-    next git command, and a folder with HEAD, objects/ and refs/ is a repository of its
-    own, config included), no link into .git/, no directory, nothing git tracks."""
+    """What a critical pack may hold: the files (and links among them) the critical
+    patterns choose, and none that git tracks. Nothing under .git/ and nothing named HEAD
+    (config and hooks run code at the user's next git command, and a folder with HEAD,
+    objects/ and refs/ is a repository of its own, config included), no link into .git/,
+    no directory."""
     ancestors = {"/".join(p.split("/")[:i]) for p in tracked for i in range(1, p.count("/") + 1)}
 
     def refuse(name, member=None):
@@ -205,30 +227,31 @@ def _pack_pass(pack_path, each):
     return out
 
 
-def unpack(pack_path, target, tracked=()):
+def unpack(pack_path, target, tracked=(), patterns=DEFAULT_PATTERNS):
     """Extract a critical-files pack into the restored work tree `target`.
 
     The whole pack is checked first (no '..', absolute paths, links out, devices, nothing
-    under .git/ or named HEAD, nothing tracked, every path one git ignores in `target`),
-    then extracted member by member without following any link and without overwriting
-    anything."""
+    under .git/ or named HEAD, nothing tracked, every path one the critical patterns in
+    force choose: a store written by someone else cannot plant a Makefile, a .envrc or a
+    virtualenv's activate script), then extracted member by member without following any
+    link and without overwriting anything."""
     rule = pack_rule(set(tracked))
-    names = []
+    chosen = selector(target, patterns)
+    strays = []
 
-    def collect(name, member):
+    def check(name, member):
         why = rule(name, member)
-        if why is None:
-            names.append(name)
+        if why is None and not chosen(name):
+            strays.append(name)
         return why
 
-    _pack_pass(pack_path, lambda tar: safeio.scan(tar, links="inside", refuse=collect))
-    ignored = ignored_paths(target, names)
-    strays = [n for n in names if n not in ignored]
+    _pack_pass(pack_path, lambda tar: safeio.scan(tar, links="inside", refuse=check))
     if strays:
         raise StrongroomError(
-            f"refusing critical-files pack {Path(pack_path).name}: it holds "
-            f"{len(strays)} path(s) the restored repository does not ignore (a pack holds "
-            f"only ignored files), e.g. {strays[0]!r}")
+            f"refusing critical-files pack {Path(pack_path).name}: {len(strays)} file(s) in "
+            f"it are not chosen by the critical patterns in force, e.g. {strays[0]!r} (a pack "
+            "holds what the patterns choose; if yours differed when it was made, give them "
+            "with --critical PATTERN or --job NAME)")
     return _pack_pass(pack_path, lambda tar: safeio.extract(tar, target, refuse=rule))
 
 

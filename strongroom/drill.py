@@ -12,12 +12,12 @@ A drill never writes to a store or a remote. A drill with nothing to test is a w
 """
 
 import os
-import shutil
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import bundles, chain, config
+from . import bundles, chain, config, fsutil
 from .errors import ERROR, OK, WARNING, StrongroomError
 from .gitcmd import GitError, fsck_history
 from .lock import Lock
@@ -78,14 +78,20 @@ def plans(config_dir, job_names=None, source="local"):
     return out, notes
 
 
+_SCRATCH_RE = re.compile(r"^drill-(\d+)-\d+$")
+
+
 def clean_scratch(scratch):
-    """Remove what a killed drill left behind (only our own directories)."""
+    """Remove what a killed drill left behind: only folders named as a drill names its
+    own (drill-<pid>-<n>) whose PID is gone; a user's drill-notes/ is never touched."""
     scratch = Path(scratch)
     if not scratch.is_dir():
         return
     for child in scratch.iterdir():
-        if child.name.startswith(SCRATCH_PREFIX) and child.is_dir():
-            shutil.rmtree(child, ignore_errors=True)
+        m = _SCRATCH_RE.match(child.name)
+        if m and child.is_dir() and not child.is_symlink() and \
+                not fsutil.pid_alive(int(m.group(1))):
+            fsutil.rmtree_quiet(child)
 
 
 def _check_scratch(scratch, stores):
@@ -152,7 +158,7 @@ def run(plan_list, scratch, lock_wait=300.0, progress=None):
                     try:
                         art = drill_chain(plan, name, source, work)
                     finally:
-                        shutil.rmtree(work, ignore_errors=True)
+                        fsutil.rmtree_quiet(work)
                     artifacts.append(art)
                     if progress:
                         progress(art)

@@ -2,6 +2,7 @@
 
 import os
 import re
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -34,20 +35,51 @@ def git_env():
     return _env()
 
 
-def git(repo, *args, input=None, check=True, binary=False):
-    proc = subprocess.run(
-        git_argv(repo, *args),
-        input=input if binary or input is None else input.encode(),
-        capture_output=True,
-        env=_env(),
-        check=False,
-    )
+class GitTimeout(GitError):
+    """A git command (a fetch or push over a stalled transport) ran past its bound."""
+
+    def __init__(self, argv, seconds):
+        self.seconds = seconds
+        StrongroomError.__init__(self, f"git {' '.join(argv)} made no progress within "
+                                       f"{seconds:g} s and was stopped (a stalled connection?)")
+        self.argv, self.rc, self.stderr = argv, None, ""
+
+
+def git(repo, *args, input=None, check=True, binary=False, timeout=None, env=None):
+    """Run git in repo; with `timeout`, the command and everything it started (ssh) is
+    killed when it runs longer, and GitTimeout raised."""
+    full_env = _env()
+    full_env.update(env or {})
+    # names from the file system need not be UTF-8: they pass through as they are
+    data = input if binary or input is None else input.encode("utf-8", "surrogateescape")
+    if timeout is None:
+        proc = subprocess.run(git_argv(repo, *args), input=data, capture_output=True,
+                              env=full_env, check=False)
+    else:
+        proc = _bounded(git_argv(repo, *args), data, full_env, timeout, list(args))
     if check and proc.returncode != 0:
         raise GitError(list(args), proc.returncode, proc.stderr.decode("utf-8", "replace"))
     if not binary:
         proc.stdout = proc.stdout.decode("utf-8", "surrogateescape")
         proc.stderr = proc.stderr.decode("utf-8", "replace")
     return proc
+
+
+def _bounded(argv, data, env, timeout, args):
+    popen = subprocess.Popen(argv, stdin=subprocess.PIPE if data is not None else
+                             subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=env, start_new_session=True)
+    try:
+        out, err = popen.communicate(data, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(popen.pid, signal.SIGKILL)
+        popen.communicate()
+        raise GitTimeout(args, timeout) from None
+    except BaseException:
+        os.killpg(popen.pid, signal.SIGKILL)
+        popen.wait()
+        raise
+    return subprocess.CompletedProcess(argv, popen.returncode, out, err)
 
 
 def _is_bare_dir(path):
@@ -69,18 +101,22 @@ def find_repositories(root):
     """Every repository under root as (name, path); name is the path relative to root."""
     root = Path(root)
     found = []
-    for dirpath, dirnames, _files in os.walk(root, followlinks=False):
-        here = Path(dirpath)
+    stack = [root]  # depth first, a loop not a recursion: a tree may be deeper than Python's
+    while stack:
+        here = stack.pop()
         dotgit = here / ".git"
         if dotgit.exists() and not _is_linked_worktree(dotgit):
             found.append(here)
         elif here != root and _is_bare_dir(here):
             found.append(here)
-            dirnames[:] = []  # a bare repository's insides are git's own
+            continue  # a bare repository's insides are git's own
+        try:
+            with os.scandir(here) as it:
+                subdirs = sorted(e.name for e in it if e.is_dir(follow_symlinks=False))
+        except OSError:
             continue
-        dirnames[:] = sorted(
-            d for d in dirnames if d not in SKIP_DIRS and not (here / d / "pyvenv.cfg").exists()
-        )
+        stack.extend(reversed([here / d for d in subdirs if d not in SKIP_DIRS
+                               and not (here / d / "pyvenv.cfg").exists()]))
     named = []
     for path in found:
         rel = path.relative_to(root).as_posix()
@@ -235,10 +271,16 @@ def objects_in(object_dir, shas):
     shas = sorted(set(shas))
     if not shas:
         return set()
+    nested = Path(object_dir) / "info" / "alternates"
+    if nested.is_symlink() or (nested.exists() and not nested.is_file()):
+        raise StrongroomError(f"{nested} is not a regular file")  # a FIFO would block git
     with tempfile.TemporaryDirectory(prefix="strongroom-objects-") as tmp:
         git(tmp, "init", "-q", "--bare")
         (Path(tmp) / "objects" / "info" / "alternates").write_text(f"{object_dir}\n")
-        return existing_objects(tmp, shas)
+        # bounded: a FIFO among the objects would otherwise hold the drill forever
+        out = git(tmp, "cat-file", "--batch-check=%(objectname) %(objecttype)",
+                  input="\n".join(shas) + "\n", timeout=60).stdout
+    return {line.split()[0] for line in out.splitlines() if not line.endswith(" missing")}
 
 
 # --- leftover git lock files -------------------------------------------------------------

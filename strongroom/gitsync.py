@@ -1,21 +1,28 @@
-"""Two machines kept in step through a git remote, guarded by manifests and snapshots.
+"""Two machines kept in step through a git remote, guarded by manifests and exact snapshots.
 
-Every operation starts with a snapshot in <repo>/.git/strongroom/snapshot: HEAD, the
-branch, a safety ref (refs/strongroom/snapshot, outside refs/heads so no push or prune
-touches it), and a copy of every file the manifest covers plus every dirty or untracked
-file. Any failure after that rolls back: first HEAD (reset --hard to the safety ref, on
-the snapshot's branch), then the copied files over it, then a check that every copied
-file has its snapshot hash. Files are restored last so nothing later can undo them.
+Every operation takes the sync lock, then an exact snapshot of the local state (HEAD, the
+branch, the index, every covered, dirty and untracked file, every uncommitted deletion;
+see sync_snapshot). Any failure after that rolls back to exactly that state. A run that
+was killed (no rollback could run) is rolled back by the next one before it does
+anything else.
 
 push: pre-sync check, commit everything (tracked edits included) with this side's
 manifest (.sync-checksums.json) beside it, push, post-sync check.
 pull: fetch, stop when up to date, commit local edits, merge under the conflict policy,
 then verify: files only the incoming commits changed must match the manifest the other
 side committed; files the pull did not touch must match the snapshot.
+resolve: after a block, merge the recorded other side with the user's hand merge (or one
+side, --ours / --theirs) as the resolution; the next push carries it.
 
 Conflict policies, per gitignore-style pattern, through merge drivers configured in
-.git/info/attributes and .git/config (nothing committed): append (both sides' lines
-kept), block (the sync stops, both versions kept side by side), primary-wins.
+.git/info/attributes and .git/config (nothing committed): append (a three-way merge that
+keeps every line either side added, see sync_merge), block (the sync stops, both
+versions kept side by side, `sync resolve` ends it), primary-wins (needs this machine's
+role: without one it blocks instead of guessing).
+
+Transports are bounded: ssh gets keep-alives and a connect timeout, http a low-speed
+limit, and every fetch or push a time limit, after which it is stopped (and what an
+interrupted fetch left in the object store is removed).
 """
 
 import json
@@ -25,37 +32,55 @@ import socket
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import fsutil, manifest
-from .errors import ERROR, OK, StrongroomError
-from .gitcmd import GitError, git
+from . import fsutil, manifest, sync_snapshot
+from .errors import ERROR, OK, WARNING, StrongroomError
+from .gitcmd import GitError, GitTimeout, git, processes_using
 from .lock import Lock
+from .sync_merge import merge_additions
 
 MANIFEST_NAME = ".sync-checksums.json"
-SAFETY_REF = "refs/strongroom/snapshot"
+SAFETY_REF = sync_snapshot.SAFETY_REF
+BLOCKED_REF = "refs/strongroom/blocked"
 POLICIES = ("append", "block", "primary-wins")
+ROLES = ("primary", "secondary")
 ATTR_BEGIN = "# BEGIN strongroom sync policies (managed)"
 ATTR_END = "# END strongroom sync policies"
+TRANSPORT_TIMEOUT = 300.0  # seconds a fetch or push may take before it is stopped
+SSH_OPTIONS = "-o ServerAliveInterval=15 -o ServerAliveCountMax=4 -o ConnectTimeout=20"
+# git keeps going after these lines; they say nothing about what failed
+_BOILERPLATE = ("Please make sure you have the correct access rights",
+                "and the repository exists.")
 
 
 class SyncFailed(StrongroomError):
     pass
 
 
+class _Crash(BaseException):
+    """Raised at a named point when STRONGROOM_TEST_CRASH names it: the test suite's
+    stand-in for a kill -9 (no handler runs, the lock is let go as the kernel would)."""
+
+
+def _crash_point(point):
+    if os.environ.get("STRONGROOM_TEST_CRASH") == point:
+        raise _Crash(point)
+
+
 @dataclass
 class Settings:
     repo: Path
-    role: str = "primary"  # primary | secondary, from the inventory
+    role: str | None = None  # primary | secondary, from the inventory; None: not given
     remote: str = "origin"
     branch: str | None = None  # default: the current branch
     include: list = field(default_factory=list)  # manifest patterns; default every file
     exclude: list = field(default_factory=list)
     policies: dict = field(default_factory=dict)  # pattern -> append | block | primary-wins
     host: str = field(default_factory=socket.gethostname)
+    timeout: float = TRANSPORT_TIMEOUT
 
 
 def now_iso():
@@ -63,7 +88,7 @@ def now_iso():
 
 
 def _dir(s):
-    return Path(s.repo) / ".git" / "strongroom"
+    return sync_snapshot.sync_dir(s.repo)
 
 
 def _run_git(s, *args, check=True, input=None):
@@ -72,6 +97,10 @@ def _run_git(s, *args, check=True, input=None):
 
 def _out(proc):
     return proc.stdout.decode() if isinstance(proc.stdout, bytes) else proc.stdout
+
+
+def _err(proc):
+    return proc.stderr.decode() if isinstance(proc.stderr, bytes) else proc.stderr
 
 
 def current_head(s):
@@ -105,15 +134,65 @@ def check_repo(s):
     repo = Path(s.repo)
     if not (repo / ".git").is_dir():
         raise SyncFailed(f"{repo} is not a git work tree (no .git directory)")
-    if (repo / ".git" / "MERGE_HEAD").exists():
+    if (repo / ".git" / "MERGE_HEAD").exists() and not (_dir(s) / "op.json").exists():
         raise SyncFailed(f"{repo}: a merge is in progress; finish or abort it first "
                          "(or run `strongroom sync rollback`)")
-    if s.role not in ("primary", "secondary"):
+    if s.role is not None and s.role not in ROLES:
         raise SyncFailed(f"role must be primary or secondary, got {s.role!r}")
     for pattern, policy in s.policies.items():
         if policy not in POLICIES:
             raise SyncFailed(f"policy for {pattern!r} is {policy!r}; expected one of "
                              + ", ".join(POLICIES))
+        if policy == "primary-wins" and s.role is None:
+            raise SyncFailed(
+                f"the primary-wins policy for {pattern!r} depends on which machine this is: "
+                "give --role primary or --role secondary (a job takes it from its 'role', "
+                "set from the inventory); a guess would let the wrong side win")
+
+
+# --- transports -----------------------------------------------------------------------------
+
+
+def _transport_env(s):
+    """Bounds for ssh and http, unless the user set an ssh command of their own."""
+    env = {"GIT_HTTP_LOW_SPEED_LIMIT": "1000", "GIT_HTTP_LOW_SPEED_TIME": "60"}
+    configured = _out(_run_git(s, "config", "--get", "core.sshCommand", check=False)).strip()
+    if not os.environ.get("GIT_SSH_COMMAND") and not os.environ.get("GIT_SSH") \
+            and not configured:
+        env["GIT_SSH_COMMAND"] = f"ssh {SSH_OPTIONS}"
+    return env
+
+
+def _transport(s, *args):
+    """fetch, push or ls-remote, bounded; what an interrupted fetch left is cleaned."""
+    try:
+        return git(s.repo, *args, check=False, timeout=s.timeout, env=_transport_env(s))
+    except GitTimeout:
+        _clean_partial_fetch(s)
+        raise SyncFailed(f"git {args[0]} from {s.remote} made no progress within "
+                         f"{s.timeout:g} s and was stopped (a stalled connection?); "
+                         "nothing was merged") from None
+
+
+def _clean_partial_fetch(s):
+    """Temporary packs and quarantine folders of a fetch that did not finish, removed
+    when no other process works in the repository."""
+    git_dir = Path(s.repo) / ".git"
+    leftovers = list((git_dir / "objects" / "pack").glob("tmp_*")) + \
+        [p for p in (git_dir / "objects").glob("incoming-*") if p.is_dir()]
+    if not leftovers or processes_using([git_dir]):
+        return []
+    for p in leftovers:
+        fsutil.rmtree_quiet(p)
+    return [p.name for p in leftovers]
+
+
+def git_failure(stderr):
+    """The lines of git's stderr that say what failed (not only the last one, which is
+    often 'and the repository exists.')."""
+    lines = [ln.strip() for ln in (stderr or "").splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(_BOILERPLATE)]
+    return "; ".join(useful[:4]) if useful else (lines[-1] if lines else "no message")
 
 
 # --- merge drivers ------------------------------------------------------------------------
@@ -141,7 +220,8 @@ def install_policies(s, engine=None, dry_run=False):
         if not dry_run:
             attrs.parent.mkdir(parents=True, exist_ok=True)
             fsutil.atomic_write_bytes(attrs, new.encode())
-    side = "ours" if s.role == "primary" else "theirs"
+    # without a role nobody may win: the primary-wins driver blocks until one is given
+    side = {"primary": "ours", "secondary": "theirs"}.get(s.role, "block")
     drivers = {
         "append": f"{engine} sync merge-driver append %O %A %B %P",
         "block": f"{engine} sync merge-driver block %O %A %B %P",
@@ -170,15 +250,9 @@ def merge_driver(kind, base, ours, theirs, path):
     if kind == "block":
         return 1
     if kind == "append":
-        def lines(p):
-            return Path(p).read_bytes().splitlines(keepends=True)
-
-        base_l, ours_l, theirs_l = lines(base), lines(ours), lines(theirs)
-        seen = set(ours_l)
-        added = [ln for ln in theirs_l if ln not in seen and ln not in base_l]
-        if ours_l and not ours_l[-1].endswith(b"\n") and added:
-            ours_l[-1] += b"\n"
-        Path(ours).write_bytes(b"".join(ours_l + added))
+        merged = merge_additions(Path(base).read_bytes(), Path(ours).read_bytes(),
+                                 Path(theirs).read_bytes())
+        Path(ours).write_bytes(merged)
         return 0
     raise SystemExit(f"unknown merge driver kind {kind!r}")
 
@@ -186,137 +260,38 @@ def merge_driver(kind, base, ours, theirs, path):
 # --- snapshot and rollback ---------------------------------------------------------------
 
 
-def _dirty(s):
-    """Paths (relative) that are modified, added or untracked, not ignored."""
-    proc = _run_git(s, "status", "--porcelain=v1", "-z", "--untracked-files=all")
-    raw = proc.stdout if isinstance(proc.stdout, bytes) else proc.stdout.encode()
-    out, items = [], raw.split(b"\0")
-    i = 0
-    while i < len(items):
-        item = items[i]
-        if not item:
-            i += 1
-            continue
-        code, path = item[:2].decode(), item[3:].decode("utf-8", "surrogateescape")
-        out.append(path)
-        if code[0] in "RC":
-            i += 1  # the rename's source follows
-        i += 1
-    return out
-
-
 def snapshot(s):
-    """Take the snapshot; returns its metadata."""
-    d = _dir(s)
-    snap = d / "snapshot"
-    tmp = d / f".tmp-snapshot.{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "files").mkdir(parents=True)
-    head = _out(_run_git(s, "rev-parse", "--verify", "-q", "HEAD", check=False)).strip()
-    covered = manifest.walk(s.repo, _selection(s))
-    rels = sorted(set(covered) | {p for p in _dirty(s) if (Path(s.repo) / p).is_file()})
-    files = {}
-    for rel in rels:
-        src = Path(s.repo) / rel
-        dst = tmp / "files" / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dst)
-        files[rel] = fsutil.sha256_file(dst)
-    meta = {"taken": now_iso(), "taken_ts": time.time(), "head": head or None,
-            "branch": _branch(s), "files": files, "host": s.host}
-    (tmp / "snapshot.json").write_text(json.dumps(meta, indent=1))
-    if head:
-        _run_git(s, "update-ref", SAFETY_REF, head)
-    old = d / f".old-snapshot.{os.getpid()}"
-    if snap.exists():
-        os.replace(snap, old)
-    os.replace(tmp, snap)
-    shutil.rmtree(old, ignore_errors=True)
-    fsutil.fsync_dir(d)
-    return meta
+    return sync_snapshot.take(s.repo, _selection(s), s.host)
 
 
 def snapshot_info(s):
-    try:
-        meta = json.loads((_dir(s) / "snapshot" / "snapshot.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return {"taken": meta["taken"], "age_seconds": round(time.time() - meta["taken_ts"]),
-            "head": meta["head"], "branch": meta["branch"], "files": len(meta["files"])}
-
-
-def _hashes(s, rels):
-    def one(rel):
-        try:
-            return fsutil.sha256_file(Path(s.repo) / rel)
-        except OSError:
-            return None
-
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        return dict(zip(rels, pool.map(one, rels), strict=True))
-
-
-def _tracked_changes(s, covered):
-    """Tracked files that differ from HEAD and are not among `covered`."""
-    if not current_head(s):
-        return set()
-    out = _out(_run_git(s, "diff", "--name-only", "-z", "HEAD", check=False))
-    return set(filter(None, out.split("\0"))) - set(covered)
+    return sync_snapshot.info(s.repo)
 
 
 def rollback(s, dry_run=False):
-    """Back to the snapshot: HEAD first, then the files, then a check. Never prompts.
-
-    Returns what differed from the snapshot (`changed_files`, `head_moved`); dry_run only
-    reports that and changes nothing.
-    """
-    snap = _dir(s) / "snapshot"
+    """Back to the snapshot, exactly (see sync_snapshot); a killed run's marker goes too."""
     try:
-        meta = json.loads((snap / "snapshot.json").read_text())
-    except (OSError, ValueError):
-        raise SyncFailed(f"{s.repo}: no snapshot to roll back to") from None
-    files = meta["files"]
-    merging = (Path(s.repo) / ".git" / "MERGE_HEAD").exists()
-    on_branch = _out(_run_git(s, "symbolic-ref", "--short", "-q", "HEAD", check=False)).strip()
-    head_moved = bool(meta["head"]) and (current_head(s) != meta["head"]
-                                         or on_branch != meta["branch"])
-    # tracked files outside the snapshot were clean when it was taken: only a reset
-    # puts them back (and a reset is skipped when nothing needs it, so that a dirty file
-    # the snapshot holds is not reverted and copied back for nothing)
-    extra = _tracked_changes(s, files)
-    out = {"head": meta["head"], "files": len(files), "taken": meta["taken"],
-           "head_moved": head_moved}
-    if dry_run:
-        now = _hashes(s, list(files))
-        out["changed_files"] = sorted(extra | {r for r, d in files.items() if now[r] != d})
-        return out
-    if merging:
-        _run_git(s, "merge", "--abort", check=False)
-    if meta["head"] and (head_moved or merging or extra):
-        _run_git(s, "checkout", "-q", "-f", meta["branch"], check=False)
-        _run_git(s, "reset", "-q", "--hard", meta["head"])
-    # Copy back only what differs from the snapshot (after a reset, most files already
-    # match); hashing runs in parallel, and every file is checked either way.
-    now = _hashes(s, list(files))
-    copied = set()
-    for rel, digest in files.items():
-        if now[rel] == digest:
-            continue
-        src, dst = snap / "files" / rel, Path(s.repo) / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = fsutil.temp_path(dst)
-        shutil.copy2(src, tmp)
-        os.replace(tmp, dst)
-        copied.add(rel)
-        now.update(_hashes(s, [rel]))
-    bad = [rel for rel, digest in files.items() if now[rel] != digest]
-    if bad:
-        raise SyncFailed(f"rollback did not restore: {', '.join(bad)}")
-    now_head = current_head(s)
-    if meta["head"] and now_head != meta["head"]:
-        raise SyncFailed(f"rollback left HEAD at {now_head}, expected {meta['head']}")
-    out["changed_files"] = sorted(copied | extra)
+        out = sync_snapshot.rollback(s.repo, dry_run=dry_run)
+    except sync_snapshot.RollbackFailed as exc:
+        raise SyncFailed(str(exc)) from None
+    if not dry_run:
+        (_dir(s) / "op.json").unlink(missing_ok=True)
     return out
+
+
+def _recover(s):
+    """A run that was killed mid-step left its marker: put the side back first."""
+    marker = _dir(s) / "op.json"
+    if not marker.exists():
+        return None
+    try:
+        op = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        op = {}
+    back = rollback(s)
+    return (f"recovered from an interrupted {op.get('operation', 'sync')} (PID "
+            f"{op.get('pid', '?')}, {op.get('started', '?')}): rolled back to "
+            f"{(back['head'] or '-')[:12]}, {len(back['changed_files'])} file(s) put back")
 
 
 # --- state ------------------------------------------------------------------------------
@@ -333,7 +308,7 @@ def _baseline_path(s):
 def _record_manifest(s, phase, operation):
     data = manifest.build(s.repo, _selection(s), phase=phase, operation=operation,
                           skip=manifest.own_files(Path(s.repo) / MANIFEST_NAME))
-    data["metadata"]["role"] = s.role
+    data["metadata"]["role"] = s.role or "unset"
     return data
 
 
@@ -365,25 +340,36 @@ def _check_json_files(s, rels):
 
 
 def _guarded(s, operation, body, notify_cb=None):
-    """Lock, snapshot, run body; on any failure roll back and record it."""
+    """Lock, recover a killed run, snapshot, run body; on any failure roll back exactly."""
     check_repo(s)
     with sync_lock(s):
         fsutil.clean_stale_temps(_dir(s))
+        recovered = _recover(s)
+        check_repo(s)  # the recovery may have ended the merge a killed run left
+        _clean_partial_fetch(s)
         started = time.monotonic()
         snap = snapshot(s)
+        fsutil.atomic_write_json(_dir(s) / "op.json", {
+            "operation": operation, "pid": os.getpid(), "started": now_iso()})
         try:
             result = body(snap)
         except (StrongroomError, OSError, subprocess.SubprocessError) as exc:
             message = str(exc) if not isinstance(exc, GitError) else _git_message(exc)
             try:
                 back = rollback(s)
-                rolled = f"rolled back to {(back['head'] or '')[:12]} ({back['files']} files)"
+                rolled = (f"rolled back to {(back['head'] or '')[:12]} exactly: "
+                          f"{len(back['changed_files'])} file(s) put back, "
+                          f"{len(back['removed'])} removed"
+                          + (", the index restored" if back["index_restored"] else ""))
             except (StrongroomError, OSError) as exc2:
                 rolled = f"ROLLBACK FAILED: {exc2}; the snapshot is kept in {_dir(s)}"
             result = {"operation": operation, "result": "error", "message": message,
                       "rollback": rolled, "exit_code": getattr(exc, "exit_code", ERROR)}
             if getattr(exc, "extra", None):
                 result.update(exc.extra)
+        (_dir(s) / "op.json").unlink(missing_ok=True)
+        if recovered:
+            result["recovered"] = recovered
         result.update({"finished": now_iso(), "host": s.host, "role": s.role,
                        "duration_seconds": round(time.monotonic() - started, 3)})
         _save_last(s, result)
@@ -393,8 +379,7 @@ def _guarded(s, operation, body, notify_cb=None):
 
 
 def _git_message(exc):
-    text = str(exc).strip().splitlines()
-    return text[-1] if text else "git failed"
+    return git_failure(getattr(exc, "stderr", "") or str(exc))
 
 
 def _commit_all(s, message):
@@ -406,32 +391,70 @@ def _commit_all(s, message):
     return True
 
 
+def _who(s):
+    return f"{s.host} ({s.role})" if s.role else s.host
+
+
+# --- a block, and the way out of it ------------------------------------------------------
+
+
+def _blocked_path(s):
+    return _dir(s) / "blocked.json"
+
+
+def blocked(s):
+    """The unresolved block, or None: {theirs, paths, kept, since}."""
+    try:
+        data = json.loads(_blocked_path(s).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("paths") else None
+
+
+def resolve_hint(s, paths):
+    quoted = " ".join(paths)
+    return (f"Merge each into its file by hand, then run: strongroom sync resolve --repo "
+            f"{s.repo} {quoted} (or add --ours / --theirs to keep one side as it is), then "
+            "strongroom sync push")
+
+
+def _leftover_theirs(s):
+    return [rel for rel, is_dir in fsutil.walk(s.repo)
+            if not is_dir and rel.endswith(".theirs") and ".git" not in rel.split("/")]
+
+
+def _refuse_while_blocked(s):
+    block = blocked(s)
+    left = _leftover_theirs(s)
+    if block or left:
+        paths = (block or {}).get("paths") or [p[: -len(".theirs")] for p in left]
+        raise SyncFailed("a blocked merge is unresolved: " + ", ".join(paths) + ". "
+                         + resolve_hint(s, paths))
+
+
 def push(s, notify_cb=None):
     def body(snap):
-        branch = snap["branch"]
-        left = [p for p in Path(s.repo).rglob("*.theirs") if ".git" not in p.parts]
-        if left:
-            raise SyncFailed("a blocked merge is unresolved: merge "
-                             + ", ".join(str(p.relative_to(s.repo)) for p in left)
-                             + " into their files by hand and delete the .theirs copies")
+        branch = snap["branch"] or _branch(s)
+        _refuse_while_blocked(s)
         _check_json_files(s, manifest.walk(s.repo, _selection(s)))
         data = _record_manifest(s, "pre-sync", "push")
         if not _same_content(Path(s.repo) / MANIFEST_NAME, data):
             manifest.write(Path(s.repo) / MANIFEST_NAME, data)
         (Path(s.repo) / (MANIFEST_NAME + ".prev")).unlink(missing_ok=True)
-        committed = _commit_all(s, f"sync: {s.host} ({s.role}) {now_iso()}")
+        committed = _commit_all(s, f"sync: {_who(s)} {now_iso()}")
+        _crash_point("push-after-commit")
         head = _out(_run_git(s, "rev-parse", "HEAD")).strip()
         remote_before = _remote_head(s, branch)
-        proc = _run_git(s, "push", "-q", s.remote, f"HEAD:refs/heads/{branch}", check=False)
+        proc = _transport(s, "push", "-q", s.remote, f"HEAD:refs/heads/{branch}")
         if proc.returncode != 0:
-            err = (proc.stderr.decode() if isinstance(proc.stderr, bytes) else proc.stderr)
+            err = _err(proc)
             if "rejected" in err or "non-fast-forward" in err or "fetch first" in err:
                 raise SyncFailed(f"push rejected: {s.remote}/{branch} has commits this side "
-                                 "lacks; pull first")
-            raise SyncFailed(f"push to {s.remote} failed: {err.strip().splitlines()[-1:]}")
+                                 "lacks; run strongroom sync pull first")
+            raise SyncFailed(f"push to {s.remote} failed: {git_failure(err)}")
         # post-sync: the remote has our commit and the tree matches what we committed
-        remote_head = _out(_run_git(s, "ls-remote", s.remote, f"refs/heads/{branch}")).split()
-        if not remote_head or remote_head[0] != head:
+        remote_head = _remote_head(s, branch)
+        if remote_head != head:
             raise SyncFailed(f"post-sync check: {s.remote}/{branch} is not at {head[:12]}")
         v = manifest.verify(s.repo, data)
         if not v.passed:
@@ -451,21 +474,42 @@ def _changed_between(s, a, b):
     return set(filter(None, out.split("\0")))
 
 
+def _fetch(s, branch):
+    fetched = _transport(s, "fetch", "-q", s.remote, f"refs/heads/{branch}")
+    if fetched.returncode != 0:
+        _clean_partial_fetch(s)
+        raise SyncFailed(f"cannot fetch from {s.remote}: {git_failure(_err(fetched))}")
+    fsutil.atomic_write_json(_dir(s) / "fetched.json", {"when": now_iso(),
+                                                        "ts": time.time()})
+    _crash_point("pull-after-fetch")
+    return _out(_run_git(s, "rev-parse", "FETCH_HEAD")).strip()
+
+
+def _block(s, conflicted, theirs):
+    """Stop the merge, keep their versions beside ours, record what `resolve` needs."""
+    _run_git(s, "merge", "--abort", check=False)
+    kept = _keep_both(s, conflicted, theirs)
+    fsutil.atomic_write_json(_blocked_path(s), {"theirs": theirs, "paths": conflicted,
+                                                "kept": kept, "since": now_iso()})
+    _run_git(s, "update-ref", BLOCKED_REF, theirs)  # their commit must outlive a gc
+    side = (f"Their versions are beside yours: {', '.join(kept)}. " if kept else "")
+    exc = SyncFailed("merge blocked: both sides changed " + ", ".join(conflicted)
+                     + "; nothing was merged. " + side + resolve_hint(s, conflicted))
+    exc.extra = {"conflicts": conflicted, "kept_side_by_side": kept, "blocked": True}
+    return exc
+
+
 def pull(s, notify_cb=None):
     def body(snap):
-        branch = snap["branch"]
-        fetched = _run_git(s, "fetch", "-q", s.remote, f"refs/heads/{branch}", check=False)
-        if fetched.returncode != 0:
-            err = fetched.stderr.decode() if isinstance(fetched.stderr, bytes) else fetched.stderr
-            raise SyncFailed(f"cannot fetch from {s.remote}: "
-                             f"{(err.strip().splitlines() or ['?'])[-1]}")
-        theirs = _out(_run_git(s, "rev-parse", "FETCH_HEAD")).strip()
+        branch = snap["branch"] or _branch(s)
+        theirs = _fetch(s, branch)
         head = snap["head"]
         if head and _run_git(s, "merge-base", "--is-ancestor", theirs, head,
                              check=False).returncode == 0:
             return {"operation": "pull", "result": "ok", "exit_code": OK, "head": head,
                     "changed": False, "message": "already up to date"}
         _commit_all(s, f"sync: local changes on {s.host} before pull {now_iso()}")
+        _crash_point("pull-after-commit")
         ours = _out(_run_git(s, "rev-parse", "HEAD")).strip()
         base = _out(_run_git(s, "merge-base", ours, theirs, check=False)).strip()
         incoming = _changed_between(s, base, theirs) if base else set()
@@ -474,42 +518,15 @@ def pull(s, notify_cb=None):
                           f"user.email=strongroom@{s.host}", "merge", "--no-edit", "-q",
                           theirs, check=False)
         if merged.returncode != 0:
-            conflicted = _out(_run_git(s, "diff", "--name-only", "--diff-filter=U",
-                                       check=False)).split()
-            _run_git(s, "merge", "--abort", check=False)
-            kept = _keep_both(s, conflicted, theirs) if conflicted else []
-            exc = SyncFailed(
-                "merge blocked: both sides changed " + ", ".join(conflicted or ["?"])
-                + "; nothing was merged. Their versions are kept beside yours: "
-                + ", ".join(kept) + ". Merge by hand, then push.")
-            exc.extra = {"conflicts": conflicted, "kept_side_by_side": kept}
-            raise exc
-        # verify: incoming-only files against the other side's manifest; untouched
-        # covered files against the snapshot; files both sides changed were merged by
-        # their policy and are recorded as they now are.
-        try:
-            their_manifest = json.loads(_out(_run_git(s, "show",
-                                                      f"{theirs}:{MANIFEST_NAME}")))
-            their_sums = their_manifest["checksums"]
-        except (GitError, ValueError, KeyError):
-            their_sums = None
-        problems = []
-        now_covered = set(manifest.walk(s.repo, _selection(s)))
-        for rel in sorted(now_covered):
-            path = Path(s.repo) / rel
-            digest = fsutil.sha256_file(path)
-            if rel in incoming and rel not in local:
-                if their_sums is None:
-                    problems.append(f"{rel}: changed by the other side, which committed "
-                                    f"no {MANIFEST_NAME}")
-                elif rel not in their_sums:
-                    problems.append(f"{rel}: not in the other side's manifest")
-                elif their_sums[rel]["sha256"] != digest:
-                    problems.append(f"{rel}: does not match the other side's manifest")
-            elif rel not in incoming and snap["files"].get(rel, digest) != digest:
-                problems.append(f"{rel}: changed although the pull did not touch it")
-        if problems:
-            raise SyncFailed("post-pull check failed (corruption): " + "; ".join(problems))
+            conflicted = [p for p in _out(_run_git(s, "diff", "--name-only", "-z",
+                                                   "--diff-filter=U", check=False)).split("\0")
+                          if p]
+            if not conflicted:
+                raise SyncFailed(f"merge of {theirs[:12]} failed: {git_failure(_err(merged))}")
+            raise _block(s, conflicted, theirs)
+        _crash_point("pull-after-merge")
+        _verify_pull(s, snap, theirs, incoming, local)
+        _blocked_path(s).unlink(missing_ok=True)
         data = _record_manifest(s, "post-sync", "pull")
         fsutil.atomic_write_json(_baseline_path(s), data["checksums"])
         new_head = _out(_run_git(s, "rev-parse", "HEAD")).strip()
@@ -521,25 +538,121 @@ def pull(s, notify_cb=None):
     return _guarded(s, "pull", body, notify_cb)
 
 
+def _verify_pull(s, snap, theirs, incoming, local):
+    """Incoming-only files against the other side's manifest; untouched covered files
+    against the snapshot; files both sides changed were merged by their policy."""
+    try:
+        their_manifest = json.loads(_out(_run_git(s, "show", f"{theirs}:{MANIFEST_NAME}")))
+        their_sums = their_manifest["checksums"]
+    except (GitError, ValueError, KeyError):
+        their_sums = None
+    problems = []
+    for rel in sorted(manifest.walk(s.repo, _selection(s))):
+        digest = fsutil.sha256_file(Path(s.repo) / rel)
+        if rel in incoming and rel not in local:
+            if their_sums is None:
+                problems.append(f"{rel}: changed by the other side, which committed "
+                                f"no {MANIFEST_NAME}")
+            elif rel not in their_sums:
+                problems.append(f"{rel}: not in the other side's manifest")
+            elif their_sums[rel]["sha256"] != digest:
+                problems.append(f"{rel}: does not match the other side's manifest")
+        elif rel not in incoming and (sync_snapshot.sha_of(snap, rel) or digest) != digest:
+            problems.append(f"{rel}: changed although the pull did not touch it")
+    if problems:
+        raise SyncFailed("post-pull check failed (corruption): " + "; ".join(problems))
+
+
+def resolve(s, paths, side=None, notify_cb=None):
+    """End a block: merge the recorded other side, taking for each of `paths` the user's
+    hand-merged file (or `side`: ours or theirs) as the resolution."""
+    block = blocked(s)
+    if not block:
+        raise SyncFailed(f"{s.repo}: nothing is blocked; `strongroom sync status` shows the "
+                         "last sync")
+    wanted = list(paths) or (list(block["paths"]) if side else [])
+    if not wanted:
+        raise SyncFailed("name the files you merged by hand (blocked: "
+                         + ", ".join(block["paths"]) + "), or give --ours or --theirs")
+    unknown = sorted(set(wanted) - set(block["paths"]))
+    if unknown:
+        raise SyncFailed(f"{', '.join(unknown)} is not blocked; blocked: "
+                         + ", ".join(block["paths"]))
+    missing = sorted(set(block["paths"]) - set(wanted))
+    if missing:
+        raise SyncFailed(f"also blocked: {', '.join(missing)}; resolve every blocked file "
+                         "in one go (name them too)")
+
+    def body(snap):
+        theirs = block["theirs"]
+        hand = {}
+        for rel in wanted:
+            path = Path(s.repo) / rel
+            hand[rel] = path.read_bytes() if path.is_file() else None
+            (Path(s.repo) / f"{rel}.theirs").unlink(missing_ok=True)
+        _commit_all(s, f"sync: local changes on {s.host} before resolving {now_iso()}")
+        merged = _run_git(s, "-c", f"user.name=strongroom ({s.host})", "-c",
+                          f"user.email=strongroom@{s.host}", "merge", "--no-commit",
+                          "--no-ff", "-q", theirs, check=False)
+        conflicted = {p for p in _out(_run_git(s, "diff", "--name-only", "-z",
+                                               "--diff-filter=U", check=False)).split("\0")
+                      if p}
+        other = sorted(conflicted - set(wanted))
+        if other:
+            raise SyncFailed(f"the merge also conflicts in {', '.join(other)}; run "
+                             "strongroom sync pull to see the block as it is now")
+        if merged.returncode != 0 and not conflicted:
+            raise SyncFailed(f"merge of {theirs[:12]} failed: {git_failure(_err(merged))}")
+        for rel in wanted:
+            _take_resolution(s, rel, hand[rel], side, theirs)
+        _run_git(s, "-c", f"user.name=strongroom ({s.host})", "-c",
+                 f"user.email=strongroom@{s.host}", "commit", "-q", "--no-verify", "-m",
+                 f"sync: {', '.join(wanted)} resolved "
+                 f"{'as ' + side if side else 'by hand'} on {s.host}")
+        _blocked_path(s).unlink(missing_ok=True)
+        _run_git(s, "update-ref", "-d", BLOCKED_REF, check=False)
+        head = _out(_run_git(s, "rev-parse", "HEAD")).strip()
+        return {"operation": "resolve", "result": "ok", "exit_code": OK, "head": head,
+                "changed": True, "resolved": wanted, "side": side or "hand",
+                "message": f"resolved {', '.join(wanted)} ({side or 'by hand'}) in "
+                           f"{head[:12]}; run strongroom sync push to carry it"}
+
+    return _guarded(s, "resolve", body, notify_cb)
+
+
+def _take_resolution(s, rel, hand, side, theirs):
+    path = Path(s.repo) / rel
+    if side in ("theirs", "ours"):  # ours: HEAD, the local commit just made
+        proc = git(s.repo, "show", f"{theirs if side == 'theirs' else 'HEAD'}:{rel}",
+                   check=False, binary=True)
+        content = proc.stdout if proc.returncode == 0 else None
+    else:
+        content = hand
+    if content is None:
+        path.unlink(missing_ok=True)
+        _run_git(s, "rm", "-q", "--cached", "--ignore-unmatch", "--", rel)
+        return
+    fsutil.makedirs(path.parent)
+    path.write_bytes(content)
+    _run_git(s, "add", "--", rel)
+
+
 def _keep_both(s, paths, theirs):
     """Write the other side's version of each conflicting file beside ours."""
     kept = []
     for rel in paths:
-        proc = _run_git(s, "show", f"{theirs}:{rel}", check=False)
+        proc = git(s.repo, "show", f"{theirs}:{rel}", check=False, binary=True)
         if proc.returncode != 0:
             continue
-        dst = Path(s.repo) / f"{rel}.theirs"
-        data = proc.stdout if isinstance(proc.stdout, bytes) else proc.stdout.encode()
-        fsutil.atomic_write_bytes(dst, data)
+        fsutil.atomic_write_bytes(Path(s.repo) / f"{rel}.theirs", proc.stdout)
         kept.append(f"{rel}.theirs")
     return kept
 
 
 def _remote_head(s, branch):
-    proc = _run_git(s, "ls-remote", s.remote, f"refs/heads/{branch}", check=False)
+    proc = _transport(s, "ls-remote", s.remote, f"refs/heads/{branch}")
     if proc.returncode != 0:
-        err = proc.stderr.decode() if isinstance(proc.stderr, bytes) else proc.stderr
-        raise SyncFailed(f"cannot reach {s.remote}: {(err.strip().splitlines() or ['?'])[-1]}")
+        raise SyncFailed(f"cannot reach {s.remote}: {git_failure(_err(proc))}")
     words = _out(proc).split()
     return words[0] if words else None
 
@@ -550,14 +663,12 @@ def preview(s, operation):
     branch = _branch(s)
     head = _out(_run_git(s, "rev-parse", "-q", "--verify", "HEAD", check=False)).strip()
     remote = _remote_head(s, branch)
-    dirty = [p for p in _dirty(s) if p not in (MANIFEST_NAME, MANIFEST_NAME + ".prev")]
+    dirty = [p for p in sync_snapshot.dirty_paths(s.repo)
+             if p not in (MANIFEST_NAME, MANIFEST_NAME + ".prev")]
     out = {"operation": operation, "branch": branch, "head": head or None,
            "remote_head": remote, "dirty": dirty}
     if operation == "push":
-        left = [str(p.relative_to(s.repo)) for p in Path(s.repo).rglob("*.theirs")
-                if ".git" not in p.parts]
-        if left:
-            raise SyncFailed("a blocked merge is unresolved: " + ", ".join(left))
+        _refuse_while_blocked(s)
         _check_json_files(s, manifest.walk(s.repo, _selection(s)))
         out["would_change"] = bool(dirty) or remote != head
         out["message"] = (f"would commit {len(dirty)} file(s) and push" if dirty else
@@ -573,12 +684,30 @@ def preview(s, operation):
     return out
 
 
+def _last_fetch(s):
+    try:
+        data = json.loads((_dir(s) / "fetched.json").read_text(encoding="utf-8"))
+        return data["when"], round(time.time() - data["ts"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, None
+
+
 def status(s, offline=True):
+    """Where this side stands; with offline=False, fetched first, and a failed fetch is
+    said (the figures are then those of the last fetch that worked, with its age)."""
     check_repo(s)
     branch = _branch(s)
     upstream = f"refs/remotes/{s.remote}/{branch}"
+    fetch = None
     if not offline:
-        _run_git(s, "fetch", "-q", s.remote, check=False)
+        proc = _transport(s, "fetch", "-q", s.remote)
+        if proc.returncode == 0:
+            fsutil.atomic_write_json(_dir(s) / "fetched.json", {"when": now_iso(),
+                                                                "ts": time.time()})
+            fetch = {"ok": True}
+        else:
+            _clean_partial_fetch(s)
+            fetch = {"ok": False, "error": git_failure(_err(proc))}
     has_up = _run_git(s, "rev-parse", "-q", "--verify", upstream, check=False).returncode == 0
     ahead = behind = None
     if has_up:
@@ -589,10 +718,17 @@ def status(s, offline=True):
         last = json.loads((_dir(s) / "last.json").read_text())
     except (OSError, ValueError):
         last = None
+    when, age = _last_fetch(s)
     return {"repo": str(s.repo), "branch": branch, "role": s.role, "ahead": ahead,
-            "behind": behind, "dirty": _dirty(s), "last": last, "snapshot": snapshot_info(s)}
+            "behind": behind, "dirty": sync_snapshot.dirty_paths(s.repo), "last": last,
+            "snapshot": snapshot_info(s), "fetch": fetch, "last_fetch": when,
+            "last_fetch_age_seconds": age, "blocked": blocked(s)}
 
 
 def exit_code(result):
     return result.get("exit_code", ERROR if result.get("result") == "error" else OK)
 
+
+def status_exit(st):
+    """1 when the figures may be stale (a fetch that failed) or a block waits."""
+    return WARNING if (st.get("fetch") and not st["fetch"]["ok"]) or st.get("blocked") else OK

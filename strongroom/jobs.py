@@ -321,6 +321,7 @@ def run_git_sync(job, paths):
 
     o = job["options"]
     s = gitsync.Settings(repo=Path(o["repo"]).expanduser(), role=o["role"],
+                         timeout=float(o.get("timeout", gitsync.TRANSPORT_TIMEOUT)),
                          remote=o.get("remote", "origin"), branch=o.get("branch"),
                          include=list(o.get("include") or []),
                          exclude=list(o.get("exclude") or []),
@@ -338,7 +339,8 @@ def run_git_sync(job, paths):
             "changed": bool(result.get("changed")),
             "extra": extra,
             "output": f"{result['operation']}: {result['result']}: {result['message']}"
-                      + (f"\n{result['rollback']}" if result.get("rollback") else "")}
+                      + (f"\n{result['rollback']}" if result.get("rollback") else "")
+                      + (f"\n{result['recovered']}" if result.get("recovered") else "")}
 
 
 def run_status_check(job, paths):

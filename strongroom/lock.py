@@ -5,13 +5,15 @@ is taken over without guessing from ages or timestamps; the PID inside is for
 people and for the message of the run that has to wait.
 """
 
+import errno
 import fcntl
 import json
 import os
 import socket
+import stat
 import time
 
-from .errors import LockedError
+from .errors import LockedError, StrongroomError
 
 
 class Lock:
@@ -21,15 +23,33 @@ class Lock:
         self.fd = None
         self.previous_owner = None  # PID of a dead owner whose lock we took over
 
-    def _owner(self):
+    @staticmethod
+    def _owner(fd):
+        """Who the lock file says holds it (read from the open file, never by name)."""
         try:
-            with open(self.path, encoding="utf-8") as fh:
-                return json.load(fh)
+            owner = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
+            return owner if isinstance(owner, dict) else {}
         except (OSError, ValueError):
             return {}
 
+    def _open(self):
+        """The lock file itself, never what a link in its place points at (a planted
+        link would have the lock write, and truncate, any file the user can write)."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                         | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise StrongroomError(f"lock file {self.path} is a symlink; refusing to "
+                                      "write through it (remove it)") from None
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise StrongroomError(f"lock file {self.path} is not a regular file; remove it")
+        return fd
+
     def acquire(self, wait=0.0):
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = self._open()
         deadline = time.monotonic() + max(wait, 0.0)
         while True:
             try:
@@ -37,7 +57,7 @@ class Lock:
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    owner = self._owner()
+                    owner = self._owner(fd)
                     os.close(fd)
                     pid = owner.get("pid", "unknown")
                     waited = f" after waiting {wait:g}s" if wait else ""
@@ -47,7 +67,7 @@ class Lock:
                         f"lock file {self.path}. Wait for it, or use --wait SECONDS."
                     ) from None
                 time.sleep(0.1)
-        old = self._owner()
+        old = self._owner(fd)
         if old.get("pid") and old.get("pid") != os.getpid():
             self.previous_owner = old.get("pid")
         record = {

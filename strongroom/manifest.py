@@ -328,12 +328,40 @@ def diff(old, new):
             "changed": sorted(r for r in set(a) & set(b) if a[r]["sha256"] != b[r]["sha256"])}
 
 
+_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r"}
+_UNESCAPES = {"\\": "\\", "n": "\n", "r": "\r"}
+
+
+def escape_name(rel):
+    """A file name as `sha256sum` writes it: backslash, newline and carriage return
+    escaped (and the line then starts with a backslash)."""
+    return "".join(_ESCAPES.get(ch, ch) for ch in rel)
+
+
+def unescape_name(text):
+    """escape_name undone, one escape at a time (not by chained replaces, which would
+    read the backslash-n of an escaped backslash as a newline); None when malformed."""
+    out, i = [], 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\":
+            nxt = text[i + 1] if i + 1 < len(text) else ""
+            if nxt not in _UNESCAPES:
+                return None
+            out.append(_UNESCAPES[nxt])
+            i += 2
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
 def sha256sum_lines(data):
-    """The `sha256sum -c --strict` format, with its escaping for \\ and newlines."""
+    """The `sha256sum -c --strict` format, with its escaping of \\, newlines and CRs."""
     out = []
     for rel, e in sorted(data["checksums"].items()):
-        if "\\" in rel or "\n" in rel:
-            out.append("\\" + e["sha256"] + "  " + rel.replace("\\", "\\\\").replace("\n", "\\n"))
+        if any(ch in rel for ch in _ESCAPES):
+            out.append("\\" + e["sha256"] + "  " + escape_name(rel))
         else:
             out.append(e["sha256"] + "  " + rel)
     return "\n".join(out) + ("\n" if out else "")

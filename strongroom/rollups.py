@@ -165,9 +165,12 @@ def make_day(sources, dest, dbs=(), exclude=(), today=None):
 
 def load_manifest(folder):
     """A day's manifest, read without following links, every path and entry checked."""
+    if Path(folder).is_symlink():
+        raise RollupError(f"{folder} is a symlink, not a day folder; refusing to read "
+                          "through it")
     try:
         with safeio.Root(folder) as root, root.open_read(MANIFEST) as fh:
-            doc = json.loads(fh.read().decode("utf-8"))
+            doc = safeio.load_json(fh.read(safeio.JSON_MAX + 1), MANIFEST)
     except FileNotFoundError:
         raise RollupError(f"{folder} has no {MANIFEST}") from None
     except (OSError, ValueError, safeio.UnsafePath) as exc:

@@ -141,8 +141,8 @@ class Root:
 
     def __init__(self, path):
         self.path = os.fspath(path)
-        try:
-            self.fd = os.open(self.path, _DIR_FLAGS)
+        try:  # the root itself may be a link the user made (a store on another disk)
+            self.fd = os.open(self.path, _DIR_FLAGS & ~os.O_NOFOLLOW)
         except OSError as exc:
             if exc.errno in (_ELOOP, _ENOTDIR):
                 raise UnsafePath(f"{self.path} is a symlink or not a directory") from None
@@ -362,7 +362,7 @@ def member_name(m):
 
 def _mtime_ns(m):
     mtime = m.mtime
-    if not isinstance(mtime, (int, float)) or mtime != mtime or not 0 <= mtime < MTIME_MAX:
+    if not isinstance(mtime, (int, float)) or mtime != mtime or not -MTIME_MAX < mtime < MTIME_MAX:
         raise UnsafeArchive(f"archive member {m.name!r} has an impossible time {mtime!r}")
     return int(mtime) * 1_000_000_000
 

@@ -259,10 +259,12 @@ def _critical_plan(sums, report, snap_id):
         if not key.startswith("critical/"):
             continue
         rel = safeio.clean_relpath(key[len("critical/"):], "critical file")
-        if any(safeio.is_dotgit(part) for part in rel.split("/")):
+        if any(safeio.is_dotgit(part) for part in rel.split("/")) or \
+                safeio.folded(rel.rpartition("/")[2]) == "head":
             raise SnapshotError(f"snapshot {snap_id} lists {key!r}: a critical restore never "
-                                "writes into .git/ (hooks and config run code); nothing "
-                                "was restored")
+                                "writes into .git/ nor a file named HEAD (that and objects/ "
+                                "and refs/ make a repository whose config runs code); "
+                                "nothing was restored")
         entry = meta.get(rel) if isinstance(meta.get(rel), dict) else {}
         journal = entry.get("journal_mode") if entry.get("journal_mode") in \
             sqlite.JOURNAL_MODES else None

@@ -88,19 +88,23 @@ def read_sums(folder):
     """{relative path: sha256} from SHA256SUMS; a malformed line is an error, never skipped."""
     path = Path(folder) / SUMS
     try:  # a regular file of this folder only: never a link out, a FIFO or a device
-        text = safeio.read_regular(path, SUMS_MAX).decode("utf-8")
+        text = safeio.read_regular(path, SUMS_MAX).decode("utf-8", "surrogateescape")
     except FileNotFoundError:
         raise SnapshotError(f"{path} is missing") from None
     except (OSError, UnicodeDecodeError, safeio.UnsafePath) as exc:
         raise SnapshotError(f"cannot read {path}: {exc}") from None
     sums = {}
-    for n, line in enumerate(text.splitlines(), 1):
+    # one line per \n only: \r, \f, U+0085 and U+2028 are characters of a file name
+    for n, line in enumerate(text.split("\n")[:-1] if text.endswith("\n") else
+                             text.split("\n"), 1):
         m = _SUM_LINE.match(line)
         if not m:
             raise SnapshotError(f"{path} line {n} is malformed: {line[:80]!r}")
         name = m.group(3)
         if m.group(1):
-            name = name.replace("\\n", "\n").replace("\\\\", "\\")
+            name = manifest.unescape_name(name)
+            if name is None:
+                raise SnapshotError(f"{path} line {n} has a malformed escape")
         if name.startswith("/") or ".." in Path(name).parts:
             raise SnapshotError(f"{path} line {n} names a path outside the snapshot: {name!r}")
         try:
@@ -381,7 +385,7 @@ def create(source, dest, critical=(), dbs=(), exclude=(), immutable="warn", fmt=
         _write(tmp / "REPORT.json", json.dumps(report, indent=2, sort_keys=True) + "\n", sums)
         lines = manifest.sha256sum_lines({"checksums": {k: {"sha256": v}
                                                         for k, v in sums.items()}})
-        (tmp / SUMS).write_text(lines, encoding="utf-8")
+        (tmp / SUMS).write_bytes(lines.encode("utf-8", "surrogateescape"))
         for rel, is_dir in fsutil.walk(tmp):
             if not is_dir:
                 fsutil.fsync_file(tmp / rel)
@@ -558,9 +562,10 @@ def _verified_path(dest):
 
 def _verified(dest):
     try:
-        return json.loads(_verified_path(dest).read_text())
-    except (OSError, ValueError):
+        data = safeio.load_json(safeio.read_regular(_verified_path(dest)), "verified.json")
+    except (OSError, ValueError, safeio.UnsafePath):
         return {}
+    return data if isinstance(data, dict) else {}
 
 
 def list_snapshots(dest, now=None):
@@ -664,7 +669,11 @@ def _record_verified(dest, snap_id, result):
     records[snap_id] = {"when": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                         "result": "ok" if result["passed"] else "failed"}
     records = {k: v for k, v in records.items() if (Path(dest) / k).is_dir()}
-    _verified_path(dest).parent.mkdir(exist_ok=True)
+    state = _verified_path(dest).parent
+    if state.is_symlink():  # the record is ours to write, and only here
+        raise SnapshotError(f"{state} is a symlink; not writing the verification record "
+                            "through it")
+    state.mkdir(exist_ok=True)
     fsutil.atomic_write_json(_verified_path(dest), records)
 
 

@@ -34,16 +34,12 @@ def _files(src):
     if src.is_file():
         return src.parent, [src.name], []
     names, skipped = [], []
-    for root, dirs, files in os.walk(src):
-        dirs.sort()
-        for name in sorted(files):
-            path = Path(root) / name
-            rel = path.relative_to(src).as_posix()
-            (names if path.is_file() and not path.is_symlink() else skipped).append(rel)
-        for d in dirs:
-            if (Path(root) / d).is_symlink():
-                skipped.append((Path(root) / d).relative_to(src).as_posix())
-    return src, names, skipped
+    for rel, is_dir in fsutil.walk(src):  # no recursion over depth, links never followed
+        if is_dir:
+            continue
+        path = src / rel
+        (names if path.is_file() and not path.is_symlink() else skipped).append(rel)
+    return src, sorted(names), sorted(skipped)
 
 
 def _log(stderr):
@@ -289,6 +285,7 @@ class Upload:
             path.unlink()
             out["deleted"].append(n)
         if Path(src).is_dir():
-            for root, _dirs, _files in os.walk(src, topdown=False):
+            folders = [rel for rel, is_dir in fsutil.walk(src) if is_dir]
+            for rel in sorted(folders, key=lambda r: r.count("/"), reverse=True) + [""]:
                 with contextlib.suppress(OSError):  # not empty: something new arrived
-                    os.rmdir(root)
+                    os.rmdir(Path(src) / rel)

@@ -72,8 +72,11 @@ def _pack_with(base, members, gitignore="build/\n.env\n"):
      "a critical pack holds files, not directories"),
     ([("build", "sym", ".git/hooks")], "a critical pack may not link into .git/"),
     ([("Makefile", "file", b"all:\n\ttouch /tmp/pwned-make\n")],
-     "1 path(s) the restored repository does not ignore"),
-    ([(".envrc", "file", b"touch /tmp/pwned-direnv\n")], "does not ignore"),
+     "1 file(s) in it are not chosen by the critical patterns in force, e.g. 'Makefile'"),
+    ([(".envrc", "file", b"touch /tmp/pwned-direnv\n")], "not chosen by the critical patterns"),
+    ([(".venv/bin/activate", "file", b"touch /tmp/pwned-venv\n")],
+     "not chosen by the critical patterns"),
+    ([(".vscode/tasks.json", "file", b"{}\n")], "not chosen by the critical patterns"),
 ])
 def test_a_critical_pack_cannot_plant_a_repository_or_an_unignored_file(world, members, why):
     base, outside, _ = world

@@ -297,8 +297,11 @@ def test_dry_run_writes_nothing(tmp_path):
 
 def test_unknown_repository_and_missing_store_are_clear_errors(tmp_path):
     proc = restore(tmp_path / "store", "nope", tmp_path / "out", check=2)
+    assert f"bundle store {tmp_path / 'store'} does not exist (give --remote" in proc.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "store").exists()
+    (tmp_path / "store").mkdir()
+    proc = restore(tmp_path / "store", "nope", tmp_path / "out", check=2)
     assert "nope: no usable chain" in proc.stderr
-    assert not (tmp_path / "out").exists()
     proc = strongroom("bundle", "sync", "--root", tmp_path / "missing", "--store",
                       tmp_path / "s", check=2)
     assert "repositories root" in proc.stderr and "does not exist" in proc.stderr

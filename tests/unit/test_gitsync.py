@@ -101,8 +101,9 @@ def test_a_block_file_stops_the_sync_and_keeps_both_versions(pair):
     assert {k: v for k, v in files.items() if not k.endswith(".theirs")} == before[1]
     proc = sync(lap, "push", role="secondary", check=2)
     assert "a blocked merge is unresolved" in proc.stdout
-    last = json.loads(sync(lap, "status", "--json", role="secondary").stdout)["last"]
-    assert last["operation"] == "push" and last["result"] == "error"
+    st = json.loads(sync(lap, "status", "--json", role="secondary", check=1).stdout)
+    assert st["last"]["operation"] == "push" and st["last"]["result"] == "error"
+    assert st["blocked"]["paths"] == ["clients/acme/tasks.json"]  # exit 1: it waits for you
 
 
 def _corrupt_loose_object(repo, content):

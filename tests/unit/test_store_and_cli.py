@@ -30,7 +30,10 @@ def test_consolidate_starts_a_new_verified_chain_and_keeps_the_old_aside(tmp_pat
         sync_json(root, store)
     old = json.loads((store / "r" / chain.MANIFEST).read_text())
     assert len(old["bundles"]) == 4
-    proc = strongroom("bundle", "consolidate", "--store", store, "r", "--json", check=0)
+    proc = strongroom("bundle", "consolidate", "--store", store, "r", "--json", check=2)
+    assert "consolidate needs --root (or --job NAME)" in proc.stderr
+    proc = strongroom("bundle", "consolidate", "--store", store, "--root", root, "r",
+                      "--json", check=0)
     res = json.loads(proc.stdout)
     assert res["action"] == "full" and res["message"] == "consolidation requested"
     new = json.loads((store / "r" / chain.MANIFEST).read_text())
@@ -49,8 +52,9 @@ def test_consolidate_without_its_source_leaves_the_chain_untouched(tmp_path):
     sync_json(root, store)
     before = (store / "r" / chain.MANIFEST).read_bytes()
     src.rename(tmp_path / "moved")
-    proc = strongroom("bundle", "consolidate", "--store", store, "r", check=2)
-    assert f"r: its source {src} is gone" in proc.stderr
+    proc = strongroom("bundle", "consolidate", "--store", store, "--root", root, "r",
+                      check=2)
+    assert f"no repository named r under {root} (the chain is untouched)" in proc.stderr
     assert (store / "r" / chain.MANIFEST).read_bytes() == before
 
 
