@@ -37,6 +37,7 @@ bench: deps venv
 	$(VENV)/bin/python bench/manifest.py
 	$(VENV)/bin/python bench/provision.py
 	$(VENV)/bin/python bench/snapshot.py
+	$(VENV)/bin/python bench/sync.py
 	$(VENV)/bin/python bench/upload.py
 
 clean:

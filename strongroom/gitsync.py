@@ -355,6 +355,7 @@ def _guarded(s, operation, body, notify_cb=None):
             result = body(snap)
         except (StrongroomError, OSError, subprocess.SubprocessError) as exc:
             message = str(exc) if not isinstance(exc, GitError) else _git_message(exc)
+            rolling = time.monotonic()
             try:
                 back = rollback(s)
                 rolled = (f"rolled back to {(back['head'] or '')[:12]} exactly: "
@@ -364,7 +365,8 @@ def _guarded(s, operation, body, notify_cb=None):
             except (StrongroomError, OSError) as exc2:
                 rolled = f"ROLLBACK FAILED: {exc2}; the snapshot is kept in {_dir(s)}"
             result = {"operation": operation, "result": "error", "message": message,
-                      "rollback": rolled, "exit_code": getattr(exc, "exit_code", ERROR)}
+                      "rollback": rolled, "exit_code": getattr(exc, "exit_code", ERROR),
+                      "rollback_seconds": round(time.monotonic() - rolling, 3)}
             if getattr(exc, "extra", None):
                 result.update(exc.extra)
         (_dir(s) / "op.json").unlink(missing_ok=True)

@@ -179,9 +179,15 @@ class TwoMachines(RuleBasedStateMachine):
         """What the schedules do between two days: one side pushes, the other pulls and
         pushes, the first pulls."""
         second = "lap" if first == "desk" else "desk"
-        for side, op in ((first, gitsync.push), (second, gitsync.pull),
-                         (second, gitsync.push), (first, gitsync.pull)):
-            self._op(side, op)
+        results = [self._op(side, op) for side, op in (
+            (first, gitsync.push), (second, gitsync.pull), (second, gitsync.push),
+            (first, gitsync.pull))]
+        if all(r["result"] == "ok" for r in results):
+            # met: both machines hold every line either one appended, as often as in all
+            total = self.appended["desk"] + self.appended["lap"]
+            for side in SIDES:
+                lines = Counter((self.repo[side] / "log.md").read_text().splitlines()[1:])
+                assert lines == total, f"{side}: {dict(lines)} != appended {dict(total)}"
 
     @rule(side=st.sampled_from(SIDES))
     def edit_block_file(self, side):
