@@ -143,6 +143,17 @@ changed_files:
   returned: rollback
   type: list
   elements: str
+kept:
+  description: >-
+    Files whose newer versions (changed after the snapshot) were copied to O(kept_dir)
+    before the snapshot's versions went in place; nothing is lost.
+  returned: rollback
+  type: list
+  elements: str
+kept_dir:
+  description: The folder holding those newer versions, or null.
+  returned: rollback
+  type: str
 """
 
 import traceback
@@ -224,12 +235,13 @@ def main():
             if info is None:
                 module.fail_json(msg=f"{p['repo']}: no snapshot to roll back to")
             if module.check_mode:
-                out = gitsync.rollback(s, dry_run=True)
+                out = gitsync.rollback(s, dry_run=True, keep_newer=False)
             else:
                 with gitsync.sync_lock(s):
-                    out = gitsync.rollback(s)
+                    out = gitsync.rollback(s, keep_newer=False)
             module.exit_json(changed=bool(out["changed_files"] or out["head_moved"]),
                              head=out["head"], changed_files=out["changed_files"],
+                             kept=out.get("kept", []), kept_dir=out.get("kept_dir"),
                              message=f"snapshot of {info['taken']}")
         sync(module, s)
     except StrongroomError as exc:

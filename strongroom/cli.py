@@ -477,6 +477,15 @@ def cmd_gitsync(args):
         snap = st["snapshot"]
         print("snapshot: " + (f"taken {snap['taken']} ({snap['age_seconds']} s ago), "
                               f"{snap['files']} files" if snap else "none"))
+        if st["interrupted"]:
+            op = st["interrupted"]
+            print(f"INTERRUPTED: a {op.get('operation', 'sync')} (PID {op.get('pid', '?')}, "
+                  f"{op.get('started', '?')}) did not finish; the next sync undoes what it "
+                  "did (work done since is kept)")
+        if st["rollback_failed"]:
+            bad = st["rollback_failed"]
+            print(f"ROLLBACK FAILED at {bad.get('when', '?')}: {bad.get('error', '?')}; no sync "
+                  "runs until `strongroom sync rollback` succeeds")
         if st["blocked"]:
             paths = st["blocked"]["paths"]
             print(f"BLOCKED since {st['blocked']['since']}: {', '.join(paths)}. "
@@ -495,14 +504,16 @@ def cmd_gitsync(args):
         if not (Path(s.repo) / ".git").is_dir():
             raise StrongroomError(f"{s.repo} is not a git work tree (no .git directory)")
         with gitsync.sync_lock(s, args.wait):
-            out = gitsync.rollback(s)
+            out = gitsync.rollback(s, keep_newer=False)
         if args.json:
             _emit_json(out)
         else:
             print(f"rolled back to {(out['head'] or '-')[:12]} (snapshot of {out['taken']}); "
                   f"{out['files']} files verified, {len(out['changed_files'])} put back, "
                   f"{len(out['removed'])} removed"
-                  + ("; the index (staged changes) restored" if out["index_restored"] else ""))
+                  + ("; the index (staged changes) restored" if out["index_restored"] else "")
+                  + (f"; the newer versions of {', '.join(out['kept'][:10])} were copied to "
+                     f"{out['kept_dir']}" if out["kept"] else ""))
         return OK
     if args.verb == "resolve":
         side = "ours" if args.ours else "theirs" if args.theirs else None
@@ -762,7 +773,8 @@ def build_parser():
                            help="fetch first (online); a failed fetch is said, exit 1")
         if verb in ("push", "pull", "status"):
             p.add_argument("--timeout", type=float, metavar="SECONDS",
-                           help="stop a fetch or push that takes longer (default "
+                           help="stop a fetch or push that makes no progress for this "
+                                "long (default "
                                 f"{gitsync_default_timeout():g})")
         if verb == "resolve":
             p.add_argument("paths", nargs="*", metavar="PATH",

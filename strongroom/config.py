@@ -168,7 +168,7 @@ OPTION_SCHEMAS = {
         "include": (False, _str_list),
         "exclude": (False, _str_list),
         "policies": (False, _policies),
-        "timeout": (False, _num_min(1)),  # seconds a fetch or push may take
+        "timeout": (False, _num_min(1)),  # seconds a fetch or push may go without progress
     },
     "snapshot": {
         "source": (True, _abs_path),

@@ -1,9 +1,13 @@
 """Thin, explicit calls to git: argv lists, LC_ALL=C, stderr kept for the message."""
 
+import contextlib
 import os
 import re
+import select
+import selectors
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -36,27 +40,45 @@ def git_env():
 
 
 class GitTimeout(GitError):
-    """A git command (a fetch or push over a stalled transport) ran past its bound."""
+    """A git command (a fetch or push over a stalled transport) was stopped: it made no
+    progress for `seconds` (kind "idle"), or ran past its total cap (kind "total")."""
 
-    def __init__(self, argv, seconds):
-        self.seconds = seconds
-        StrongroomError.__init__(self, f"git {' '.join(argv)} made no progress within "
-                                       f"{seconds:g} s and was stopped (a stalled connection?)")
-        self.argv, self.rc, self.stderr = argv, None, ""
+    def __init__(self, argv, seconds, kind="idle", stderr=""):
+        self.seconds, self.kind = seconds, kind
+        if kind == "total":
+            text = f"ran longer than its limit of {seconds:g} s and was stopped"
+        else:
+            text = f"made no progress for {seconds:g} s and was stopped (a stalled connection?)"
+        StrongroomError.__init__(self, f"git {' '.join(argv)} {text}")
+        # what git said before it was stopped (its tail): context, not the message
+        self.argv, self.rc, self.stderr = argv, None, stderr.strip()
 
 
-def git(repo, *args, input=None, check=True, binary=False, timeout=None, env=None):
-    """Run git in repo; with `timeout`, the command and everything it started (ssh) is
-    killed when it runs longer, and GitTimeout raised."""
+def git(repo, *args, input=None, check=True, binary=False, timeout=None, env=None,
+        watch=None, max_seconds=None):
+    """Run git in repo.
+
+    `timeout` is an idle bound: the command, and everything it started (ssh,
+    index-pack), is stopped and GitTimeout raised only once it has made no progress for
+    `timeout` seconds. Progress is new bytes on its stdout or stderr (pass --progress to
+    fetch and push: git prints progress to stderr), input it accepted, or a change in the
+    files named tmp_* or incoming-* in the directories `watch` lists (index-pack writes
+    objects/pack/tmp_pack_* as data arrives and may print nothing). `max_seconds` is an
+    optional cap on the total time (None: none).
+
+    A bounded command also dies with us: should this process be killed (even SIGKILL), a
+    watchdog stops its whole process group, and on Linux git itself gets SIGTERM from the
+    kernel (PR_SET_PDEATHSIG), so no git, ssh or index-pack is left holding locks."""
     full_env = _env()
     full_env.update(env or {})
     # names from the file system need not be UTF-8: they pass through as they are
     data = input if binary or input is None else input.encode("utf-8", "surrogateescape")
-    if timeout is None:
+    if timeout is None and max_seconds is None:
         proc = subprocess.run(git_argv(repo, *args), input=data, capture_output=True,
                               env=full_env, check=False)
     else:
-        proc = _bounded(git_argv(repo, *args), data, full_env, timeout, list(args))
+        proc = _bounded(git_argv(repo, *args), data, full_env, list(args), idle=timeout,
+                        watch=watch, max_seconds=max_seconds)
     if check and proc.returncode != 0:
         raise GitError(list(args), proc.returncode, proc.stderr.decode("utf-8", "replace"))
     if not binary:
@@ -65,21 +87,229 @@ def git(repo, *args, input=None, check=True, binary=False, timeout=None, env=Non
     return proc
 
 
-def _bounded(argv, data, env, timeout, args):
-    popen = subprocess.Popen(argv, stdin=subprocess.PIPE if data is not None else
-                             subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, env=env, start_new_session=True)
+POLL_SECONDS = 0.5  # how often a bounded command's watched files and clocks are checked
+STDERR_KEPT = 1 << 20  # bytes of a bounded command's stderr kept (the tail): progress is long
+TERM_GRACE = 1.0  # seconds a stopped command has to remove its lock files before SIGKILL
+DRAIN_GRACE = 1.0  # seconds, once git exited, its pipes are still read
+_WATCHED_PREFIXES = ("tmp_", "incoming-")
+_WATCH_ENTRIES = 20000  # files looked at per scan at most: a scan must stay cheap
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_pdeathsig = None  # (prctl, option, signal) resolved in the parent, never after fork; or False
+
+
+def _child_setup():
+    """A preexec_fn that has the kernel send the child SIGTERM when its parent dies
+    (Linux PR_SET_PDEATHSIG), or None where that is unavailable (macOS: no prctl).
+
+    Popen runs it after the setsid of start_new_session=True, in the child between fork
+    and exec, so it only calls what the parent resolved: no import, no lookup.
+    PR_SET_PDEATHSIG fires when the parent *thread* that forked the child exits, not only
+    the process. That is harmless here: the thread that starts a bounded git (the main one
+    in the CLI, a pool worker for objects_in) always waits for it before returning. The
+    signal reaches git alone (git removes its lock files and stops its direct children);
+    what those started is the watchdog's to stop, which also covers systems without
+    prctl. (preexec_fn is documented as unsafe in threaded programs: it is kept to one
+    call through a function and arguments resolved beforehand.)"""
+    global _pdeathsig
+    if _pdeathsig is None:
+        found = False
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+
+                found = (ctypes.CDLL(None, use_errno=True).prctl,
+                         ctypes.c_int(PR_SET_PDEATHSIG), ctypes.c_ulong(signal.SIGTERM))
+            except (OSError, AttributeError, ImportError):
+                pass
+        _pdeathsig = found
+    if not _pdeathsig:
+        return None
+    (prctl, option, sig), parent = _pdeathsig, os.getpid()
+
+    def setup():
+        prctl(option, sig)
+        if os.getppid() != parent:  # the parent died before the prctl took effect
+            os._exit(125)
+
+    return setup
+
+
+def _watched_state(dirs):
+    """(count, total size, sum of mtimes) of the tmp_* and incoming-* files in `dirs`
+    (and inside such folders): any change means data is arriving."""
+    count = size = mtimes = 0
+    stack = [(str(d), False) for d in dirs]
+    while stack and count < _WATCH_ENTRIES:
+        here, inside = stack.pop()
+        try:
+            with os.scandir(here) as it:
+                for entry in it:
+                    if not inside and not entry.name.startswith(_WATCHED_PREFIXES):
+                        continue
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append((entry.path, True))
+                        elif entry.is_file(follow_symlinks=False):
+                            st = entry.stat(follow_symlinks=False)
+                            count, size, mtimes = count + 1, size + st.st_size, \
+                                mtimes + st.st_mtime_ns
+                    except OSError:
+                        continue  # renamed or removed meanwhile: the next scan sees it
+        except OSError:
+            continue
+    return count, size, mtimes
+
+
+def _signal_group(popen, sig):
+    # the group may be gone (macOS answers EPERM for a group of zombies)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(popen.pid, sig)
+
+
+def _stop(popen):
+    """Stop the command's whole process group: SIGTERM (git removes its lock files),
+    then SIGKILL for whatever is left."""
     try:
-        out, err = popen.communicate(data, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(popen.pid, signal.SIGKILL)
-        popen.communicate()
-        raise GitTimeout(args, timeout) from None
-    except BaseException:
-        os.killpg(popen.pid, signal.SIGKILL)
+        _signal_group(popen, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            popen.wait(TERM_GRACE)
+    finally:
+        _signal_group(popen, signal.SIGKILL)
         popen.wait()
+
+
+# Stops a command's process group should the Python process die without doing so (a
+# SIGKILL, the OOM killer): it reads the group id, then waits; "done" means all is well,
+# end of file without it means we are gone. A separate process because nothing in the
+# group can be trusted to do it: git forwards our death signal only to its own children,
+# never to what they started (ssh under `sh -c`, a shell alias's commands).
+_WATCHDOG = """read -r pgid || exit 0
+read -r word
+[ "$word" = done ] && exit 0
+kill -s TERM -- "-$pgid" 2>/dev/null || exit 0
+sleep 1
+kill -s KILL -- "-$pgid" 2>/dev/null
+exit 0"""
+
+
+def _start_watchdog():
+    try:
+        return subprocess.Popen(["/bin/sh", "-c", _WATCHDOG, "strongroom-git-watchdog"],
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+    except OSError:
+        return None  # no /bin/sh to spare: PR_SET_PDEATHSIG (Linux) still covers git
+
+
+def _tell_watchdog(watchdog, line, last=False):
+    if watchdog is None:
+        return
+    if line is not None:
+        try:
+            watchdog.stdin.write(line.encode() + b"\n")
+            watchdog.stdin.flush()
+        except OSError:
+            pass  # it is gone: nothing to tell
+    if last:
+        with contextlib.suppress(OSError):
+            watchdog.stdin.close()
+        watchdog.wait()
+
+
+def _bounded(argv, data, env, args, idle=None, watch=None, max_seconds=None):
+    """Run argv in a session of its own; stop it when it makes no progress for `idle`
+    seconds or runs past `max_seconds`. Returns a CompletedProcess with bytes."""
+    watchdog = _start_watchdog()
+    try:
+        popen = subprocess.Popen(argv, stdin=subprocess.PIPE if data is not None else
+                                 subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, env=env, start_new_session=True,
+                                 preexec_fn=_child_setup())
+    except BaseException:
+        _tell_watchdog(watchdog, None, last=True)  # no group id: it has nothing to stop
         raise
-    return subprocess.CompletedProcess(argv, popen.returncode, out, err)
+    try:
+        _tell_watchdog(watchdog, str(popen.pid))  # the session leader's pid is the group's
+        return _supervise(popen, argv, data, args, idle, watch, max_seconds)
+    finally:
+        _tell_watchdog(watchdog, "done", last=True)
+
+
+def _supervise(popen, argv, data, args, idle, watch, max_seconds):
+    out, err = bytearray(), bytearray()
+    sel = selectors.DefaultSelector()
+    try:
+        sel.register(popen.stdout, selectors.EVENT_READ, out)
+        sel.register(popen.stderr, selectors.EVENT_READ, err)
+        view, offset = memoryview(data or b""), 0
+        if data is not None:
+            if data:
+                sel.register(popen.stdin, selectors.EVENT_WRITE)
+            else:
+                popen.stdin.close()
+        watch = [str(d) for d in watch or []]
+        start = last = time.monotonic()
+        state = _watched_state(watch) if watch else None
+        next_scan, exited = start + POLL_SECONDS, None
+        while True:
+            for key, _ in sel.select(POLL_SECONDS if sel.get_map() else 0):
+                if key.fileobj is popen.stdin:
+                    try:
+                        offset += os.write(key.fd, view[offset:offset + select.PIPE_BUF])
+                    except BrokenPipeError:
+                        offset = len(view)  # git stopped reading: its exit code tells why
+                    if offset >= len(view):
+                        sel.unregister(key.fileobj)
+                        key.fileobj.close()
+                else:
+                    chunk = os.read(key.fd, 65536)
+                    if not chunk:
+                        sel.unregister(key.fileobj)
+                        continue
+                    key.data.extend(chunk)
+                    if key.data is err and len(err) > STDERR_KEPT:
+                        del err[:len(err) - STDERR_KEPT]  # progress meters: keep the tail
+                last = time.monotonic()  # bytes out, or input taken: progress
+            now = time.monotonic()
+            if exited is None and popen.poll() is not None:
+                exited = now
+            if exited is not None:
+                if not sel.get_map() or now - exited > DRAIN_GRACE:
+                    break  # done; a leftover (an ssh master) may hold a pipe open: not ours
+                continue
+            if not sel.get_map():
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    popen.wait(POLL_SECONDS)  # its pipes are closed, git still runs
+                now = time.monotonic()
+            if watch and now >= next_scan:
+                seen = _watched_state(watch)
+                if seen != state:
+                    state, last = seen, now
+                next_scan = now + POLL_SECONDS
+            if popen.poll() is not None:
+                continue
+            if max_seconds is not None and now - start > max_seconds:
+                _stop(popen)
+                raise GitTimeout(args, max_seconds, "total", _tail(err))
+            if idle is not None and now - last > idle:
+                _stop(popen)
+                raise GitTimeout(args, idle, "idle", _tail(err))
+    except BaseException:
+        if popen.returncode is None:
+            _stop(popen)  # KeyboardInterrupt, SystemExit: the group goes, then re-raise
+        raise
+    finally:
+        sel.close()
+        for stream in (popen.stdin, popen.stdout, popen.stderr):
+            if stream:
+                stream.close()
+    return subprocess.CompletedProcess(argv, popen.returncode, bytes(out), bytes(err))
+
+
+def _tail(err, lines=5):
+    text = bytes(err[-4096:]).decode("utf-8", "replace").replace("\r", "\n")
+    return "\n".join([ln for ln in text.splitlines() if ln.strip()][-lines:])
 
 
 def _is_bare_dir(path):

@@ -21,12 +21,15 @@ versions kept side by side, `sync resolve` ends it), primary-wins (needs this ma
 role: without one it blocks instead of guessing).
 
 Transports are bounded: ssh gets keep-alives and a connect timeout, http a low-speed
-limit, and every fetch or push a time limit, after which it is stopped (and what an
-interrupted fetch left in the object store is removed).
+limit, and every fetch or push is stopped when it makes no progress (prints nothing and
+writes nothing into the object store) for a while; what an interrupted fetch left in the
+object store is removed.
 """
 
+import errno
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -38,7 +41,7 @@ from pathlib import Path
 
 from . import fsutil, manifest, sync_snapshot
 from .errors import ERROR, OK, WARNING, StrongroomError
-from .gitcmd import GitError, GitTimeout, git, processes_using
+from .gitcmd import GitError, GitTimeout, clean_stale_git_locks, git, processes_using
 from .lock import Lock
 from .sync_merge import merge_additions
 
@@ -49,11 +52,21 @@ POLICIES = ("append", "block", "primary-wins")
 ROLES = ("primary", "secondary")
 ATTR_BEGIN = "# BEGIN strongroom sync policies (managed)"
 ATTR_END = "# END strongroom sync policies"
-TRANSPORT_TIMEOUT = 300.0  # seconds a fetch or push may take before it is stopped
+TRANSPORT_TIMEOUT = 120.0  # seconds a fetch or push may go without progress before it stops
 SSH_OPTIONS = "-o ServerAliveInterval=15 -o ServerAliveCountMax=4 -o ConnectTimeout=20"
 # git keeps going after these lines; they say nothing about what failed
 _BOILERPLATE = ("Please make sure you have the correct access rights",
-                "and the repository exists.")
+                "and the repository exists.",
+                # --progress lines
+                "remote: Enumerating", "remote: Counting", "remote: Compressing",
+                "remote: Total", "Enumerating objects", "Counting objects",
+                "Compressing objects", "Writing objects", "Receiving objects",
+                "Resolving deltas", "Unpacking objects", "Delta compression", "Total ")
+OWN_FILES = (MANIFEST_NAME, MANIFEST_NAME + ".prev")  # written by the sync itself
+# another git operation half done: a sync on top would commit or push its leftovers
+IN_PROGRESS = {"MERGE_HEAD": "a merge", "CHERRY_PICK_HEAD": "a cherry-pick",
+               "REVERT_HEAD": "a revert", "rebase-merge": "a rebase",
+               "rebase-apply": "a rebase or git am", "BISECT_LOG": "a bisect"}
 
 
 class SyncFailed(StrongroomError):
@@ -134,9 +147,12 @@ def check_repo(s):
     repo = Path(s.repo)
     if not (repo / ".git").is_dir():
         raise SyncFailed(f"{repo} is not a git work tree (no .git directory)")
-    if (repo / ".git" / "MERGE_HEAD").exists() and not (_dir(s) / "op.json").exists():
-        raise SyncFailed(f"{repo}: a merge is in progress; finish or abort it first "
-                         "(or run `strongroom sync rollback`)")
+    for name, what in IN_PROGRESS.items():
+        if name == "MERGE_HEAD" and (_dir(s) / "op.json").exists():
+            continue  # a killed sync's own merge: the recovery ends it
+        if os.path.lexists(repo / ".git" / name):
+            raise SyncFailed(f"{repo}: {what} is in progress (.git/{name}); finish or abort "
+                             "it first: a sync now would commit and push its half-done state")
     if s.role is not None and s.role not in ROLES:
         raise SyncFailed(f"role must be primary or secondary, got {s.role!r}")
     for pattern, policy in s.policies.items():
@@ -164,14 +180,27 @@ def _transport_env(s):
 
 
 def _transport(s, *args):
-    """fetch, push or ls-remote, bounded; what an interrupted fetch left is cleaned."""
+    """fetch, push or ls-remote, bounded by progress: stopped only when it has printed
+    nothing and written nothing into the object store for s.timeout seconds (a big but
+    healthy transfer goes on); what an interrupted fetch left is cleaned."""
+    verb = args[0]
+    if verb in ("fetch", "push"):  # progress on stderr is what says it is alive
+        args = (verb, "--progress", *[a for a in args[1:] if a != "-q"])
+    if verb == "fetch":
+        # a fetch of few objects is unpacked in memory and says nothing until the end (a
+        # big file's whole transfer looks stalled); kept as a pack, it grows tmp_pack_*
+        # and prints its throughput as the data arrives
+        args = ("-c", "fetch.unpackLimit=1", *args)
+    objects = Path(s.repo) / ".git" / "objects"
     try:
-        return git(s.repo, *args, check=False, timeout=s.timeout, env=_transport_env(s))
+        return git(s.repo, *args, check=False, timeout=s.timeout, env=_transport_env(s),
+                   watch=[objects / "pack", objects])
     except GitTimeout:
         _clean_partial_fetch(s)
-        raise SyncFailed(f"git {args[0]} from {s.remote} made no progress within "
-                         f"{s.timeout:g} s and was stopped (a stalled connection?); "
-                         "nothing was merged") from None
+        what = {"fetch": f"fetch from {s.remote}", "push": f"push to {s.remote}",
+                "ls-remote": f"asking {s.remote} for its branch"}.get(verb, verb)
+        raise SyncFailed(f"the {what} made no progress for {s.timeout:g} s and was stopped "
+                         "(a stalled connection?)") from None
 
 
 def _clean_partial_fetch(s):
@@ -261,26 +290,105 @@ def merge_driver(kind, base, ours, theirs, path):
 
 
 def snapshot(s):
-    return sync_snapshot.take(s.repo, _selection(s), s.host)
+    try:
+        return sync_snapshot.take(s.repo, _selection(s), s.host, also=OWN_FILES)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise SyncFailed(f"no room to take the snapshot in {_dir(s)} ({exc.strerror}); it "
+                             "copies the files git does not hold (edits, untracked and "
+                             "ignored files). Nothing was changed; free some space") from None
+        raise
 
 
 def snapshot_info(s):
     return sync_snapshot.info(s.repo)
 
 
-def rollback(s, dry_run=False):
-    """Back to the snapshot, exactly (see sync_snapshot); a killed run's marker goes too."""
+def _op(s):
+    """The running (or killed) step's marker: operation, pid, start, and what it fetched
+    and committed, so that a rollback knows which versions are its doing."""
+    return _read_json(_dir(s) / "op.json") or {}
+
+
+def _note(s, key, value):
+    op = _op(s)
+    if op:
+        op.setdefault(key, []).append(value)
+        fsutil.atomic_write_json(_dir(s) / "op.json", op)
+
+
+def rollback(s, dry_run=False, keep_newer=True):
+    """Back to the snapshot (see sync_snapshot.rollback: nothing anyone changed meanwhile
+    is lost); a killed run's marker and a failed rollback's marker go too."""
     try:
-        out = sync_snapshot.rollback(s.repo, dry_run=dry_run)
+        out = sync_snapshot.rollback(s.repo, dry_run=dry_run, own=OWN_FILES,
+                                     keep_newer=keep_newer,
+                                     incoming=_op(s).get("incoming", []))
     except sync_snapshot.RollbackFailed as exc:
         raise SyncFailed(str(exc)) from None
+    except OSError as exc:
+        raise SyncFailed(f"rollback failed: {exc}") from None
     if not dry_run:
         (_dir(s) / "op.json").unlink(missing_ok=True)
+        _failed_path(s).unlink(missing_ok=True)
     return out
 
 
+def describe_rollback(back):
+    head = (back["head"] or "")[:12] or "no commit (an unborn branch)"
+    text = (f"rolled back to {head} exactly: {len(back['changed_files'])} file(s) put back, "
+            f"{len(back['removed'])} removed" + (", the index restored"
+                                                  if back["index_restored"] else ""))
+    if back.get("kept") and back.get("kept_newer", True):
+        text += (f"; kept as they are now (changed meanwhile, not by the sync): "
+                 f"{', '.join(back['kept'][:10])}; their versions from before are in "
+                 f"{back['kept_dir']}")
+    elif back.get("kept"):
+        text += (f"; the newer versions of {', '.join(back['kept'][:10])} were copied to "
+                 f"{back['kept_dir']}")
+    return text
+
+
+def _failed_path(s):
+    return _dir(s) / "rollback-failed.json"
+
+
+def _refuse_after_failed_rollback(s):
+    """After a rollback failed, the snapshot is the only record of the state before: no
+    new run may replace it until the user has looked."""
+    try:
+        failed = json.loads(_failed_path(s).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError):
+        failed = {}
+    raise SyncFailed(
+        f"a rollback failed at {failed.get('when', '?')} ({failed.get('error', '?')}); the "
+        f"snapshot from before that {failed.get('operation', 'sync')} is kept in {_dir(s)} "
+        "and no sync runs until it is dealt with. Fix what the error names, then run "
+        f"strongroom sync rollback --repo {shlex.quote(str(s.repo))} (it tries again)")
+
+
+def _run_commits_only(s, since, op):
+    """True when every commit after `since` on HEAD is the killed step's: one it noted,
+    one it fetched, or one of its own messages (made just before it could note it)."""
+    rng = ["HEAD"] + ([f"^{since}"] if since else [])
+    rng += [f"^{c}" for c in op.get("incoming", []) if _run_git(
+        s, "cat-file", "-e", f"{c}^{{commit}}", check=False).returncode == 0]
+    proc = _run_git(s, "log", "--format=%H %s", *rng, check=False)
+    if proc.returncode != 0:
+        return False
+    noted = set(op.get("commits", []))
+    for line in _out(proc).splitlines():
+        sha, _, subject = line.partition(" ")
+        if sha not in noted and not subject.startswith(("sync: ", "Merge commit '")):
+            return False
+    return True
+
+
 def _recover(s):
-    """A run that was killed mid-step left its marker: put the side back first."""
+    """A run that was killed mid-step left its marker: undo what it did first (what the
+    user did since is kept, see sync_snapshot.rollback)."""
     marker = _dir(s) / "op.json"
     if not marker.exists():
         return None
@@ -288,10 +396,36 @@ def _recover(s):
         op = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         op = {}
-    back = rollback(s)
-    return (f"recovered from an interrupted {op.get('operation', 'sync')} (PID "
-            f"{op.get('pid', '?')}, {op.get('started', '?')}): rolled back to "
-            f"{(back['head'] or '-')[:12]}, {len(back['changed_files'])} file(s) put back")
+    what = (f"an interrupted {op.get('operation', 'sync')} (PID {op.get('pid', '?')}, "
+            f"{op.get('started', '?')})")
+    meta = sync_snapshot.load(s.repo)
+    branch = _out(_run_git(s, "symbolic-ref", "--short", "-q", "HEAD", check=False)).strip()
+    if meta is None or (branch or None) != meta["branch"] or not _run_commits_only(
+            s, meta["head"], op):
+        # the user has switched branches or committed since: that is newer than anything
+        # the killed run did, so nothing is undone
+        marker.unlink(missing_ok=True)
+        return (f"found {what}, but the repository has moved on since (new commits or "
+                "another branch): nothing was rolled back")
+    try:
+        back = rollback(s)
+    except SyncFailed as exc:
+        _rollback_failed(s, op.get("operation", "sync"), exc)
+        raise SyncFailed(f"ROLLBACK FAILED while recovering from {what}: {exc}; the snapshot "
+                         f"is kept in {_dir(s)} and no sync runs until `strongroom sync "
+                         "rollback` succeeds") from None
+    return f"recovered from {what}: " + describe_rollback(back)
+
+
+def _rollback_failed(s, operation, exc):
+    fsutil.atomic_write_json(_failed_path(s), {"when": now_iso(), "operation": operation,
+                                               "error": str(exc)})
+
+
+def _clean_stale_index_lock(s):
+    """A git killed with the sync leaves .git/index.lock; every later git then fails."""
+    removed, _live = clean_stale_git_locks(Path(s.repo) / ".git", Path(s.repo) / ".git")
+    return [Path(p).name for p in removed]
 
 
 # --- state ------------------------------------------------------------------------------
@@ -305,9 +439,24 @@ def _baseline_path(s):
     return _dir(s) / "baseline.json"
 
 
+def _ignored(s, rels):
+    """Those of rels git ignores (.env, keys; tracked files are never ignored)."""
+    if not rels:
+        return set()
+    proc = git(s.repo, "check-ignore", "-z", "--stdin", input="\0".join(rels) + "\0",
+               check=False)
+    return set(filter(None, _out(proc).split("\0")))
+
+
 def _record_manifest(s, phase, operation):
     data = manifest.build(s.repo, _selection(s), phase=phase, operation=operation,
                           skip=manifest.own_files(Path(s.repo) / MANIFEST_NAME))
+    # the manifest is committed: a name and a plain SHA-256 of an ignored secret would
+    # publish what the user kept out of git (and a short secret's hash is guessable)
+    for rel in _ignored(s, list(data["checksums"])):
+        del data["checksums"][rel]
+    data["metadata"].update(files=len(data["checksums"]),
+                            bytes=sum(e["size"] for e in data["checksums"].values()))
     data["metadata"]["role"] = s.role or "unset"
     return data
 
@@ -326,15 +475,31 @@ def _same_content(path, data):
     return sums(old) == sums(data) and manifest.selection_of(old) == manifest.selection_of(data)
 
 
+def _parses(data):
+    try:
+        json.loads(data.decode("utf-8-sig"))
+        return True
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return False
+
+
 def _check_json_files(s, rels):
-    """A covered *.json that no longer parses is damage, not an edit worth syncing."""
+    """A covered *.json that parsed when it was committed and no longer does is damage
+    (a truncated write, a torn copy), not an edit worth syncing. A file that never was
+    strict JSON (comments, as in tsconfig.json; empty) is the user's business."""
     bad = []
     for rel in rels:
-        if rel.endswith(".json"):
-            try:
-                json.loads((Path(s.repo) / rel).read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                bad.append(rel)
+        if not rel.endswith(".json"):
+            continue
+        try:
+            now = (Path(s.repo) / rel).read_bytes()
+        except OSError:
+            continue
+        if _parses(now):
+            continue
+        before = git(s.repo, "show", f"HEAD:{rel}", check=False, binary=True)
+        if before.returncode == 0 and _parses(before.stdout):
+            bad.append(rel)
     if bad:
         raise SyncFailed("pre-sync check: not valid JSON (damaged?): " + ", ".join(bad))
 
@@ -344,6 +509,8 @@ def _guarded(s, operation, body, notify_cb=None):
     check_repo(s)
     with sync_lock(s):
         fsutil.clean_stale_temps(_dir(s))
+        _refuse_after_failed_rollback(s)
+        unlocked = _clean_stale_index_lock(s)
         recovered = _recover(s)
         check_repo(s)  # the recovery may have ended the merge a killed run left
         _clean_partial_fetch(s)
@@ -357,13 +524,11 @@ def _guarded(s, operation, body, notify_cb=None):
             message = str(exc) if not isinstance(exc, GitError) else _git_message(exc)
             rolling = time.monotonic()
             try:
-                back = rollback(s)
-                rolled = (f"rolled back to {(back['head'] or '')[:12]} exactly: "
-                          f"{len(back['changed_files'])} file(s) put back, "
-                          f"{len(back['removed'])} removed"
-                          + (", the index restored" if back["index_restored"] else ""))
+                rolled = describe_rollback(rollback(s))
             except (StrongroomError, OSError) as exc2:
-                rolled = f"ROLLBACK FAILED: {exc2}; the snapshot is kept in {_dir(s)}"
+                _rollback_failed(s, operation, exc2)
+                rolled = (f"ROLLBACK FAILED: {exc2}; the snapshot is kept in {_dir(s)} and "
+                          "no sync runs until `strongroom sync rollback` succeeds")
             result = {"operation": operation, "result": "error", "message": message,
                       "rollback": rolled, "exit_code": getattr(exc, "exit_code", ERROR),
                       "rollback_seconds": round(time.monotonic() - rolling, 3)}
@@ -372,6 +537,8 @@ def _guarded(s, operation, body, notify_cb=None):
         (_dir(s) / "op.json").unlink(missing_ok=True)
         if recovered:
             result["recovered"] = recovered
+        if unlocked:
+            result["stale_locks_removed"] = unlocked
         result.update({"finished": now_iso(), "host": s.host, "role": s.role,
                        "duration_seconds": round(time.monotonic() - started, 3)})
         _save_last(s, result)
@@ -384,12 +551,30 @@ def _git_message(exc):
     return git_failure(getattr(exc, "stderr", "") or str(exc))
 
 
+def _nested_repositories(s):
+    """Untracked folders that are repositories of their own: `git add -A` would record a
+    bare pointer to their HEAD (a gitlink), and the other machine would get no files."""
+    out = []
+    for code, path, _ in sync_snapshot.status_entries(s.repo):
+        if code == "??" and path.endswith("/") and os.path.lexists(
+                Path(s.repo) / path / ".git"):
+            out.append(path.rstrip("/"))
+    return out
+
+
 def _commit_all(s, message):
+    nested = _nested_repositories(s)
+    if nested:
+        raise SyncFailed(f"{', '.join(nested)}: a git repository inside the synced one; a "
+                         "commit would carry only a pointer to it, not its files. Add it "
+                         "to .gitignore (and sync it on its own), or make it a submodule; "
+                         "nothing was committed")
     _run_git(s, "add", "-A")
     if _run_git(s, "diff", "--cached", "--quiet", check=False).returncode == 0:
         return False
     _run_git(s, "-c", f"user.name=strongroom ({s.host})", "-c",
              f"user.email=strongroom@{s.host}", "commit", "-q", "--no-verify", "-m", message)
+    _note(s, "commits", current_head(s))
     return True
 
 
@@ -414,24 +599,19 @@ def blocked(s):
 
 
 def resolve_hint(s, paths):
-    quoted = " ".join(paths)
+    quoted = " ".join(shlex.quote(p) for p in paths)
     return (f"Merge each into its file by hand, then run: strongroom sync resolve --repo "
-            f"{s.repo} {quoted} (or add --ours / --theirs to keep one side as it is), then "
-            "strongroom sync push")
-
-
-def _leftover_theirs(s):
-    return [rel for rel, is_dir in fsutil.walk(s.repo)
-            if not is_dir and rel.endswith(".theirs") and ".git" not in rel.split("/")]
+            f"{shlex.quote(str(s.repo))} {quoted} (or add --ours / --theirs to keep one side "
+            "as it is), then strongroom sync push")
 
 
 def _refuse_while_blocked(s):
+    # only the recorded block counts: a file of the user's that happens to end in
+    # .theirs is not one
     block = blocked(s)
-    left = _leftover_theirs(s)
-    if block or left:
-        paths = (block or {}).get("paths") or [p[: -len(".theirs")] for p in left]
-        raise SyncFailed("a blocked merge is unresolved: " + ", ".join(paths) + ". "
-                         + resolve_hint(s, paths))
+    if block:
+        raise SyncFailed("a blocked merge is unresolved: " + ", ".join(block["paths"]) + ". "
+                         + resolve_hint(s, block["paths"]))
 
 
 def push(s, notify_cb=None):
@@ -458,11 +638,19 @@ def push(s, notify_cb=None):
         remote_head = _remote_head(s, branch)
         if remote_head != head:
             raise SyncFailed(f"post-sync check: {s.remote}/{branch} is not at {head[:12]}")
+        pushed = remote_before != head
         v = manifest.verify(s.repo, data)
         if not v.passed:
-            raise SyncFailed("post-sync check failed: " + ", ".join(v.mismatched + v.missing))
+            changed = ", ".join(v.mismatched + v.missing)
+            if not pushed:
+                raise SyncFailed("post-sync check failed: " + changed)
+            # the remote has our commit: rolling back behind it would undo a push that
+            # landed; what changed meanwhile is simply the next push's work
+            return {"operation": "push", "result": "warning", "exit_code": WARNING,
+                    "head": head, "committed": committed, "pushed": True, "changed": True,
+                    "message": f"pushed {head[:12]} to {s.remote}/{branch}, but these "
+                               f"changed while it ran and go with the next push: {changed}"}
         fsutil.atomic_write_json(_baseline_path(s), data["checksums"])
-        pushed = remote_before != head
         return {"operation": "push", "result": "ok", "exit_code": OK, "head": head,
                 "committed": committed, "pushed": pushed, "changed": committed or pushed,
                 "message": (f"pushed {head[:12]} to {s.remote}/{branch}" if pushed else
@@ -483,8 +671,10 @@ def _fetch(s, branch):
         raise SyncFailed(f"cannot fetch from {s.remote}: {git_failure(_err(fetched))}")
     fsutil.atomic_write_json(_dir(s) / "fetched.json", {"when": now_iso(),
                                                         "ts": time.time()})
+    theirs = _out(_run_git(s, "rev-parse", "FETCH_HEAD")).strip()
+    _note(s, "incoming", theirs)
     _crash_point("pull-after-fetch")
-    return _out(_run_git(s, "rev-parse", "FETCH_HEAD")).strip()
+    return theirs
 
 
 def _block(s, conflicted, theirs):
@@ -514,11 +704,14 @@ def pull(s, notify_cb=None):
         _crash_point("pull-after-commit")
         ours = _out(_run_git(s, "rev-parse", "HEAD")).strip()
         base = _out(_run_git(s, "merge-base", ours, theirs, check=False)).strip()
-        incoming = _changed_between(s, base, theirs) if base else set()
+        incoming = _changed_between(s, base, theirs) if base else \
+            set(sync_snapshot.tree_entries(s.repo, theirs))
+        _refuse_overwriting_local(s, theirs, incoming)
         local = _changed_between(s, base, ours) if base else set()
         merged = _run_git(s, "-c", f"user.name=strongroom ({s.host})", "-c",
                           f"user.email=strongroom@{s.host}", "merge", "--no-edit", "-q",
                           theirs, check=False)
+        _note(s, "commits", current_head(s))
         if merged.returncode != 0:
             conflicted = [p for p in _out(_run_git(s, "diff", "--name-only", "-z",
                                                    "--diff-filter=U", check=False)).split("\0")
@@ -538,6 +731,31 @@ def pull(s, notify_cb=None):
                 "message": f"merged {theirs[:12]}: {len(incoming)} files came in"}
 
     return _guarded(s, "pull", body, notify_cb)
+
+
+def _refuse_overwriting_local(s, theirs, incoming):
+    """git replaces an ignored file when the incoming commits add a file by that name
+    (it holds ignored files expendable). Here an ignored file is a .env or a key: a
+    different local one stops the pull before anything is merged."""
+    tracked = set(sync_snapshot.index_entries(s.repo))
+    theirs_tree = sync_snapshot.tree_entries(s.repo, theirs)
+    fmt = sync_snapshot._object_format(s.repo)
+    clash = []
+    for rel in sorted(incoming - tracked):
+        path = Path(s.repo) / rel
+        if rel not in theirs_tree or not os.path.lexists(path) or path.is_dir():
+            continue
+        if path.is_symlink():
+            oid = sync_snapshot._blob_oid(os.fsencode(os.readlink(path)), fmt)
+        else:
+            oid = sync_snapshot._hash_file(path, fmt)[1]
+        if oid != theirs_tree[rel]:
+            clash.append(rel)
+    if clash:
+        raise SyncFailed(
+            f"the other side added {', '.join(clash)}, which here is a local file of yours "
+            "with other content (ignored or untracked); git would overwrite it, so nothing "
+            "was merged. Move yours aside (or commit it) and pull again")
 
 
 def _verify_pull(s, snap, theirs, incoming, local):
@@ -560,7 +778,8 @@ def _verify_pull(s, snap, theirs, incoming, local):
             elif their_sums[rel]["sha256"] != digest:
                 problems.append(f"{rel}: does not match the other side's manifest")
         elif rel not in incoming and (sync_snapshot.sha_of(snap, rel) or digest) != digest:
-            problems.append(f"{rel}: changed although the pull did not touch it")
+            problems.append(f"{rel}: changed although the pull did not touch it (an edit "
+                            "while it ran, or damage)")
     if problems:
         raise SyncFailed("post-pull check failed (corruption): " + "; ".join(problems))
 
@@ -568,6 +787,7 @@ def _verify_pull(s, snap, theirs, incoming, local):
 def resolve(s, paths, side=None, notify_cb=None):
     """End a block: merge the recorded other side, taking for each of `paths` the user's
     hand-merged file (or `side`: ours or theirs) as the resolution."""
+    check_repo(s)
     block = blocked(s)
     if not block:
         raise SyncFailed(f"{s.repo}: nothing is blocked; `strongroom sync status` shows the "
@@ -587,6 +807,7 @@ def resolve(s, paths, side=None, notify_cb=None):
 
     def body(snap):
         theirs = block["theirs"]
+        _note(s, "incoming", theirs)
         hand = {}
         for rel in wanted:
             path = Path(s.repo) / rel
@@ -611,6 +832,7 @@ def resolve(s, paths, side=None, notify_cb=None):
                  f"user.email=strongroom@{s.host}", "commit", "-q", "--no-verify", "-m",
                  f"sync: {', '.join(wanted)} resolved "
                  f"{'as ' + side if side else 'by hand'} on {s.host}")
+        _note(s, "commits", current_head(s))
         _blocked_path(s).unlink(missing_ok=True)
         _run_git(s, "update-ref", "-d", BLOCKED_REF, check=False)
         head = _out(_run_git(s, "rev-parse", "HEAD")).strip()
@@ -702,14 +924,18 @@ def status(s, offline=True):
     upstream = f"refs/remotes/{s.remote}/{branch}"
     fetch = None
     if not offline:
-        proc = _transport(s, "fetch", "-q", s.remote)
-        if proc.returncode == 0:
+        try:
+            proc = _transport(s, "fetch", "-q", s.remote)
+            error = None if proc.returncode == 0 else git_failure(_err(proc))
+        except SyncFailed as exc:  # stalled and stopped
+            error = str(exc)
+        if error is None:
             fsutil.atomic_write_json(_dir(s) / "fetched.json", {"when": now_iso(),
                                                                 "ts": time.time()})
             fetch = {"ok": True}
         else:
             _clean_partial_fetch(s)
-            fetch = {"ok": False, "error": git_failure(_err(proc))}
+            fetch = {"ok": False, "error": error}
     has_up = _run_git(s, "rev-parse", "-q", "--verify", upstream, check=False).returncode == 0
     ahead = behind = None
     if has_up:
@@ -724,7 +950,18 @@ def status(s, offline=True):
     return {"repo": str(s.repo), "branch": branch, "role": s.role, "ahead": ahead,
             "behind": behind, "dirty": sync_snapshot.dirty_paths(s.repo), "last": last,
             "snapshot": snapshot_info(s), "fetch": fetch, "last_fetch": when,
-            "last_fetch_age_seconds": age, "blocked": blocked(s)}
+            "last_fetch_age_seconds": age, "blocked": blocked(s),
+            "interrupted": _read_json(_dir(s) / "op.json"),
+            "rollback_failed": _read_json(_failed_path(s))}
+
+
+def _read_json(path):
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {"unreadable": str(path)}
 
 
 def exit_code(result):
@@ -733,4 +970,7 @@ def exit_code(result):
 
 def status_exit(st):
     """1 when the figures may be stale (a fetch that failed) or a block waits."""
-    return WARNING if (st.get("fetch") and not st["fetch"]["ok"]) or st.get("blocked") else OK
+    if st.get("rollback_failed"):
+        return ERROR
+    return WARNING if (st.get("fetch") and not st["fetch"]["ok"]) or st.get("blocked") \
+        or st.get("interrupted") else OK

@@ -21,13 +21,14 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from . import fsutil, manifest
 from .errors import StrongroomError
-from .gitcmd import git
+from .gitcmd import git, git_argv, git_env
 
 SAFETY_REF = "refs/strongroom/snapshot"
 VERSION = 2
@@ -151,8 +152,63 @@ def sha_of(meta, rel):
     return entry["sha256"] if entry else None
 
 
-def take(repo, selection, host):
-    """Record the exact local state (see the module docstring); returns the metadata."""
+def _object_format(repo):
+    fmt = _out(git(repo, "rev-parse", "--show-object-format", check=False)).strip()
+    return fmt or "sha1"
+
+
+def _blob_oid(data, fmt):
+    """git's id of a blob holding `data` (to know a symlink or file git already has)."""
+    h = hashlib.new(fmt)
+    h.update(b"blob %d\0" % len(data))
+    h.update(data)
+    return h.hexdigest()
+
+
+def _hash_file(path, fmt):
+    """(SHA-256, git blob id) of a file in one read."""
+    sha, oid = hashlib.sha256(), hashlib.new(fmt)
+    with open(path, "rb") as f:
+        oid.update(b"blob %d\0" % os.fstat(f.fileno()).st_size)
+        while chunk := f.read(CHUNK):
+            sha.update(chunk)
+            oid.update(chunk)
+    return sha.hexdigest(), oid.hexdigest()
+
+
+def tree_entries(repo, rev):
+    """{path: blob id} of the files and links in a commit's tree."""
+    proc = git(repo, "ls-tree", "-r", "-z", "--full-tree", rev, check=False, binary=True)
+    out = {}
+    for item in proc.stdout.split(b"\0") if proc.returncode == 0 else []:
+        if b"\t" in item:
+            info, path = item.split(b"\t", 1)
+            parts = info.split()
+            if parts[1] == b"blob":
+                out[path.decode("utf-8", "surrogateescape")] = parts[2].decode()
+    return out
+
+
+def index_entries(repo):
+    """{path: {stage: blob id}} of the index as it is now."""
+    proc = git(repo, "ls-files", "-s", "-z", check=False, binary=True)
+    out = {}
+    for item in proc.stdout.split(b"\0") if proc.returncode == 0 else []:
+        if b"\t" in item:
+            info, path = item.split(b"\t", 1)
+            _mode, oid, stage = info.split()
+            out.setdefault(path.decode("utf-8", "surrogateescape"), {})[int(stage)] = \
+                oid.decode()
+    return out
+
+
+def take(repo, selection, host, also=()):
+    """Record the exact local state (see the module docstring); returns the metadata.
+
+    A file git already holds exactly as it is (clean, the same blob in HEAD) is recorded
+    by its blob id and not copied: the snapshot needs room only for what git does not
+    have (edits, untracked and ignored files). `also` names files recorded whenever they
+    exist (the sync's own manifest)."""
     repo = Path(repo)
     d = sync_dir(repo)
     d.mkdir(parents=True, exist_ok=True)
@@ -161,8 +217,10 @@ def take(repo, selection, host):
     branch = _out(git(repo, "symbolic-ref", "--short", "-q", "HEAD", check=False)).strip() \
         or None
     entries = status_entries(repo)
+    dirty = {path for _, path, _ in entries}
     covered = set(manifest.walk(repo, selection))
     present, absent = set(covered), set()
+    present |= {rel for rel in also if os.path.lexists(repo / rel)}
     for code, path, orig in entries:
         for rel in (path, orig):
             if rel is None:
@@ -172,6 +230,8 @@ def take(repo, selection, host):
                     present.add(rel)
             elif "D" in code or rel == orig:
                 absent.add(rel)
+    in_head = tree_entries(repo, head) if head else {}
+    fmt = _object_format(repo)
     prev = load(repo) or {"files": {}}
     files = {}
     for rel in sorted(present):
@@ -190,12 +250,20 @@ def take(repo, selection, host):
             continue
         if not stat.S_ISREG(st.st_mode):
             continue
-        if old and old.get("key") == key and _object_path(repo, old["sha256"]).exists():
-            sha = old["sha256"]  # unchanged since the last snapshot: no copy, no hash
+        clean = rel in in_head and rel not in dirty
+        if old and old.get("key") == key and (
+                (old.get("blob") and old["blob"] == in_head.get(rel) and clean)
+                or (not old.get("blob") and _object_path(repo, old["sha256"]).exists())):
+            files[rel] = old  # unchanged since the last snapshot: no copy, no hash
+            continue
+        sha, oid = _hash_file(path, fmt)
+        entry = {"kind": "file", "mode": stat.S_IMODE(st.st_mode), "key": key,
+                 "sha256": sha, "mtime_ns": st.st_mtime_ns}
+        if clean and in_head.get(rel) == oid:
+            entry["blob"] = oid  # git has these bytes, reachable from the safety ref
         else:
-            sha = _store(repo, path)
-        files[rel] = {"kind": "file", "mode": stat.S_IMODE(st.st_mode), "key": key,
-                      "sha256": sha, "mtime_ns": st.st_mtime_ns}
+            entry["sha256"] = _store(repo, path)  # what was copied (an edit meanwhile wins)
+        files[rel] = entry
     index_sha = _save_index(repo)
     meta = {"version": VERSION, "taken": _now_iso(), "taken_ts": time.time(), "head": head,
             "branch": branch, "host": host, "files": files, "absent": sorted(absent),
@@ -222,7 +290,8 @@ def _save_index(repo):
 
 def _gc(repo, meta):
     """Contents no snapshot refers to any more; the old v1 copies once replaced."""
-    keep = {e["sha256"] for e in meta["files"].values() if e["kind"] == "file"}
+    keep = {e["sha256"] for e in meta["files"].values()
+            if e["kind"] == "file" and not e.get("blob")}
     for sub in (_objects(repo).iterdir() if _objects(repo).is_dir() else []):
         if not sub.is_dir():
             continue
@@ -230,10 +299,6 @@ def _gc(repo, meta):
             if sub.name + obj.name not in keep:
                 obj.unlink(missing_ok=True)
     fsutil.rmtree_quiet(sync_dir(repo) / "snapshot")
-
-
-def _content_path(repo, entry):
-    return Path(entry["source"]) if entry.get("source") else _object_path(repo, entry["sha256"])
 
 
 def _differs(repo, rel, entry):
@@ -255,11 +320,34 @@ def _differs(repo, rel, entry):
     return fsutil.sha256_file(path) != entry["sha256"]
 
 
-def _put_back(repo, rel, entry):
-    """One recorded file or link back in place, atomically; returns its SHA-256."""
+def _write_content(repo, entry, tmp):
+    """The recorded bytes of a file into tmp: from the content store, or from git."""
+    if entry.get("source"):
+        fsutil.copy_hashing(entry["source"], tmp)
+    elif entry.get("blob"):
+        with open(tmp, "wb") as f:
+            proc = subprocess.run(git_argv(repo, "cat-file", "blob", entry["blob"]),
+                                  stdout=f, stderr=subprocess.PIPE, env=git_env(),
+                                  check=False)
+        if proc.returncode != 0:
+            raise RollbackFailed(f"git no longer has {entry['blob'][:12]}: "
+                                 + proc.stderr.decode("utf-8", "replace").strip())
+    else:
+        fsutil.copy_hashing(_object_path(repo, entry["sha256"]), tmp)
+    return fsutil.sha256_file(tmp)
+
+
+def _put_back(repo, rel, entry, aside):
+    """One recorded file or link back in place, atomically; returns its SHA-256. A folder
+    (or a file where a folder must be) in the way is moved into `aside`, never removed."""
     path = Path(repo) / rel
+    parent = Path(repo)
+    for part in Path(rel).parts[:-1]:
+        parent = parent / part
+        if os.path.lexists(parent) and (parent.is_symlink() or not parent.is_dir()):
+            aside(parent)
     if path.is_dir() and not path.is_symlink():
-        raise RollbackFailed(f"rollback cannot put back {rel}: a folder is in its place")
+        aside(path)
     fsutil.makedirs(path.parent)
     tmp = fsutil.temp_path(path)
     tmp.unlink(missing_ok=True)
@@ -268,7 +356,7 @@ def _put_back(repo, rel, entry):
         os.replace(tmp, path)
         return entry["sha256"]
     try:
-        digest = fsutil.copy_hashing(_content_path(repo, entry), tmp)
+        digest = _write_content(repo, entry, tmp)
         if entry.get("mode") is not None:
             os.chmod(tmp, entry["mode"])
         if entry.get("mtime_ns"):
@@ -280,69 +368,252 @@ def _put_back(repo, rel, entry):
     return digest
 
 
-def _tracked_changes(repo, known):
-    """Tracked files that differ from HEAD and that the snapshot does not record."""
-    proc = git(repo, "diff", "--name-only", "-z", "HEAD", check=False)
-    return set(filter(None, _out(proc).split("\0"))) - set(known)
+def _changed_between(repo, a, b):
+    proc = git(repo, "diff", "--name-only", "-z", "--no-renames", a, b, check=False)
+    return set(filter(None, _out(proc).split("\0")))
 
 
-def rollback(repo, dry_run=False):
-    """Back to the snapshot, exactly. Never prompts. Returns what differed
-    (`changed_files`, `removed`, `head_moved`, `index_restored`); dry_run only reports."""
+def _current(repo, rel, fmt):
+    """What the work tree holds at rel: ("absent",), ("dir",), ("link", target, oid) or
+    ("file", oid)."""
+    path = Path(repo) / rel
+    try:
+        st = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return ("absent",)
+    if stat.S_ISLNK(st.st_mode):
+        target = os.readlink(path)
+        return ("link", target, _blob_oid(os.fsencode(target), fmt))
+    if stat.S_ISDIR(st.st_mode):
+        return ("dir",)
+    if not stat.S_ISREG(st.st_mode):
+        return ("other",)
+    return ("file", _hash_file(path, fmt)[1])
+
+
+def _step_versions(repo, meta_head, now_head, merging, incoming):
+    """Every version of a path the step itself may have written into the work tree: the
+    incoming commits' (a fast-forward or a merge brings them), what its merge commits
+    changed, and what a merge still in progress staged or left unmerged. The step's own
+    commit of local changes writes nothing: its content came from the work tree (and may
+    hold an edit someone made while it ran, which is theirs, not the step's)."""
+    versions = {}
+
+    def add(rel, oid):
+        versions.setdefault(rel, set()).add(oid)
+
+    revs = [r for r in incoming if r]
+    if merging:
+        revs.append("MERGE_HEAD")
+    for rev in revs:
+        for rel, oid in tree_entries(repo, rev).items():
+            add(rel, oid)
+    if now_head and now_head != meta_head:
+        rng = [now_head] + ([f"^{meta_head}"] if meta_head else [])
+        merges = _out(git(repo, "rev-list", "--merges", *rng, check=False)).split()
+        for m in merges:
+            tree = tree_entries(repo, m)
+            for rel in _changed_between(repo, f"{m}^1", m):
+                if rel in tree:
+                    add(rel, tree[rel])
+    unmerged = set()
+    if merging:
+        stage0 = index_entries(repo)
+        staged = _out(git(repo, "diff", "--cached", "--name-only", "-z", "--no-renames",
+                          "HEAD", check=False)).split("\0")
+        for rel in filter(None, staged):
+            if 0 in stage0.get(rel, {}):
+                add(rel, stage0[rel][0])
+        unmerged = {rel for rel, stages in stage0.items() if set(stages) - {0}}
+    return versions, unmerged
+
+
+def _foreign(repo, meta, candidates, own, now_head, merging, moved, incoming):
+    """The candidates whose present state the step did not make: edits, new files and
+    deletions someone made while it ran (or after it was killed). A rollback keeps them."""
+    fmt = _object_format(repo)
+    versions, unmerged = _step_versions(repo, meta["head"], now_head, merging, incoming)
+    in_index = index_entries(repo)
+    found = {}
+    for rel in candidates:
+        if rel in own or rel in unmerged:
+            continue
+        cur = _current(repo, rel, fmt)
+        if cur[0] in ("file", "link"):
+            if cur[-1] in versions.get(rel, ()):
+                continue  # a version git wrote for the step
+            found[rel] = cur
+        elif cur[0] == "absent":
+            if rel not in meta["files"]:
+                continue
+            if (moved or merging) and 0 not in in_index.get(rel, {}):
+                continue  # the step's merge or commit took it away
+            found[rel] = cur
+    return found
+
+
+def _kept_dir(repo):
+    return sync_dir(repo) / "kept" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+def rollback(repo, dry_run=False, own=(), keep_newer=True, incoming=()):
+    """Back to the snapshot, exactly, and nothing anyone made is lost.
+
+    What the step did (its commits, its merge, the files git wrote for them, the sync's
+    own files in `own`) is undone: HEAD, the branch, the index and every recorded file and
+    absence are put back. A file edited, created or deleted while the step ran (or after
+    it was killed) is not the step's doing: with keep_newer (a failed or killed step) it
+    stays as it is now, and the version the snapshot holds of it is copied into
+    .git/strongroom/kept/<time>/; without (the user asked for the snapshot back) the
+    snapshot's version goes in place and the newer one into that folder. Whatever stands
+    where a recorded file must go (a folder the user made) is moved there too. Never
+    prompts. Returns what differed (`changed_files`, `removed`, `kept`, `kept_dir`,
+    `head_moved`, `index_restored`); dry_run only reports. `incoming`: the commits the
+    step fetched to merge (their versions of a file are the step's doing).
+    """
     repo = Path(repo)
     meta = load(repo)
     if meta is None:
         raise RollbackFailed(f"{repo}: no snapshot to roll back to")
-    files, absent = meta["files"], meta["absent"]
+    files, absent = meta["files"], set(meta["absent"])
+    own = set(own)
     merging = (repo / ".git" / "MERGE_HEAD").exists()
-    now_head = _out(git(repo, "rev-parse", "-q", "--verify", "HEAD", check=False)).strip()
-    now_branch = _out(git(repo, "symbolic-ref", "--short", "-q", "HEAD", check=False)).strip()
-    head_moved = bool(meta["head"]) and (now_head != meta["head"]
-                                         or (now_branch or None) != meta["branch"])
+    now_head = _out(git(repo, "rev-parse", "-q", "--verify", "HEAD", check=False)).strip() \
+        or None
+    now_branch = _out(git(repo, "symbolic-ref", "--short", "-q", "HEAD", check=False)).strip() \
+        or None
+    moved = now_head != meta["head"] or now_branch != meta["branch"]
     index = repo / ".git" / "index"
     saved_index = sync_dir(repo) / "index.snapshot"
-    index_differs = bool(meta.get("index")) and (
-        not index.exists() or fsutil.sha256_file(index) != meta["index"])
-    extra = _tracked_changes(repo, set(files) | set(absent)) if meta["head"] else set()
+    index_differs = (index.exists() != bool(meta.get("index"))) or (
+        bool(meta.get("index")) and fsutil.sha256_file(index) != meta["index"])
+    candidates = {r for r, e in files.items() if _differs(repo, r, e)}
+    candidates |= {r for r in absent if os.path.lexists(repo / r)
+                   and (os.path.islink(repo / r) or not os.path.isdir(repo / r))}
+    # paths the snapshot does not record that git or someone else may have written
+    others = {r for r in dirty_paths(repo) if not r.endswith("/")}
+    if moved and meta["head"] and now_head:
+        others |= _changed_between(repo, meta["head"], now_head)
+    elif moved and now_head:
+        others |= set(tree_entries(repo, now_head))
+    candidates |= others - set(files)
+    foreign = _foreign(repo, meta, candidates, own, now_head, merging, moved, incoming)
+    if not keep_newer:  # their current versions are copied aside, then overwritten
+        aside = {rel: cur for rel, cur in foreign.items() if cur[0] != "absent"}
+        foreign = {}
     out = {"head": meta["head"], "branch": meta["branch"], "files": len(files),
-           "taken": meta["taken"], "head_moved": head_moved}
+           "taken": meta["taken"], "head_moved": moved}
     if dry_run:
-        out["changed_files"] = sorted(extra | {r for r, e in files.items()
-                                               if _differs(repo, r, e)})
+        out["changed_files"] = sorted(candidates - set(foreign))
         out["removed"] = sorted(r for r in absent if os.path.lexists(repo / r))
+        out["kept"] = sorted(foreign)
         out["index_restored"] = index_differs
         return out
+    kept_dir = _kept_dir(repo)
+    kept = []
+    if not keep_newer:
+        for rel, cur in aside.items():
+            dest = kept_dir / rel
+            fsutil.makedirs(dest.parent)
+            if cur[0] == "link":
+                os.symlink(cur[1], dest)
+            else:
+                shutil.copy2(repo / rel, dest)
+            kept.append(rel)
+    # what someone else made, saved before git rewrites anything
+    saved = {}
+    for rel, cur in foreign.items():
+        if cur[0] == "file":
+            saved[rel] = ("file", _store(repo, repo / rel), os.lstat(repo / rel))
+        elif cur[0] == "link":
+            saved[rel] = ("link", cur[1], None)
+
+    def keep(rel_or_path, entry=None):
+        """The snapshot's version of a path someone changed, or a thing in the way."""
+        if entry is None:  # a path in the way: moved as it is
+            rel = Path(rel_or_path).relative_to(repo).as_posix()
+            dest, n = kept_dir / rel, 0
+            while os.path.lexists(dest):  # its contents were copied there already
+                n += 1
+                dest = kept_dir / f"{rel}.{n}"
+            fsutil.makedirs(dest.parent)
+            os.replace(rel_or_path, dest)
+        else:
+            rel = rel_or_path
+            dest = kept_dir / rel
+            fsutil.makedirs(dest.parent)
+            if entry["kind"] == "link":
+                os.symlink(entry["target"], dest)
+            else:
+                _write_content(repo, entry, dest)
+        kept.append(rel)
+
     if merging:
         git(repo, "merge", "--abort", check=False)
-    if meta["head"] and (head_moved or merging or extra):
-        if meta["branch"]:
-            git(repo, "checkout", "-q", "-f", meta["branch"], check=False)
-            git(repo, "reset", "-q", "--hard", meta["head"])
-        else:
-            git(repo, "checkout", "-q", "-f", "--detach", meta["head"])
-    reset = bool(meta["head"] and (head_moved or merging or extra))
-    if (index_differs or reset) and meta.get("index") and saved_index.exists():
-        tmp = fsutil.temp_path(index)
-        shutil.copyfile(saved_index, tmp)
-        os.replace(tmp, index)
+    if moved:
+        _move_head(repo, meta)
+    if index_differs or moved or merging:
+        if meta.get("index") and saved_index.exists():
+            tmp = fsutil.temp_path(index)
+            shutil.copyfile(saved_index, tmp)
+            os.replace(tmp, index)
+        elif not meta.get("index"):
+            index.unlink(missing_ok=True)
     changed, bad = [], []
     for rel, entry in files.items():
+        if rel in foreign:
+            keep(rel, entry)  # someone changed it meanwhile: their version stays
+            continue
         if not _differs(repo, rel, entry):
             continue
-        if _put_back(repo, rel, entry) != entry["sha256"]:
+        if _put_back(repo, rel, entry, keep) != entry["sha256"]:
             bad.append(rel)
         changed.append(rel)
     removed = []
-    for rel in absent:
+    for rel in sorted(candidates - set(files) - set(foreign)):
         path = repo / rel
         if os.path.lexists(path) and (path.is_symlink() or not path.is_dir()):
-            path.unlink()
+            path.unlink()  # written by the step (or recorded as deleted): not wanted
             removed.append(rel)
+    for rel, cur in foreign.items():
+        if cur[0] == "absent" and os.path.lexists(repo / rel) and not (repo / rel).is_dir():
+            (repo / rel).unlink()  # deleted meanwhile; the reset brought it back
+    for rel, (kind, value, st) in saved.items():
+        path = repo / rel
+        if kind == "file":
+            if path.is_file() and not path.is_symlink() and fsutil.sha256_file(path) == value:
+                continue
+            _put_back(repo, rel, {"kind": "file", "sha256": value,
+                                  "mode": stat.S_IMODE(st.st_mode),
+                                  "mtime_ns": st.st_mtime_ns}, keep)
+        else:
+            if path.is_symlink() and os.readlink(path) == value:
+                continue
+            _put_back(repo, rel, {"kind": "link", "target": value,
+                                  "sha256": hashlib.sha256(b"link:" + os.fsencode(value))
+                                  .hexdigest()}, keep)
     if bad:
         raise RollbackFailed(f"rollback did not restore: {', '.join(bad)}")
     now = _out(git(repo, "rev-parse", "-q", "--verify", "HEAD", check=False)).strip() or None
-    if meta["head"] and now != meta["head"]:
-        raise RollbackFailed(f"rollback left HEAD at {now}, expected {meta['head']}")
-    out.update(changed_files=sorted(set(changed) | extra), removed=removed,
-               index_restored=index_differs)
+    if now != meta["head"]:
+        raise RollbackFailed(f"rollback left HEAD at {now or 'no commit'}, expected "
+                             f"{meta['head'] or 'no commit'}")
+    out.update(changed_files=sorted(set(changed) | (set(removed))), removed=removed,
+               index_restored=index_differs or moved or merging, kept=sorted(set(kept)),
+               kept_dir=str(kept_dir) if kept else None, kept_newer=keep_newer)
     return out
+
+
+def _move_head(repo, meta):
+    """HEAD and the branch back where they were, the work tree with them (git's files
+    only: what someone else made was saved before and is put back after)."""
+    if meta["head"] is None:  # a repository without commits: the branch was unborn
+        branch = meta["branch"] or "main"
+        git(repo, "symbolic-ref", "HEAD", f"refs/heads/{branch}")
+        git(repo, "update-ref", "-d", f"refs/heads/{branch}", check=False)
+        return
+    if meta["branch"]:
+        git(repo, "checkout", "-q", "-f", meta["branch"], check=False)
+        git(repo, "reset", "-q", "--hard", meta["head"])
+    else:
+        git(repo, "checkout", "-q", "-f", "--detach", meta["head"])

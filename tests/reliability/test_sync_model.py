@@ -271,6 +271,29 @@ class TwoMachines(RuleBasedStateMachine):
         finally:
             del os.environ["STRONGROOM_TEST_CRASH"]
 
+    @rule(side=st.sampled_from(SIDES), point=st.sampled_from(
+        ["pull-after-fetch", "pull-after-commit", "pull-after-merge", "push-after-commit"]),
+        rel=st.sampled_from(PATHS))
+    def killed_then_kept_working(self, side, point, rel):
+        """The machine dies mid-sync, the user works on before the next run: that run's
+        recovery undoes the killed step, never the work done since."""
+        s = self.settings[side]
+        gitsync.install_policies(s, str(VENV_BIN / "strongroom"))
+        os.environ["STRONGROOM_TEST_CRASH"] = point
+        try:
+            (gitsync.pull if point.startswith("pull") else gitsync.push)(s)
+        except gitsync._Crash:
+            pass
+        finally:
+            del os.environ["STRONGROOM_TEST_CRASH"]
+        self._change(side, rel, self._unique(side))
+        result = gitsync.pull(s)
+        if result.get("blocked"):
+            self.blocked[side] = set(result["conflicts"])
+        elif result["result"] != "error":
+            self.blocked[side] = set()
+        self.check_nothing_lost()
+
     # --- invariants --------------------------------------------------------------------------
 
     def check_nothing_lost(self):
