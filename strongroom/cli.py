@@ -477,6 +477,10 @@ def cmd_gitsync(args):
         snap = st["snapshot"]
         print("snapshot: " + (f"taken {snap['taken']} ({snap['age_seconds']} s ago), "
                               f"{snap['files']} files" if snap else "none"))
+        if st["kept"]:
+            k = st["kept"]
+            print(f"kept: {k['folders']} folder(s), {k['bytes']} bytes of versions rollbacks "
+                  f"set aside in {k['path']} (newest {k['newest']}); look, then delete them")
         if st["interrupted"]:
             op = st["interrupted"]
             print(f"INTERRUPTED: a {op.get('operation', 'sync')} (PID {op.get('pid', '?')}, "

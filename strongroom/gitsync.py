@@ -952,7 +952,21 @@ def status(s, offline=True):
             "snapshot": snapshot_info(s), "fetch": fetch, "last_fetch": when,
             "last_fetch_age_seconds": age, "blocked": blocked(s),
             "interrupted": _read_json(_dir(s) / "op.json"),
+            "kept": _kept_summary(s),
             "rollback_failed": _read_json(_failed_path(s))}
+
+
+def _kept_summary(s):
+    """What rollbacks set aside in .git/strongroom/kept: never deleted by the sync (they
+    are versions of a user's files); the user removes them once looked at."""
+    root = _dir(s) / "kept"
+    folders = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+    if not folders:
+        return None
+    size = sum(st.st_size for st in (os.lstat(root / rel) for rel, is_dir in
+                                     fsutil.walk(root) if not is_dir))
+    return {"path": str(root), "folders": len(folders), "bytes": size,
+            "newest": folders[-1]}
 
 
 def _read_json(path):

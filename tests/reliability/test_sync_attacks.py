@@ -98,6 +98,8 @@ def test_edits_typed_while_a_pull_runs_are_kept_when_it_rolls_back(pair):
     assert (lap / "notes/idea.md").read_text() == "typed during the pull\n"
     assert (lap / "notes/during.md").read_text() == "a new file written during the pull\n"
     assert _kept(lap, "notes/idea.md") == ["idea\n"]
+    proc = sync(lap, "status", role="secondary")
+    assert "kept: 1 folder(s), 5 bytes of versions rollbacks set aside in " in proc.stdout
 
 
 def test_an_edit_typed_while_a_push_lands_is_not_rolled_back_behind_the_push(pair):
