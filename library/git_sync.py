@@ -234,6 +234,7 @@ def main():
             info = gitsync.snapshot_info(s)
             if info is None:
                 module.fail_json(msg=f"{p['repo']}: no snapshot to roll back to")
+            gitsync.refuse_rollback_over_user_commits(s)
             if module.check_mode:
                 out = gitsync.rollback(s, dry_run=True, keep_newer=False)
             else:
@@ -241,7 +242,7 @@ def main():
                     out = gitsync.rollback(s, keep_newer=False)
             module.exit_json(changed=bool(out["changed_files"] or out["head_moved"]),
                              head=out["head"], changed_files=out["changed_files"],
-                             kept=out.get("kept", []), kept_dir=out.get("kept_dir"),
+                             kept=out.get("set_aside", []), kept_dir=out.get("kept_dir"),
                              message=f"snapshot of {info['taken']}")
         sync(module, s)
     except StrongroomError as exc:

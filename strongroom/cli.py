@@ -508,6 +508,7 @@ def cmd_gitsync(args):
         if not (Path(s.repo) / ".git").is_dir():
             raise StrongroomError(f"{s.repo} is not a git work tree (no .git directory)")
         with gitsync.sync_lock(s, args.wait):
+            gitsync.refuse_rollback_over_user_commits(s, force=args.force)
             out = gitsync.rollback(s, keep_newer=False)
         if args.json:
             _emit_json(out)
@@ -516,8 +517,8 @@ def cmd_gitsync(args):
                   f"{out['files']} files verified, {len(out['changed_files'])} put back, "
                   f"{len(out['removed'])} removed"
                   + ("; the index (staged changes) restored" if out["index_restored"] else "")
-                  + (f"; the newer versions of {', '.join(out['kept'][:10])} were copied to "
-                     f"{out['kept_dir']}" if out["kept"] else ""))
+                  + (f"; the newer versions of {', '.join(out['set_aside'][:10])} were "
+                     f"copied to {out['kept_dir']}" if out["set_aside"] else ""))
         return OK
     if args.verb == "resolve":
         side = "ours" if args.ours else "theirs" if args.theirs else None
@@ -772,6 +773,9 @@ def build_parser():
         if verb == "rollback":
             p.add_argument("--status", action="store_true",
                            help="show whether a snapshot exists and how old it is")
+            p.add_argument("--force", action="store_true",
+                           help="also when you committed since the snapshot (those commits "
+                                "stay reachable as refs/strongroom/before-rollback)")
         if verb == "status":
             p.add_argument("--fetch", action="store_true",
                            help="fetch first (online); a failed fetch is said, exit 1")

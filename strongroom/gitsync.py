@@ -32,6 +32,7 @@ import os
 import shlex
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -143,12 +144,23 @@ def _selection(s):
         "/" + MANIFEST_NAME, "/" + MANIFEST_NAME + ".prev", "*.theirs"])
 
 
+def _own_merge(s):
+    """A merge in progress is the killed sync's own when it merges what that run fetched
+    (a merge the user started by hand afterwards is theirs: never aborted for them)."""
+    try:
+        merging = (Path(s.repo) / ".git" / "MERGE_HEAD").read_text().split()
+    except OSError:
+        return False
+    op = _read_json(_dir(s) / "op.json") or {}
+    return bool(merging) and merging[0] in op.get("merging", [])
+
+
 def check_repo(s):
     repo = Path(s.repo)
     if not (repo / ".git").is_dir():
         raise SyncFailed(f"{repo} is not a git work tree (no .git directory)")
     for name, what in IN_PROGRESS.items():
-        if name == "MERGE_HEAD" and (_dir(s) / "op.json").exists():
+        if name == "MERGE_HEAD" and _own_merge(s):
             continue  # a killed sync's own merge: the recovery ends it
         if os.path.lexists(repo / ".git" / name):
             raise SyncFailed(f"{repo}: {what} is in progress (.git/{name}); finish or abort "
@@ -339,12 +351,16 @@ def describe_rollback(back):
     text = (f"rolled back to {head} exactly: {len(back['changed_files'])} file(s) put back, "
             f"{len(back['removed'])} removed" + (", the index restored"
                                                   if back["index_restored"] else ""))
-    if back.get("kept") and back.get("kept_newer", True):
+    if back.get("kept"):
         text += (f"; kept as they are now (changed meanwhile, not by the sync): "
                  f"{', '.join(back['kept'][:10])}; their versions from before are in "
                  f"{back['kept_dir']}")
-    elif back.get("kept"):
-        text += (f"; the newer versions of {', '.join(back['kept'][:10])} were copied to "
+    if back.get("index_saved"):
+        text += (f"; the index it replaced is saved as {back['index_saved']} (git read-tree "
+                 f"{back['index_saved']} brings those staged versions back)")
+    if back.get("set_aside"):
+        text += (f"; the versions found of {', '.join(back['set_aside'][:10])} (newer than "
+                 f"the snapshot, or a merge left unfinished) were copied to "
                  f"{back['kept_dir']}")
     return text
 
@@ -375,15 +391,59 @@ def _run_commits_only(s, since, op):
     rng = ["HEAD"] + ([f"^{since}"] if since else [])
     rng += [f"^{c}" for c in op.get("incoming", []) if _run_git(
         s, "cat-file", "-e", f"{c}^{{commit}}", check=False).returncode == 0]
-    proc = _run_git(s, "log", "--format=%H %s", *rng, check=False)
+    proc = _run_git(s, "log", "--format=%H %ct %s", *rng, check=False)
     if proc.returncode != 0:
         return False
     noted = set(op.get("commits", []))
+    started = float(op.get("ts") or 0) - 5
     for line in _out(proc).splitlines():
-        sha, _, subject = line.partition(" ")
-        if sha not in noted and not subject.startswith(("sync: ", "Merge commit '")):
+        sha, when, subject = (line.split(" ", 2) + ["", ""])[:3]
+        made_by_it = subject.startswith("sync: ") and when.isdigit() and int(when) >= started
+        if sha not in noted and not made_by_it:
             return False
     return True
+
+
+def user_commits_since_snapshot(s):
+    """Commits on HEAD after the snapshot that no sync made: a rollback would take them
+    off the branch."""
+    meta = sync_snapshot.load(s.repo)
+    if not meta or not meta["head"]:
+        return []
+    proc = _run_git(s, "log", "--format=%H %s", "HEAD", f"^{meta['head']}", check=False)
+    return [ln.split(" ", 1)[0] for ln in _out(proc).splitlines()
+            if ln and not ln.split(" ", 1)[-1].startswith("sync: ")]
+
+
+BEFORE_ROLLBACK_REF = "refs/strongroom/before-rollback"
+
+
+def refuse_rollback_over_user_commits(s, force=False):
+    """A rollback by hand would take commits made since the snapshot off the branch:
+    refused, or with force done with them kept reachable under BEFORE_ROLLBACK_REF."""
+    mine = user_commits_since_snapshot(s)
+    if mine and not force:
+        raise SyncFailed(
+            f"{len(mine)} commit(s) of yours since the snapshot (newest {mine[0][:12]}); a "
+            "rollback would take them off the branch, so nothing was changed. Add --force "
+            f"to roll back anyway (they stay reachable as {BEFORE_ROLLBACK_REF})")
+    if mine:
+        _run_git(s, "update-ref", "-m", "strongroom rollback --force", BEFORE_ROLLBACK_REF,
+                 "HEAD")
+
+
+def _push_landed(s, op):
+    """After a killed push: the remote-tracking branch (updated by the push) holds HEAD,
+    so the push landed and there is nothing to undo."""
+    if op.get("operation") != "push":
+        return False
+    branch = _out(_run_git(s, "symbolic-ref", "--short", "-q", "HEAD", check=False)).strip()
+    head = current_head(s)
+    if not branch or not head:
+        return False
+    return _run_git(s, "merge-base", "--is-ancestor", "HEAD",
+                    f"refs/remotes/{s.remote}/{branch}", check=False).returncode == 0 \
+        and (sync_snapshot.load(s.repo) or {}).get("head") != head
 
 
 def _recover(s):
@@ -399,6 +459,10 @@ def _recover(s):
     what = (f"an interrupted {op.get('operation', 'sync')} (PID {op.get('pid', '?')}, "
             f"{op.get('started', '?')})")
     meta = sync_snapshot.load(s.repo)
+    if _push_landed(s, op):
+        marker.unlink(missing_ok=True)
+        return (f"found {what}; its push had landed ({s.remote} has HEAD), so there was "
+                "nothing to undo")
     branch = _out(_run_git(s, "symbolic-ref", "--short", "-q", "HEAD", check=False)).strip()
     if meta is None or (branch or None) != meta["branch"] or not _run_commits_only(
             s, meta["head"], op):
@@ -517,7 +581,8 @@ def _guarded(s, operation, body, notify_cb=None):
         started = time.monotonic()
         snap = snapshot(s)
         fsutil.atomic_write_json(_dir(s) / "op.json", {
-            "operation": operation, "pid": os.getpid(), "started": now_iso()})
+            "operation": operation, "pid": os.getpid(), "started": now_iso(),
+            "ts": time.time()})
         try:
             result = body(snap)
         except (StrongroomError, OSError, subprocess.SubprocessError) as exc:
@@ -660,7 +725,9 @@ def push(s, notify_cb=None):
 
 
 def _changed_between(s, a, b):
-    out = _out(_run_git(s, "diff", "--name-only", "-z", a, b))
+    # no rename detection: a file renamed on one side and edited on the other must count
+    # under both names, or the check after the merge calls the carried edit corruption
+    out = _out(_run_git(s, "diff", "--name-only", "-z", "--no-renames", a, b))
     return set(filter(None, out.split("\0")))
 
 
@@ -708,8 +775,10 @@ def pull(s, notify_cb=None):
             set(sync_snapshot.tree_entries(s.repo, theirs))
         _refuse_overwriting_local(s, theirs, incoming)
         local = _changed_between(s, base, ours) if base else set()
+        _note(s, "merging", theirs)
         merged = _run_git(s, "-c", f"user.name=strongroom ({s.host})", "-c",
-                          f"user.email=strongroom@{s.host}", "merge", "--no-edit", "-q",
+                          f"user.email=strongroom@{s.host}", "merge", "-q", "-m",
+                          f"sync: merge {theirs[:12]} on {s.host} {now_iso()}",
                           theirs, check=False)
         _note(s, "commits", current_head(s))
         if merged.returncode != 0:
@@ -734,28 +803,54 @@ def pull(s, notify_cb=None):
 
 
 def _refuse_overwriting_local(s, theirs, incoming):
-    """git replaces an ignored file when the incoming commits add a file by that name
-    (it holds ignored files expendable). Here an ignored file is a .env or a key: a
-    different local one stops the pull before anything is merged."""
+    """git replaces an ignored file when the incoming commits add a file by that name,
+    and removes one (or a whole ignored folder) that stands where they need a folder or a
+    file (it holds ignored files expendable). Here an ignored file is a .env or a key: a
+    local one with other content stops the pull before anything is merged."""
+    repo = Path(s.repo)
     tracked = set(sync_snapshot.index_entries(s.repo))
     theirs_tree = sync_snapshot.tree_entries(s.repo, theirs)
-    fmt = sync_snapshot._object_format(s.repo)
-    clash = []
-    for rel in sorted(incoming - tracked):
-        path = Path(s.repo) / rel
-        if rel not in theirs_tree or not os.path.lexists(path) or path.is_dir():
+    clash, same = set(), []
+    for rel in sorted(incoming & set(theirs_tree)):
+        if rel in tracked:
             continue
-        if path.is_symlink():
-            oid = sync_snapshot._blob_oid(os.fsencode(os.readlink(path)), fmt)
+        parts = rel.split("/")
+        for n in range(1, len(parts)):  # a local file or link where they need a folder
+            parent = "/".join(parts[:n])
+            try:
+                st = os.lstat(repo / parent)
+            except (FileNotFoundError, NotADirectoryError):
+                break
+            if not stat.S_ISDIR(st.st_mode):
+                if parent not in tracked:
+                    clash.add(parent)
+                break
         else:
-            oid = sync_snapshot._hash_file(path, fmt)[1]
+            path = repo / rel
+            try:
+                st = os.lstat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            if stat.S_ISDIR(st.st_mode):  # a folder of ours where they add a file
+                if any(not is_dir and f"{rel}/{sub}" not in tracked
+                       for sub, is_dir in fsutil.walk(path)):
+                    clash.add(rel + "/")
+            else:
+                same.append(rel)
+    oids = sync_snapshot._git_oids(s.repo, same)  # as git would store them (eol, filters)
+    fmt = sync_snapshot._object_format(s.repo)
+    for rel in same:
+        path = repo / rel
+        oid = (sync_snapshot._blob_oid(os.fsencode(os.readlink(path)), fmt)
+               if path.is_symlink() else oids.get(rel))
         if oid != theirs_tree[rel]:
-            clash.append(rel)
+            clash.add(rel)
     if clash:
         raise SyncFailed(
-            f"the other side added {', '.join(clash)}, which here is a local file of yours "
-            "with other content (ignored or untracked); git would overwrite it, so nothing "
-            "was merged. Move yours aside (or commit it) and pull again")
+            f"the other side added {', '.join(sorted(clash))}, which here is a local file "
+            "or folder of yours (ignored or untracked) with other content; git would "
+            "overwrite or remove it, so nothing was merged. Move yours aside (or commit "
+            "it) and pull again")
 
 
 def _verify_pull(s, snap, theirs, incoming, local):
@@ -777,9 +872,15 @@ def _verify_pull(s, snap, theirs, incoming, local):
                 problems.append(f"{rel}: not in the other side's manifest")
             elif their_sums[rel]["sha256"] != digest:
                 problems.append(f"{rel}: does not match the other side's manifest")
-        elif rel not in incoming and (sync_snapshot.sha_of(snap, rel) or digest) != digest:
+        elif rel not in incoming and rel not in local and (
+                sync_snapshot.sha_of(snap, rel) or digest) != digest:
+            # (a file only this side changed may carry their edit across a rename)
             problems.append(f"{rel}: changed although the pull did not touch it (an edit "
                             "while it ran, or damage)")
+    for rel, entry in sorted(snap["files"].items()):
+        if rel not in incoming and rel not in OWN_FILES and entry["kind"] == "file" \
+                and not os.path.lexists(Path(s.repo) / rel):
+            problems.append(f"{rel}: gone although the pull did not touch it")
     if problems:
         raise SyncFailed("post-pull check failed (corruption): " + "; ".join(problems))
 
@@ -814,6 +915,7 @@ def resolve(s, paths, side=None, notify_cb=None):
             hand[rel] = path.read_bytes() if path.is_file() else None
             (Path(s.repo) / f"{rel}.theirs").unlink(missing_ok=True)
         _commit_all(s, f"sync: local changes on {s.host} before resolving {now_iso()}")
+        _note(s, "merging", theirs)
         merged = _run_git(s, "-c", f"user.name=strongroom ({s.host})", "-c",
                           f"user.email=strongroom@{s.host}", "merge", "--no-commit",
                           "--no-ff", "-q", theirs, check=False)

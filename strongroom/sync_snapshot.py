@@ -31,6 +31,10 @@ from .errors import StrongroomError
 from .gitcmd import git, git_argv, git_env
 
 SAFETY_REF = "refs/strongroom/snapshot"
+# trees of the index: git's gc keeps the blobs a ref reaches, and a staged version lives
+# only in the index (a saved copy of the index file protects nothing from a prune)
+INDEX_REF = "refs/strongroom/snapshot-index"
+KEPT_INDEX_REF = "refs/strongroom/kept-index"
 VERSION = 2
 CHUNK = 1 << 20
 
@@ -152,6 +156,22 @@ def sha_of(meta, rel):
     return entry["sha256"] if entry else None
 
 
+def in_tree(repo, rel):
+    """True when rel names something in the work tree itself: it exists and every folder
+    above it is a real folder. Below a symlinked folder a path is somewhere else (outside
+    the repository, perhaps): never recorded, read, removed or written through."""
+    path = Path(repo)
+    parts = rel.split("/")
+    for part in parts[:-1]:
+        path = path / part
+        try:
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                return False
+        except OSError:
+            return False
+    return os.path.lexists(path / parts[-1])
+
+
 def _object_format(repo):
     fmt = _out(git(repo, "rev-parse", "--show-object-format", check=False)).strip()
     return fmt or "sha1"
@@ -220,12 +240,12 @@ def take(repo, selection, host, also=()):
     dirty = {path for _, path, _ in entries}
     covered = set(manifest.walk(repo, selection))
     present, absent = set(covered), set()
-    present |= {rel for rel in also if os.path.lexists(repo / rel)}
+    present |= {rel for rel in also if in_tree(repo, rel)}
     for code, path, orig in entries:
         for rel in (path, orig):
             if rel is None:
                 continue
-            if os.path.lexists(repo / rel):
+            if in_tree(repo, rel):
                 if not os.path.isdir(repo / rel) or os.path.islink(repo / rel):
                     present.add(rel)
             elif "D" in code or rel == orig:
@@ -270,9 +290,45 @@ def take(repo, selection, host, also=()):
             "index": index_sha}
     if head:
         git(repo, "update-ref", SAFETY_REF, head)
+    tree = _index_tree(repo) if index_sha else None
+    if tree:
+        git(repo, "update-ref", INDEX_REF, tree)
     fsutil.atomic_write_bytes(d / "snapshot.json", json.dumps(meta).encode(), mode=0o600)
     _gc(repo, meta)
+    prune_kept(repo)
     return meta
+
+
+KEPT_DAYS = 30
+KEPT_FOLDERS = 100
+
+
+def prune_kept(repo, days=KEPT_DAYS, folders=KEPT_FOLDERS, now=None):
+    """Folders a rollback set aside, removed once older than `days` or beyond the newest
+    `folders`: each holds versions superseded by newer ones in the work tree, and an app
+    that rewrites a big file while an offline laptop's hourly pull fails would otherwise
+    fill the disk."""
+    root = sync_dir(repo) / "kept"
+    now = time.time() if now is None else now
+    removed = []
+    found = sorted(root.iterdir()) if root.is_dir() else []  # names sort by time
+    for n, folder in enumerate(found):
+        try:
+            old = now - folder.lstat().st_mtime > days * 86400 or n < len(found) - folders
+        except OSError:
+            continue
+        if old and folder.is_dir() and not folder.is_symlink():
+            fsutil.rmtree_quiet(folder)
+            removed.append(folder.name)
+    return removed
+
+
+def _index_tree(repo):
+    """A tree of the index as it is (None with unmerged entries or no index)."""
+    proc = git(repo, "write-tree", check=False)
+    if proc.returncode != 0:
+        return None
+    return _out(proc).strip() or None
 
 
 def _save_index(repo):
@@ -304,6 +360,8 @@ def _gc(repo, meta):
 def _differs(repo, rel, entry):
     """True when the work tree's rel is not what the snapshot recorded."""
     path = Path(repo) / rel
+    if "/" in rel and not in_tree(repo, rel):
+        return True
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -377,6 +435,8 @@ def _current(repo, rel, fmt):
     """What the work tree holds at rel: ("absent",), ("dir",), ("link", target, oid) or
     ("file", oid)."""
     path = Path(repo) / rel
+    if not in_tree(repo, rel):
+        return ("absent",)
     try:
         st = os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
@@ -406,8 +466,13 @@ def _step_versions(repo, meta_head, now_head, merging, incoming):
     if merging:
         revs.append("MERGE_HEAD")
     for rev in revs:
-        for rel, oid in tree_entries(repo, rev).items():
-            add(rel, oid)
+        # only what the incoming commits changed: a path they left alone holds the
+        # committed version, and a user who went back to it (stash, checkout) did that
+        tree = tree_entries(repo, rev)
+        changed = _changed_between(repo, meta_head, rev) if meta_head else set(tree)
+        for rel in changed:
+            if rel in tree:
+                add(rel, tree[rel])
     if now_head and now_head != meta_head:
         rng = [now_head] + ([f"^{meta_head}"] if meta_head else [])
         merges = _out(git(repo, "rev-list", "--merges", *rng, check=False)).split()
@@ -428,17 +493,41 @@ def _step_versions(repo, meta_head, now_head, merging, incoming):
     return versions, unmerged
 
 
+def _git_oids(repo, rels):
+    """{rel: the blob id git would store for the file now}, through the repository's
+    eol conversion and clean filters (what `git add` would make of it), so a file git
+    wrote with CRLF or through a smudge filter matches its blob."""
+    rels = [r for r in rels if "\n" not in r and os.path.isfile(Path(repo) / r)
+            and not os.path.islink(Path(repo) / r)]
+    if not rels:
+        return {}
+    proc = git(repo, "hash-object", "--stdin-paths", input="\n".join(rels) + "\n",
+               check=False)
+    oids = _out(proc).split()
+    return dict(zip(rels, oids, strict=False)) if len(oids) == len(rels) else {}
+
+
 def _foreign(repo, meta, candidates, own, now_head, merging, moved, incoming):
     """The candidates whose present state the step did not make: edits, new files and
-    deletions someone made while it ran (or after it was killed). A rollback keeps them."""
+    deletions someone made while it ran (or after it was killed). A rollback keeps them.
+    A path a merge left unmerged counts as theirs too: its content (markers or a hand
+    resolution) is copied aside (`aside`) and the snapshot's version goes back: conflict
+    markers are never left in place, and a hand resolution is never lost."""
     fmt = _object_format(repo)
     versions, unmerged = _step_versions(repo, meta["head"], now_head, merging, incoming)
     in_index = index_entries(repo)
-    found = {}
+    converted = _git_oids(repo, candidates)
+    found, aside = {}, {}
     for rel in candidates:
-        if rel in own or rel in unmerged:
+        if rel in own:
             continue
         cur = _current(repo, rel, fmt)
+        if rel in unmerged:
+            if cur[0] in ("file", "link"):
+                aside[rel] = cur
+            continue
+        if cur[0] == "file" and converted.get(rel) in versions.get(rel, ()):
+            continue  # git wrote it (with its eol conversion or filter)
         if cur[0] in ("file", "link"):
             if cur[-1] in versions.get(rel, ()):
                 continue  # a version git wrote for the step
@@ -449,7 +538,7 @@ def _foreign(repo, meta, candidates, own, now_head, merging, moved, incoming):
             if (moved or merging) and 0 not in in_index.get(rel, {}):
                 continue  # the step's merge or commit took it away
             found[rel] = cur
-    return found
+    return found, aside
 
 
 def _kept_dir(repo):
@@ -488,7 +577,7 @@ def rollback(repo, dry_run=False, own=(), keep_newer=True, incoming=()):
     index_differs = (index.exists() != bool(meta.get("index"))) or (
         bool(meta.get("index")) and fsutil.sha256_file(index) != meta["index"])
     candidates = {r for r, e in files.items() if _differs(repo, r, e)}
-    candidates |= {r for r in absent if os.path.lexists(repo / r)
+    candidates |= {r for r in absent if in_tree(repo, r)
                    and (os.path.islink(repo / r) or not os.path.isdir(repo / r))}
     # paths the snapshot does not record that git or someone else may have written
     others = {r for r in dirty_paths(repo) if not r.endswith("/")}
@@ -497,29 +586,30 @@ def rollback(repo, dry_run=False, own=(), keep_newer=True, incoming=()):
     elif moved and now_head:
         others |= set(tree_entries(repo, now_head))
     candidates |= others - set(files)
-    foreign = _foreign(repo, meta, candidates, own, now_head, merging, moved, incoming)
+    foreign, aside = _foreign(repo, meta, candidates, own, now_head, merging, moved,
+                              incoming)
     if not keep_newer:  # their current versions are copied aside, then overwritten
-        aside = {rel: cur for rel, cur in foreign.items() if cur[0] != "absent"}
+        aside.update({rel: cur for rel, cur in foreign.items() if cur[0] != "absent"})
         foreign = {}
     out = {"head": meta["head"], "branch": meta["branch"], "files": len(files),
            "taken": meta["taken"], "head_moved": moved}
     if dry_run:
         out["changed_files"] = sorted(candidates - set(foreign))
-        out["removed"] = sorted(r for r in absent if os.path.lexists(repo / r))
+        out["removed"] = sorted(r for r in absent if in_tree(repo, r))
         out["kept"] = sorted(foreign)
+        out["set_aside"] = sorted(aside)
         out["index_restored"] = index_differs
         return out
     kept_dir = _kept_dir(repo)
-    kept = []
-    if not keep_newer:
-        for rel, cur in aside.items():
-            dest = kept_dir / rel
-            fsutil.makedirs(dest.parent)
-            if cur[0] == "link":
-                os.symlink(cur[1], dest)
-            else:
-                shutil.copy2(repo / rel, dest)
-            kept.append(rel)
+    kept, set_aside = [], []
+    for rel, cur in aside.items():
+        dest = kept_dir / rel
+        fsutil.makedirs(dest.parent)
+        if cur[0] == "link":
+            os.symlink(cur[1], dest)
+        else:
+            shutil.copy2(repo / rel, dest)
+        set_aside.append(rel)
     # what someone else made, saved before git rewrites anything
     saved = {}
     for rel, cur in foreign.items():
@@ -538,6 +628,8 @@ def rollback(repo, dry_run=False, own=(), keep_newer=True, incoming=()):
                 dest = kept_dir / f"{rel}.{n}"
             fsutil.makedirs(dest.parent)
             os.replace(rel_or_path, dest)
+            set_aside.append(rel)
+            return
         else:
             rel = rel_or_path
             dest = kept_dir / rel
@@ -548,6 +640,13 @@ def rollback(repo, dry_run=False, own=(), keep_newer=True, incoming=()):
                 _write_content(repo, entry, dest)
         kept.append(rel)
 
+    index_saved = None
+    tree = _index_tree(repo) if index_differs and index.exists() else None
+    head_tree = _out(git(repo, "rev-parse", "-q", "--verify", "HEAD^{tree}",
+                         check=False)).strip()
+    if tree and tree != head_tree:  # staged meanwhile (not by the step's commit): kept
+        git(repo, "update-ref", "-m", "strongroom rollback", KEPT_INDEX_REF, tree)
+        index_saved = KEPT_INDEX_REF
     if merging:
         git(repo, "merge", "--abort", check=False)
     if moved:
@@ -572,11 +671,11 @@ def rollback(repo, dry_run=False, own=(), keep_newer=True, incoming=()):
     removed = []
     for rel in sorted(candidates - set(files) - set(foreign)):
         path = repo / rel
-        if os.path.lexists(path) and (path.is_symlink() or not path.is_dir()):
+        if in_tree(repo, rel) and (path.is_symlink() or not path.is_dir()):
             path.unlink()  # written by the step (or recorded as deleted): not wanted
             removed.append(rel)
     for rel, cur in foreign.items():
-        if cur[0] == "absent" and os.path.lexists(repo / rel) and not (repo / rel).is_dir():
+        if cur[0] == "absent" and in_tree(repo, rel) and not (repo / rel).is_dir():
             (repo / rel).unlink()  # deleted meanwhile; the reset brought it back
     for rel, (kind, value, st) in saved.items():
         path = repo / rel
@@ -600,7 +699,8 @@ def rollback(repo, dry_run=False, own=(), keep_newer=True, incoming=()):
                              f"{meta['head'] or 'no commit'}")
     out.update(changed_files=sorted(set(changed) | (set(removed))), removed=removed,
                index_restored=index_differs or moved or merging, kept=sorted(set(kept)),
-               kept_dir=str(kept_dir) if kept else None, kept_newer=keep_newer)
+               set_aside=sorted(set(set_aside)), index_saved=index_saved,
+               kept_dir=str(kept_dir) if kept or set_aside else None)
     return out
 
 

@@ -53,6 +53,8 @@ def test_work_done_after_a_killed_pull_survives_its_recovery(pair):
     assert (lap / "notes/new.md").read_text() == "brand new after the crash\n"
     assert (lap / "notes/desk.md").read_text() == "from desk\n"
     assert _kept(lap, "notes/idea.md") == ["idea v2, before the killed pull\n"]
+    proc = sync(lap, "status", role="secondary")
+    assert "kept: 1 folder(s), 39 bytes of versions rollbacks set aside in " in proc.stdout
     # and it all travels: the desktop gets the newest work
     sync(lap, "push", role="secondary")
     sync(desk, "pull")
@@ -76,7 +78,7 @@ def test_a_recovery_never_undoes_commits_the_user_made_after_the_kill(pair):
     assert (lap / "notes/mine.md").read_text() == "committed by hand after the crash\n"
 
 
-def test_edits_typed_while_a_pull_runs_are_kept_when_it_rolls_back(pair):
+def test_edits_typed_while_a_pull_fetches_are_carried_not_lost(pair):
     remote, desk, lap = pair
     (desk / "notes/desk.md").write_text("from desk\n")
     sync(desk, "push")
@@ -89,17 +91,14 @@ def test_edits_typed_while_a_pull_runs_are_kept_when_it_rolls_back(pair):
 
     t = threading.Thread(target=user)
     t.start()
-    proc = sync(lap, "pull", role="secondary", check=2)
+    proc = sync(lap, "pull", role="secondary")
     t.join()
-    assert "notes/idea.md: changed although the pull did not touch it (an edit while it " \
-           "ran, or damage)" in proc.stdout
-    assert "kept as they are now (changed meanwhile, not by the sync): notes/idea.md" \
-        in proc.stdout
+    assert "pull: ok: merged" in proc.stdout  # an edit before the local commit is local work
     assert (lap / "notes/idea.md").read_text() == "typed during the pull\n"
     assert (lap / "notes/during.md").read_text() == "a new file written during the pull\n"
-    assert _kept(lap, "notes/idea.md") == ["idea\n"]
-    proc = sync(lap, "status", role="secondary")
-    assert "kept: 1 folder(s), 5 bytes of versions rollbacks set aside in " in proc.stdout
+    sync(lap, "push", role="secondary")
+    sync(desk, "pull")
+    assert (desk / "notes/idea.md").read_text() == "typed during the pull\n"
 
 
 def test_an_edit_typed_while_a_push_lands_is_not_rolled_back_behind_the_push(pair):
@@ -192,9 +191,9 @@ def test_an_ignored_local_secret_is_never_overwritten_by_a_pull(pair, tmp_path):
     sync(desk, "push")
     for extra in ([], ["--include", "notes/**"]):  # covered by the manifest or not
         proc = sync(lap, "pull", *extra, role="secondary", check=2)
-        assert "the other side added local.env, which here is a local file of yours with " \
-               "other content (ignored or untracked); git would overwrite it, so nothing " \
-               "was merged" in proc.stdout
+        assert "the other side added local.env, which here is a local file or folder of " \
+               "yours (ignored or untracked) with other content; git would overwrite or " \
+               "remove it, so nothing was merged" in proc.stdout
         assert (lap / "local.env").read_text() == "LAPTOP_ONLY_TOKEN=abc\n"
 
 
@@ -338,3 +337,175 @@ def test_a_slow_but_steady_fetch_outlasts_the_timeout(pair):
     assert time.monotonic() - started > 3  # it ran past the bound, and was let go on
     assert "pull: ok: merged" in proc.stdout
     assert (lap / "big.bin").read_bytes() == (desk / "big.bin").read_bytes()
+
+
+# --- round two: what a user does after a kill, and what git does with ignored files --------
+
+
+def _killed_pull(lap, point="pull-after-commit"):
+    sync(lap, "pull", role="secondary", env={**ENV, CRASH: point}, check=None)
+    assert (lap / ".git/strongroom/op.json").exists()
+
+
+def test_a_pull_never_removes_an_ignored_file_or_folder_in_the_way(pair):
+    remote, desk, lap = pair
+    (lap / ".git/info/exclude").write_text("secret.key\nprivate/\n")
+    (lap / "secret.key").write_text("the only copy of my key\n")
+    (lap / "private").mkdir()
+    (lap / "private/.env").write_text("TOKEN=only here\n")
+    (desk / "secret.key").mkdir()
+    (desk / "secret.key/readme").write_text("a folder on the desktop\n")
+    (desk / "private").write_text("a file on the desktop\n")
+    sync(desk, "push")
+    proc = sync(lap, "pull", role="secondary", check=2)
+    assert "the other side added private/, secret.key, which here is a local file or " \
+           "folder of yours" in proc.stdout
+    assert (lap / "secret.key").read_text() == "the only copy of my key\n"
+    assert (lap / "private/.env").read_text() == "TOKEN=only here\n"
+
+
+def test_a_merge_the_user_started_after_a_kill_is_never_aborted_for_them(pair):
+    remote, desk, lap = pair
+    (desk / "notes/idea.md").write_text("desktop version\n")
+    sync(desk, "push")
+    (lap / "notes/idea.md").write_text("laptop version\n")
+    _killed_pull(lap)
+    g(lap, "merge", "FETCH_HEAD", check=False)  # by hand: a conflict, resolved by hand
+    (lap / "notes/idea.md").write_text("both, merged by hand (30 minutes of work)\n")
+    proc = sync(lap, "pull", role="secondary", check=2)
+    assert "a merge is in progress (.git/MERGE_HEAD); finish or abort it first" in proc.stderr
+    assert (lap / "notes/idea.md").read_text() == "both, merged by hand (30 minutes of work)\n"
+    assert (lap / ".git/MERGE_HEAD").exists()
+
+
+def test_a_hand_resolution_of_the_killed_syncs_own_merge_is_set_aside(pair):
+    remote, desk, lap = pair
+    (desk / "notes/idea.md").write_text("desktop version\n")
+    sync(desk, "push")
+    (lap / "notes/idea.md").write_text("laptop version\n")
+    s = gitsync.Settings(repo=lap, role="secondary")
+    snap = gitsync.snapshot(s)
+    (lap / ".git/strongroom/op.json").write_text(json.dumps(
+        {"operation": "pull", "pid": 1, "started": "then", "ts": time.time()}))
+    g(lap, "fetch", "-q", "origin", "main")
+    theirs = g(lap, "rev-parse", "FETCH_HEAD").strip()
+    g(lap, "add", "-A")
+    g(lap, "commit", "-qm", "sync: local changes")
+    gitsync._note(s, "commits", gitsync.current_head(s))
+    gitsync._note(s, "merging", theirs)
+    g(lap, "merge", theirs, check=False)  # killed here, conflict markers in the file
+    (lap / "notes/idea.md").write_text("resolved by hand after the crash\n")
+    proc = sync(lap, "pull", role="secondary", check=2)  # the recovery, then the block
+    assert "were copied to" in proc.stdout and snap["head"]
+    assert _kept(lap, "notes/idea.md") == ["resolved by hand after the crash\n"]
+    assert "<<<<<<<" not in (lap / "notes/idea.md").read_text()
+
+
+def test_a_merge_commit_the_user_made_after_a_kill_is_not_undone(pair):
+    remote, desk, lap = pair
+    (desk / "notes/idea.md").write_text("desktop version\n")
+    sync(desk, "push")
+    (lap / "notes/idea.md").write_text("laptop version\n")
+    _killed_pull(lap)
+    g(lap, "merge", "FETCH_HEAD", check=False)
+    (lap / "notes/idea.md").write_text("both, merged by hand and committed\n")
+    g(lap, "commit", "-qam", "Merge commit 'x'")  # the title git gives such a merge
+    mine = g(lap, "rev-parse", "HEAD").strip()
+    proc = sync(lap, "pull", role="secondary")
+    assert "the repository has moved on since" in proc.stdout
+    assert g(lap, "merge-base", "--is-ancestor", mine, "HEAD", check=False) == ""
+    assert (lap / "notes/idea.md").read_text() == "both, merged by hand and committed\n"
+
+
+def test_what_the_user_staged_after_a_kill_stays_reachable(pair):
+    remote, desk, lap = pair
+    (desk / "notes/desk.md").write_text("from desk\n")
+    sync(desk, "push")
+    (lap / "notes/idea.md").write_text("edit\n")
+    _killed_pull(lap)
+    (lap / "notes/idea.md").write_text("STAGED after the crash\n")
+    g(lap, "add", "notes/idea.md")
+    (lap / "notes/idea.md").write_text("then edited further\n")
+    g(lap, "remote", "set-url", "origin", str(lap.parent / "offline.git"))
+    proc = sync(lap, "pull", role="secondary", check=2)
+    assert "the index it replaced is saved as refs/strongroom/kept-index" in proc.stdout
+    assert g(lap, "show", "refs/strongroom/kept-index:notes/idea.md") == \
+        "STAGED after the crash\n"
+    assert (lap / "notes/idea.md").read_text() == "then edited further\n"
+
+
+def test_a_staged_version_survives_a_gc_between_snapshot_and_rollback(pair):
+    remote, desk, lap = pair
+    (desk / "notes/desk.md").write_text("from desk\n")
+    sync(desk, "push")
+    (lap / "notes/idea.md").write_text("STAGED version A\n")
+    g(lap, "add", "notes/idea.md")
+    (lap / "notes/idea.md").write_text("work tree version B\n")
+    _killed_pull(lap)
+    g(lap, "reflog", "expire", "--all", "--expire=now")
+    g(lap, "gc", "-q", "--prune=now")
+    g(lap, "remote", "set-url", "origin", str(lap.parent / "offline.git"))
+    sync(lap, "pull", role="secondary", check=2)
+    assert g(lap, "diff", "--cached", "--name-only") == "notes/idea.md\n"
+    assert g(lap, "show", ":notes/idea.md") == "STAGED version A\n"  # readable after gc
+    assert (lap / "notes/idea.md").read_text() == "work tree version B\n"
+
+
+def test_going_back_to_the_committed_version_after_a_kill_is_respected(pair):
+    remote, desk, lap = pair
+    (desk / "notes/desk.md").write_text("from desk\n")
+    sync(desk, "push")
+    (lap / "notes/idea.md").write_text("an edit the user then throws away\n")
+    (lap / "many/f001.txt").chmod(0o755)
+    _killed_pull(lap, "pull-after-fetch")
+    g(lap, "checkout", "--", "notes/idea.md")  # back to the committed version
+    (lap / "many/f001.txt").chmod(0o600)  # and a mode made private meanwhile
+    sync(lap, "pull", role="secondary")
+    assert (lap / "notes/idea.md").read_text() == "idea\n"
+    assert (lap / "many/f001.txt").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_killed_push_that_landed_is_not_undone(pair):
+    remote, desk, lap = pair
+    (desk / "notes/idea.md").write_text("desktop edit\n")
+    s = gitsync.Settings(repo=desk, role="primary")
+    gitsync.snapshot(s)
+    (desk / ".git/strongroom/op.json").write_text(json.dumps(
+        {"operation": "push", "pid": 1, "started": "then", "ts": time.time()}))
+    g(desk, "add", "-A")
+    g(desk, "commit", "-qm", "sync: desktop")
+    g(desk, "push", "-q", "origin", "HEAD:main")  # landed; killed before its check
+    landed = g(desk, "rev-parse", "HEAD").strip()
+    proc = sync(desk, "push")
+    assert "its push had landed" in proc.stdout
+    assert g(desk, "merge-base", "--is-ancestor", landed, "HEAD", check=False) == ""
+    assert g(desk, "rev-parse", "HEAD") == g(remote, "rev-parse", "main")
+
+
+def test_a_rename_on_one_side_and_an_edit_on_the_other_merges(pair):
+    remote, desk, lap = pair
+    g(lap, "mv", "notes/idea.md", "notes/renamed.md")
+    (desk / "notes/idea.md").write_text("idea, edited on the desktop\n")
+    sync(desk, "push")
+    proc = sync(lap, "pull", role="secondary")
+    assert "pull: ok: merged" in proc.stdout
+    assert (lap / "notes/renamed.md").read_text() == "idea, edited on the desktop\n"
+    sync(lap, "push", role="secondary")
+
+
+def test_files_git_converts_on_checkout_are_the_syncs_own_not_user_edits(pair):
+    remote, desk, lap = pair
+    (desk / ".gitattributes").write_text("*.txt text eol=crlf\n")
+    sync(desk, "push")
+    sync(lap, "pull", role="secondary")
+    g(lap, "rm", "-q", "--cached", "-r", ".")
+    g(lap, "reset", "-q", "--hard")  # the laptop's work tree now has CRLF files
+    before = state(lap)
+    for i in range(3):
+        (desk / f"many/f00{i}.txt").write_text(f"desktop changed {i}\n")
+    sync(desk, "push")
+    _killed_pull(lap, "pull-after-merge")
+    g(lap, "remote", "set-url", "origin", str(lap.parent / "offline.git"))
+    proc = sync(lap, "pull", role="secondary", check=2)
+    assert "kept as they are now" not in proc.stdout
+    assert state(lap) == before

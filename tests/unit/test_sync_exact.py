@@ -128,7 +128,12 @@ def test_sync_rollback_puts_back_the_index_and_the_deletions(pair):
     g(desk, "add", "-A")
     g(desk, "-c", "user.name=x", "-c", "user.email=x@y", "commit", "-qm", "oops")
     (desk / "many/f001.txt").write_text("back from the dead\n")
-    proc = strongroom("sync", "rollback", "--repo", desk, check=0)
+    oops = g(desk, "rev-parse", "HEAD").strip()
+    proc = strongroom("sync", "rollback", "--repo", desk, check=2)
+    assert "1 commit(s) of yours since the snapshot" in proc.stderr
+    assert g(desk, "rev-parse", "HEAD").strip() == oops  # refused: nothing changed
+    proc = strongroom("sync", "rollback", "--repo", desk, "--force", check=0)
+    assert g(desk, "rev-parse", "refs/strongroom/before-rollback").strip() == oops
     assert "the index (staged changes) restored" in proc.stdout
     assert state(desk) == before
 
