@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/sync.py [--files 10000] [--rounds 3] [--dir /var/tmp] [--json]
 
-1. `strongroom sync rollback` after a bad commit that changed 100 files and deleted 100
+1. `strongroom sync rollback --force` after a bad commit that changed 100 files and deleted 100
    (goal <= 1 s)
 2. a pull that fails (the remote is offline) with work in progress (20 deletions, 20
    edits, a staged file): the whole failing pull, and its exact rollback as the result
@@ -82,7 +82,7 @@ def bench(n, rounds, base):
                 (repo / f"d{(i + 1) % 100:02d}" / f"note{i + 1:05d}.md").unlink()
             git(repo, "commit", "-q", "-am", "bad")
             t0 = time.perf_counter()
-            sync(repo, "rollback")
+            sync(repo, "rollback", "--force")  # the bad commit is the user's own
             times.append(time.perf_counter() - t0)
         rollback = min(times)
 

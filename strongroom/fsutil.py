@@ -65,7 +65,11 @@ def atomic_write_bytes(path, data, mode=0o644):
 
 def atomic_write_json(path, obj, mode=0o644):
     text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    atomic_write_bytes(path, text.encode("utf-8"), mode)
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:  # a file name that is not UTF-8: escaped, read back as is
+        data = (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("ascii")
+    atomic_write_bytes(path, data, mode)
 
 
 def pid_alive(pid):

@@ -29,6 +29,7 @@ object store is removed.
 import errno
 import json
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -151,8 +152,7 @@ def _own_merge(s):
         merging = (Path(s.repo) / ".git" / "MERGE_HEAD").read_text().split()
     except OSError:
         return False
-    op = _read_json(_dir(s) / "op.json") or {}
-    return bool(merging) and merging[0] in op.get("merging", [])
+    return bool(merging) and merging[0] in _op(s)["merging"] if _op(s) else False
 
 
 def check_repo(s):
@@ -316,15 +316,30 @@ def snapshot_info(s):
     return sync_snapshot.info(s.repo)
 
 
+_OID = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
+
+
 def _op(s):
     """The running (or killed) step's marker: operation, pid, start, and what it fetched
-    and committed, so that a rollback knows which versions are its doing."""
-    return _read_json(_dir(s) / "op.json") or {}
+    and committed, so that a rollback knows which versions are its doing. A damaged
+    marker reads as one that knows nothing (object ids only, never an option for git)."""
+    op = _read_json(_dir(s) / "op.json")
+    if not isinstance(op, dict):
+        return {}
+    for key in ("incoming", "commits", "merging"):
+        values = op.get(key)
+        op[key] = [v for v in values if isinstance(v, str) and _OID.fullmatch(v)] \
+            if isinstance(values, list) else []
+    try:
+        op["ts"] = float(op.get("ts") or 0)
+    except (TypeError, ValueError):
+        op["ts"] = 0.0
+    return op
 
 
 def _note(s, key, value):
     op = _op(s)
-    if op:
+    if op and value:
         op.setdefault(key, []).append(value)
         fsutil.atomic_write_json(_dir(s) / "op.json", op)
 
@@ -388,6 +403,8 @@ def _refuse_after_failed_rollback(s):
 def _run_commits_only(s, since, op):
     """True when every commit after `since` on HEAD is the killed step's: one it noted,
     one it fetched, or one of its own messages (made just before it could note it)."""
+    if current_head(s) is None:
+        return since is None
     rng = ["HEAD"] + ([f"^{since}"] if since else [])
     rng += [f"^{c}" for c in op.get("incoming", []) if _run_git(
         s, "cat-file", "-e", f"{c}^{{commit}}", check=False).returncode == 0]
@@ -395,7 +412,7 @@ def _run_commits_only(s, since, op):
     if proc.returncode != 0:
         return False
     noted = set(op.get("commits", []))
-    started = float(op.get("ts") or 0) - 5
+    started = op.get("ts", 0.0) - 5
     for line in _out(proc).splitlines():
         sha, when, subject = (line.split(" ", 2) + ["", ""])[:3]
         made_by_it = subject.startswith("sync: ") and when.isdigit() and int(when) >= started
@@ -408,9 +425,10 @@ def user_commits_since_snapshot(s):
     """Commits on HEAD after the snapshot that no sync made: a rollback would take them
     off the branch."""
     meta = sync_snapshot.load(s.repo)
-    if not meta or not meta["head"]:
+    if not meta or current_head(s) is None:
         return []
-    proc = _run_git(s, "log", "--format=%H %s", "HEAD", f"^{meta['head']}", check=False)
+    rng = ["HEAD"] + ([f"^{meta['head']}"] if meta["head"] else [])
+    proc = _run_git(s, "log", "--format=%H %s", *rng, check=False)
     return [ln.split(" ", 1)[0] for ln in _out(proc).splitlines()
             if ln and not ln.split(" ", 1)[-1].startswith("sync: ")]
 
@@ -452,10 +470,7 @@ def _recover(s):
     marker = _dir(s) / "op.json"
     if not marker.exists():
         return None
-    try:
-        op = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        op = {}
+    op = _op(s)
     what = (f"an interrupted {op.get('operation', 'sync')} (PID {op.get('pid', '?')}, "
             f"{op.get('started', '?')})")
     meta = sync_snapshot.load(s.repo)
@@ -488,7 +503,7 @@ def _rollback_failed(s, operation, exc):
 
 def _clean_stale_index_lock(s):
     """A git killed with the sync leaves .git/index.lock; every later git then fails."""
-    removed, _live = clean_stale_git_locks(Path(s.repo) / ".git", Path(s.repo) / ".git")
+    removed, _live = clean_stale_git_locks(Path(s.repo), Path(s.repo) / ".git")
     return [Path(p).name for p in removed]
 
 
@@ -504,12 +519,21 @@ def _baseline_path(s):
 
 
 def _ignored(s, rels):
-    """Those of rels git ignores (.env, keys; tracked files are never ignored)."""
-    if not rels:
-        return set()
-    proc = git(s.repo, "check-ignore", "-z", "--stdin", input="\0".join(rels) + "\0",
+    """Those of rels git ignores (.env, keys; tracked files are never ignored). Files in
+    a submodule are its own business: left out, as git refuses to be asked about them."""
+    proc = git(s.repo, "ls-files", "-s", "-z", check=False)
+    subs = [item.split("\t", 1)[1] for item in _out(proc).split("\0")
+            if item.startswith("160000 ") and "\t" in item]
+    inside = {r for r in rels if any(r.startswith(m + "/") for m in subs)}
+    ask = [r for r in rels if r not in inside]
+    if not ask:
+        return inside
+    proc = git(s.repo, "check-ignore", "-z", "--stdin", input="\0".join(ask) + "\0",
                check=False)
-    return set(filter(None, _out(proc).split("\0")))
+    if proc.returncode not in (0, 1):
+        raise SyncFailed(f"cannot tell which files git ignores: {git_failure(_err(proc))}; "
+                         "nothing was committed (the manifest must not name them)")
+    return inside | set(filter(None, _out(proc).split("\0")))
 
 
 def _record_manifest(s, phase, operation):
@@ -585,8 +609,10 @@ def _guarded(s, operation, body, notify_cb=None):
             "ts": time.time()})
         try:
             result = body(snap)
-        except (StrongroomError, OSError, subprocess.SubprocessError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the side goes back
             message = str(exc) if not isinstance(exc, GitError) else _git_message(exc)
+            if not isinstance(exc, (StrongroomError, OSError, subprocess.SubprocessError)):
+                message = f"internal error ({type(exc).__name__}): {exc}"
             rolling = time.monotonic()
             try:
                 rolled = describe_rollback(rollback(s))
@@ -858,8 +884,9 @@ def _verify_pull(s, snap, theirs, incoming, local):
     against the snapshot; files both sides changed were merged by their policy."""
     try:
         their_manifest = json.loads(_out(_run_git(s, "show", f"{theirs}:{MANIFEST_NAME}")))
-        their_sums = their_manifest["checksums"]
-    except (GitError, ValueError, KeyError):
+        their_sums = {rel: e.get("sha256") for rel, e in their_manifest["checksums"].items()
+                      if isinstance(e, dict)}
+    except (GitError, ValueError, KeyError, TypeError, AttributeError):
         their_sums = None
     problems = []
     for rel in sorted(manifest.walk(s.repo, _selection(s))):
@@ -870,7 +897,7 @@ def _verify_pull(s, snap, theirs, incoming, local):
                                 f"no {MANIFEST_NAME}")
             elif rel not in their_sums:
                 problems.append(f"{rel}: not in the other side's manifest")
-            elif their_sums[rel]["sha256"] != digest:
+            elif their_sums[rel] != digest:
                 problems.append(f"{rel}: does not match the other side's manifest")
         elif rel not in incoming and rel not in local and (
                 sync_snapshot.sha_of(snap, rel) or digest) != digest:
@@ -1059,8 +1086,9 @@ def status(s, offline=True):
 
 
 def _kept_summary(s):
-    """What rollbacks set aside in .git/strongroom/kept: never deleted by the sync (they
-    are versions of a user's files); the user removes them once looked at."""
+    """What rollbacks set aside in .git/strongroom/kept: folders of superseded versions go
+    after 30 days or beyond the newest 100; a folder holding newer versions (marked) is
+    never removed by the sync."""
     root = _dir(s) / "kept"
     folders = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
     if not folders:

@@ -19,6 +19,7 @@ branch, the index, every recorded file and every recorded absence; `git status
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -122,8 +123,48 @@ def load(repo):
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return _load_v1(repo)
-    return meta if isinstance(meta, dict) and meta.get("version") == VERSION else None
+        return _load_v1(repo) if not path.exists() else None
+    return meta if _valid(meta) else None
+
+
+def _safe_rel(rel):
+    """A path a rollback may write: inside the work tree, never into .git."""
+    return isinstance(rel, str) and rel and not rel.startswith("/") and \
+        not {"", ".", "..", ".git"} & set(rel.split("/"))
+
+
+def _valid(meta):
+    """The snapshot as this version writes it, every path and field checked: it is read
+    back to decide what to write where, so it is input like any other."""
+    if not isinstance(meta, dict) or meta.get("version") != VERSION:
+        return False
+    files, absent = meta.get("files"), meta.get("absent")
+    if not isinstance(files, dict) or not isinstance(absent, list):
+        return False
+    for key in ("head", "branch", "index"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            return False
+    if meta.get("head") and not re.fullmatch(r"[0-9a-f]{40}([0-9a-f]{24})?", meta["head"]):
+        return False
+    if not isinstance(meta.get("taken"), str) or not isinstance(meta.get("taken_ts"),
+                                                                 (int, float)):
+        return False
+    for rel, e in files.items():
+        if not _safe_rel(rel) or not isinstance(e, dict) or not isinstance(
+                e.get("sha256"), str) or not re.fullmatch(r"[0-9a-f]{64}", e["sha256"]):
+            return False
+        if e.get("kind") == "link":
+            if not isinstance(e.get("target"), str):
+                return False
+        elif e.get("kind") != "file" or (e.get("blob") is not None and not (
+                isinstance(e["blob"], str) and re.fullmatch(r"[0-9a-f]{40,64}", e["blob"]))):
+            return False
+        if e.get("mode") is not None and not (isinstance(e["mode"], int)
+                                              and 0 <= e["mode"] <= 0o7777):
+            return False
+        if e.get("mtime_ns") is not None and not isinstance(e["mtime_ns"], int):
+            return False
+    return all(_safe_rel(rel) for rel in absent)
 
 
 def _load_v1(repo):
@@ -136,7 +177,8 @@ def _load_v1(repo):
         return None
     files = {rel: {"sha256": sha, "kind": "file", "mode": None, "key": None,
                    "source": str(old / "files" / rel)}
-             for rel, sha in (meta.get("files") or {}).items()}
+             for rel, sha in (meta.get("files") or {}).items()
+             if _safe_rel(rel) and isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)}
     return {"version": 1, "taken": meta.get("taken"), "taken_ts": meta.get("taken_ts", 0),
             "head": meta.get("head"), "branch": meta.get("branch"), "files": files,
             "absent": [], "index": None}
@@ -255,35 +297,13 @@ def take(repo, selection, host, also=()):
     prev = load(repo) or {"files": {}}
     files = {}
     for rel in sorted(present):
-        path = repo / rel
         try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            absent.add(rel)  # deleted while we looked
-            continue
-        key = _key(st)
-        old = prev["files"].get(rel)
-        if stat.S_ISLNK(st.st_mode):
-            target = os.readlink(path)
-            files[rel] = {"kind": "link", "target": target, "key": key,
-                          "sha256": hashlib.sha256(b"link:" + os.fsencode(target)).hexdigest()}
-            continue
-        if not stat.S_ISREG(st.st_mode):
-            continue
-        clean = rel in in_head and rel not in dirty
-        if old and old.get("key") == key and (
-                (old.get("blob") and old["blob"] == in_head.get(rel) and clean)
-                or (not old.get("blob") and _object_path(repo, old["sha256"]).exists())):
-            files[rel] = old  # unchanged since the last snapshot: no copy, no hash
-            continue
-        sha, oid = _hash_file(path, fmt)
-        entry = {"kind": "file", "mode": stat.S_IMODE(st.st_mode), "key": key,
-                 "sha256": sha, "mtime_ns": st.st_mtime_ns}
-        if clean and in_head.get(rel) == oid:
-            entry["blob"] = oid  # git has these bytes, reachable from the safety ref
-        else:
-            entry["sha256"] = _store(repo, path)  # what was copied (an edit meanwhile wins)
-        files[rel] = entry
+            entry = _record(repo, rel, prev["files"].get(rel), in_head, dirty, fmt)
+        except (FileNotFoundError, NotADirectoryError):
+            entry = None
+            absent.add(rel)  # gone while we looked (an editor's temp file)
+        if entry:
+            files[rel] = entry
     index_sha = _save_index(repo)
     meta = {"version": VERSION, "taken": _now_iso(), "taken_ts": time.time(), "head": head,
             "branch": branch, "host": host, "files": files, "absent": sorted(absent),
@@ -299,6 +319,33 @@ def take(repo, selection, host, also=()):
     return meta
 
 
+def _record(repo, rel, old, in_head, dirty, fmt):
+    """One present path's snapshot entry (None for what is neither file nor link)."""
+    path = repo / rel
+    st = os.lstat(path)
+    key = _key(st)
+    if stat.S_ISLNK(st.st_mode):
+        target = os.readlink(path)
+        return {"kind": "link", "target": target, "key": key,
+                "sha256": hashlib.sha256(b"link:" + os.fsencode(target)).hexdigest()}
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    clean = rel in in_head and rel not in dirty
+    if isinstance(old, dict) and old.get("key") == key and (
+            (old.get("blob") and old["blob"] == in_head.get(rel) and clean)
+            or (not old.get("blob") and _object_path(repo, old["sha256"]).exists())):
+        return old  # unchanged since the last snapshot: no copy, no hash
+    sha, oid = _hash_file(path, fmt)
+    entry = {"kind": "file", "mode": stat.S_IMODE(st.st_mode), "key": key,
+             "sha256": sha, "mtime_ns": st.st_mtime_ns}
+    if clean and in_head.get(rel) == oid:
+        entry["blob"] = oid  # git has these bytes, reachable from the safety ref
+    else:
+        entry["sha256"] = _store(repo, path)  # what was copied (an edit meanwhile wins)
+    return entry
+
+
+SET_ASIDE_MARK = ".holds-newer-versions"  # a folder with the only copy of something
 KEPT_DAYS = 30
 KEPT_FOLDERS = 100
 
@@ -317,7 +364,8 @@ def prune_kept(repo, days=KEPT_DAYS, folders=KEPT_FOLDERS, now=None):
             old = now - folder.lstat().st_mtime > days * 86400 or n < len(found) - folders
         except OSError:
             continue
-        if old and folder.is_dir() and not folder.is_symlink():
+        if old and folder.is_dir() and not folder.is_symlink() and not (
+                folder / SET_ASIDE_MARK).exists():
             fsutil.rmtree_quiet(folder)
             removed.append(folder.name)
     return removed
@@ -344,10 +392,29 @@ def _save_index(repo):
     return sha
 
 
+def _journal_path(repo):
+    return sync_dir(repo) / "rollback-saved.json"
+
+
+def _load_journal(repo):
+    """{rel: [kind, sha256 or link target, mode, mtime_ns]} a rollback recorded before it
+    let git rewrite the work tree, or {} (none, or unreadable)."""
+    try:
+        data = json.loads(_journal_path(repo).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {rel: v for rel, v in data.items() if isinstance(rel, str) and isinstance(v, list)
+            and len(v) == 4 and v[0] in ("file", "link") and isinstance(v[1], str)
+            and not rel.startswith("/") and not {"..", ".git", ""} & set(rel.split("/"))}
+
+
 def _gc(repo, meta):
     """Contents no snapshot refers to any more; the old v1 copies once replaced."""
     keep = {e["sha256"] for e in meta["files"].values()
             if e["kind"] == "file" and not e.get("blob")}
+    keep |= {v[1] for v in _load_journal(repo).values() if v[0] == "file"}
     for sub in (_objects(repo).iterdir() if _objects(repo).is_dir() else []):
         if not sub.is_dir():
             continue
@@ -493,18 +560,42 @@ def _step_versions(repo, meta_head, now_head, merging, incoming):
     return versions, unmerged
 
 
+def _c_quote(rel):
+    """A path as git reads it quoted on --stdin-paths: any byte (newline, CR, a leading
+    quote, non-UTF-8) passes through exactly."""
+    out = []
+    for b in os.fsencode(rel):
+        if b in (0x22, 0x5C):
+            out.append("\\" + chr(b))
+        elif b < 0x20 or b >= 0x7F:
+            out.append(f"\\{b:03o}")
+        else:
+            out.append(chr(b))
+    return '"' + "".join(out) + '"'
+
+
 def _git_oids(repo, rels):
     """{rel: the blob id git would store for the file now}, through the repository's
     eol conversion and clean filters (what `git add` would make of it), so a file git
-    wrote with CRLF or through a smudge filter matches its blob."""
-    rels = [r for r in rels if "\n" not in r and os.path.isfile(Path(repo) / r)
+    wrote with CRLF or through a smudge filter matches its blob. A file git cannot hash
+    this way gets its plain blob id."""
+    rels = [r for r in rels if in_tree(repo, r) and os.path.isfile(Path(repo) / r)
             and not os.path.islink(Path(repo) / r)]
     if not rels:
         return {}
-    proc = git(repo, "hash-object", "--stdin-paths", input="\n".join(rels) + "\n",
-               check=False)
+    proc = git(repo, "hash-object", "--stdin-paths",
+               input="".join(_c_quote(r) + "\n" for r in rels), check=False)
     oids = _out(proc).split()
-    return dict(zip(rels, oids, strict=False)) if len(oids) == len(rels) else {}
+    if proc.returncode == 0 and len(oids) == len(rels):
+        return dict(zip(rels, oids, strict=True))
+    fmt = _object_format(repo)
+    out = {}
+    for rel in rels:
+        try:
+            out[rel] = _hash_file(Path(repo) / rel, fmt)[1]
+        except OSError:
+            continue
+    return out
 
 
 def _foreign(repo, meta, candidates, own, now_head, merging, moved, incoming):
@@ -516,6 +607,7 @@ def _foreign(repo, meta, candidates, own, now_head, merging, moved, incoming):
     fmt = _object_format(repo)
     versions, unmerged = _step_versions(repo, meta["head"], now_head, merging, incoming)
     in_index = index_entries(repo)
+    head_tree = tree_entries(repo, meta["head"]) if meta["head"] else {}
     converted = _git_oids(repo, candidates)
     found, aside = {}, {}
     for rel in candidates:
@@ -535,8 +627,9 @@ def _foreign(repo, meta, candidates, own, now_head, merging, moved, incoming):
         elif cur[0] == "absent":
             if rel not in meta["files"]:
                 continue
-            if (moved or merging) and 0 not in in_index.get(rel, {}):
-                continue  # the step's merge or commit took it away
+            if (moved or merging) and 0 not in in_index.get(rel, {}) and (
+                    rel in versions or rel in head_tree):
+                continue  # the step's merge or commit took it away (git knew the file)
             found[rel] = cur
     return found, aside
 
@@ -562,6 +655,9 @@ def rollback(repo, dry_run=False, own=(), keep_newer=True, incoming=()):
     """
     repo = Path(repo)
     meta = load(repo)
+    if meta is None and (sync_dir(repo) / "snapshot.json").exists():
+        raise RollbackFailed(f"{repo}: the snapshot ({sync_dir(repo) / 'snapshot.json'}) is "
+                             "damaged or not this version's; nothing was changed")
     if meta is None:
         raise RollbackFailed(f"{repo}: no snapshot to roll back to")
     files, absent = meta["files"], set(meta["absent"])
@@ -602,6 +698,11 @@ def rollback(repo, dry_run=False, own=(), keep_newer=True, incoming=()):
         return out
     kept_dir = _kept_dir(repo)
     kept, set_aside = [], []
+    if aside:
+        fsutil.makedirs(kept_dir)
+        (kept_dir / SET_ASIDE_MARK).write_text(
+            "This folder holds versions newer than the snapshot (or a merge left "
+            "unfinished): never removed by strongroom; delete it yourself once looked at.\n")
     for rel, cur in aside.items():
         dest = kept_dir / rel
         fsutil.makedirs(dest.parent)
@@ -611,12 +712,35 @@ def rollback(repo, dry_run=False, own=(), keep_newer=True, incoming=()):
             shutil.copy2(repo / rel, dest)
         set_aside.append(rel)
     # what someone else made, saved before git rewrites anything
-    saved = {}
+    saved = _load_journal(repo)  # a rollback that was itself cut short: theirs first
+    if not keep_newer:  # asked for the snapshot exactly: those versions go aside too
+        for rel, (kind, value, _mode, _mtime) in saved.items():
+            dest = kept_dir / rel
+            fsutil.makedirs(dest.parent)
+            (kept_dir / SET_ASIDE_MARK).write_text("Versions newer than the snapshot.\n")
+            if kind == "link":
+                os.symlink(value, dest)
+            elif _object_path(repo, value).exists():
+                fsutil.copy_hashing(_object_path(repo, value), dest)
+            set_aside.append(rel)
+        saved = {}
+    for rel in saved:
+        foreign.setdefault(rel, ("file",))
     for rel, cur in foreign.items():
+        if rel in saved:
+            continue
         if cur[0] == "file":
-            saved[rel] = ("file", _store(repo, repo / rel), os.lstat(repo / rel))
+            st = os.lstat(repo / rel)
+            saved[rel] = ["file", _store(repo, repo / rel), stat.S_IMODE(st.st_mode),
+                          st.st_mtime_ns]
         elif cur[0] == "link":
-            saved[rel] = ("link", cur[1], None)
+            saved[rel] = ["link", cur[1], None, None]
+    # before git rewrites anything: what someone else made is on record, so a kill
+    # during this rollback cannot lose it (the next rollback starts from this journal)
+    if saved:
+        fsutil.atomic_write_bytes(_journal_path(repo), json.dumps(saved).encode(), mode=0o600)
+    if os.environ.get("STRONGROOM_TEST_CRASH") == "rollback-after-journal":
+        raise KeyboardInterrupt("test crash point: rollback-after-journal")  # as a kill
 
     def keep(rel_or_path, entry=None):
         """The snapshot's version of a path someone changed, or a thing in the way."""
@@ -628,6 +752,7 @@ def rollback(repo, dry_run=False, own=(), keep_newer=True, incoming=()):
                 dest = kept_dir / f"{rel}.{n}"
             fsutil.makedirs(dest.parent)
             os.replace(rel_or_path, dest)
+            (kept_dir / SET_ASIDE_MARK).write_text("A folder or file that stood in the way.\n")
             set_aside.append(rel)
             return
         else:
@@ -677,20 +802,20 @@ def rollback(repo, dry_run=False, own=(), keep_newer=True, incoming=()):
     for rel, cur in foreign.items():
         if cur[0] == "absent" and in_tree(repo, rel) and not (repo / rel).is_dir():
             (repo / rel).unlink()  # deleted meanwhile; the reset brought it back
-    for rel, (kind, value, st) in saved.items():
+    for rel, (kind, value, mode, mtime_ns) in saved.items():
         path = repo / rel
         if kind == "file":
             if path.is_file() and not path.is_symlink() and fsutil.sha256_file(path) == value:
                 continue
-            _put_back(repo, rel, {"kind": "file", "sha256": value,
-                                  "mode": stat.S_IMODE(st.st_mode),
-                                  "mtime_ns": st.st_mtime_ns}, keep)
+            _put_back(repo, rel, {"kind": "file", "sha256": value, "mode": mode,
+                                  "mtime_ns": mtime_ns}, keep)
         else:
             if path.is_symlink() and os.readlink(path) == value:
                 continue
             _put_back(repo, rel, {"kind": "link", "target": value,
                                   "sha256": hashlib.sha256(b"link:" + os.fsencode(value))
                                   .hexdigest()}, keep)
+    _journal_path(repo).unlink(missing_ok=True)
     if bad:
         raise RollbackFailed(f"rollback did not restore: {', '.join(bad)}")
     now = _out(git(repo, "rev-parse", "-q", "--verify", "HEAD", check=False)).strip() or None

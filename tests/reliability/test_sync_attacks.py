@@ -509,3 +509,75 @@ def test_files_git_converts_on_checkout_are_the_syncs_own_not_user_edits(pair):
     proc = sync(lap, "pull", role="secondary", check=2)
     assert "kept as they are now" not in proc.stdout
     assert state(lap) == before
+
+
+# --- round three: the sync's own state as input, and a kill during the rollback ----------
+
+
+def test_a_snapshot_naming_paths_outside_the_work_tree_is_refused(pair, tmp_path):
+    remote, desk, lap = pair
+    (lap / "notes/idea.md").write_text("an edit\n")
+    gitsync.snapshot(gitsync.Settings(repo=lap, role="secondary"))
+    path = lap / ".git/strongroom/snapshot.json"
+    meta = json.loads(path.read_text())
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not the sync's to touch\n")
+    entry = dict(meta["files"]["notes/idea.md"])
+    for bad in ("../victim.txt", ".git/config", "/etc/x"):
+        meta["files"] = {bad: entry}
+        path.write_text(json.dumps(meta))
+        proc = sync(lap, "rollback", role="secondary", check=2)
+        assert "the snapshot (" in proc.stderr and "is damaged" in proc.stderr
+    assert victim.read_text() == "not the sync's to touch\n"
+    assert (lap / "notes/idea.md").read_text() == "an edit\n"
+
+
+def test_a_garbled_marker_never_crashes_the_next_run(pair):
+    remote, desk, lap = pair
+    for junk in ('[1, 2]', '{"incoming": [5], "merging": null, "ts": "x"}',
+                 '{"incoming": ["--output=/tmp/x"], "operation": "pull"}'):
+        (lap / ".git/strongroom/op.json").write_text(junk)
+        proc = sync(lap, "pull", role="secondary")
+        assert "pull: ok" in proc.stdout and "Traceback" not in proc.stderr
+        assert not Path("/tmp/x").exists() or junk.count("output") == 0
+
+
+def test_a_name_that_is_not_utf8_syncs(pair):
+    remote, desk, lap = pair
+    name = os.fsdecode(b"caf\xe9.txt")
+    (desk / name).write_text("bytes, not UTF-8, in the name\n")
+    sync(desk, "push")
+    proc = sync(lap, "pull", role="secondary")
+    assert "pull: ok: merged" in proc.stdout
+    assert (lap / name).read_text() == "bytes, not UTF-8, in the name\n"
+    assert not (lap / ".git/strongroom/op.json").exists()
+
+
+def test_an_ignored_file_deleted_after_a_kill_stays_deleted(pair):
+    remote, desk, lap = pair
+    (desk / "notes/desk.md").write_text("from desk\n")
+    sync(desk, "push")
+    (lap / ".git/info/exclude").write_text("old.env\n")
+    (lap / "old.env").write_text("OLD=1\n")
+    (lap / "notes/idea.md").write_text("an edit to push\n")
+    sync(lap, "push", role="secondary", env={**ENV, CRASH: "push-after-commit"}, check=None)
+    (lap / "old.env").unlink()  # the user throws it away
+    sync(lap, "pull", role="secondary")
+    assert not (lap / "old.env").exists()
+    assert _kept(lap, "old.env") == ["OLD=1\n"]  # the snapshot's copy, set aside
+
+
+def test_a_kill_during_the_rollback_loses_nothing_the_user_made(pair):
+    remote, desk, lap = pair
+    (desk / "notes/desk.md").write_text("from desk\n")
+    sync(desk, "push")
+    (lap / "notes/idea.md").write_text("before the crash\n")
+    _killed_pull(lap)
+    (lap / "notes/idea.md").write_text("typed after the crash\n")
+    sync(lap, "pull", role="secondary", env={**ENV, CRASH: "rollback-after-journal"},
+         check=None)
+    assert (lap / ".git/strongroom/rollback-saved.json").exists()
+    proc = sync(lap, "pull", role="secondary")
+    assert "recovered from an interrupted pull" in proc.stdout
+    assert (lap / "notes/idea.md").read_text() == "typed after the crash\n"
+    assert not (lap / ".git/strongroom/rollback-saved.json").exists()
