@@ -127,6 +127,10 @@ def load(repo):
     return meta if _valid(meta) else None
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_BLOB = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
+
+
 def _safe_rel(rel):
     """A path a rollback may write: inside the work tree, never into .git."""
     return isinstance(rel, str) and rel and not rel.startswith("/") and \
@@ -151,13 +155,13 @@ def _valid(meta):
         return False
     for rel, e in files.items():
         if not _safe_rel(rel) or not isinstance(e, dict) or not isinstance(
-                e.get("sha256"), str) or not re.fullmatch(r"[0-9a-f]{64}", e["sha256"]):
+                e.get("sha256"), str) or not _SHA256.fullmatch(e["sha256"]):
             return False
         if e.get("kind") == "link":
             if not isinstance(e.get("target"), str):
                 return False
         elif e.get("kind") != "file" or (e.get("blob") is not None and not (
-                isinstance(e["blob"], str) and re.fullmatch(r"[0-9a-f]{40,64}", e["blob"]))):
+                isinstance(e["blob"], str) and _BLOB.fullmatch(e["blob"]))):
             return False
         if e.get("mode") is not None and not (isinstance(e["mode"], int)
                                               and 0 <= e["mode"] <= 0o7777):
@@ -202,16 +206,23 @@ def in_tree(repo, rel):
     """True when rel names something in the work tree itself: it exists and every folder
     above it is a real folder. Below a symlinked folder a path is somewhere else (outside
     the repository, perhaps): never recorded, read, removed or written through."""
-    path = Path(repo)
-    parts = rel.split("/")
-    for part in parts[:-1]:
-        path = path / part
+    root = os.fspath(repo)
+    parent, _, _name = rel.rpartition("/")
+    return (not parent or _real_dir(root, parent)) and os.path.lexists(f"{root}/{rel}")
+
+
+def _real_dir(root, rel):
+    """Every component of rel below root is a real folder (string paths: this runs once
+    per file of a tree, twice per rollback)."""
+    path = root
+    for part in rel.split("/"):
+        path = f"{path}/{part}"
         try:
             if not stat.S_ISDIR(os.lstat(path).st_mode):
                 return False
         except OSError:
             return False
-    return os.path.lexists(path / parts[-1])
+    return True
 
 
 def _object_format(repo):
@@ -426,8 +437,9 @@ def _gc(repo, meta):
 
 def _differs(repo, rel, entry):
     """True when the work tree's rel is not what the snapshot recorded."""
-    path = Path(repo) / rel
-    if "/" in rel and not in_tree(repo, rel):
+    path = f"{os.fspath(repo)}/{rel}"
+    parent = rel.rpartition("/")[0]
+    if parent and not _real_dir(os.fspath(repo), parent):
         return True
     try:
         st = os.lstat(path)
@@ -769,7 +781,8 @@ def rollback(repo, dry_run=False, own=(), keep_newer=True, incoming=()):
     tree = _index_tree(repo) if index_differs and index.exists() else None
     head_tree = _out(git(repo, "rev-parse", "-q", "--verify", "HEAD^{tree}",
                          check=False)).strip()
-    if tree and tree != head_tree:  # staged meanwhile (not by the step's commit): kept
+    snap_tree = _out(git(repo, "rev-parse", "-q", "--verify", INDEX_REF, check=False)).strip()
+    if tree and tree not in (head_tree, snap_tree):  # staged meanwhile, not by the step
         git(repo, "update-ref", "-m", "strongroom rollback", KEPT_INDEX_REF, tree)
         index_saved = KEPT_INDEX_REF
     if merging:
@@ -784,7 +797,14 @@ def rollback(repo, dry_run=False, own=(), keep_newer=True, incoming=()):
         elif not meta.get("index"):
             index.unlink(missing_ok=True)
     changed, bad = [], []
+    # a clean tracked file the step did not touch is what the reset (or nothing) left:
+    # only the candidates and the files git does not hold can differ now
+    check = candidates | {r for r, e in files.items() if not e.get("blob")}
+    if moved and meta["head"] and now_head:
+        check |= _changed_between(repo, meta["head"], now_head)
     for rel, entry in files.items():
+        if rel not in check:
+            continue
         if rel in foreign:
             keep(rel, entry)  # someone changed it meanwhile: their version stays
             continue
