@@ -829,8 +829,8 @@ def restore(store, name, target, opts, force=False):
     made = fsutil.make_parents(target.parent)
     fsutil.clean_stale_restores(target.parent)  # only what a killed restore of ours left
     tmp = fsutil.restore_temp(target)
-    tmp.mkdir(mode=0o700)
     try:
+        tmp.mkdir(mode=0o700)  # inside: a SIGTERM right after it still cleans up
         try:
             refs, files, notes = rebuild(store, name, tmp, opts)
         except GitError as exc:
@@ -850,7 +850,7 @@ def restore(store, name, target, opts, force=False):
         os.replace(tmp, target)
         fsutil.fsync_dir(target.parent)
     except BaseException:
-        fsutil.rmtree_quiet(tmp)
+        fsutil.rmtree_settled(tmp)
         fsutil.remove_made(made)
         raise
     return {"name": name, "target": str(target), "refs": len(refs["refs"]),

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import stat
+import time
 from pathlib import Path
 
 CHUNK = 1 << 20
@@ -173,6 +174,17 @@ def rmtree_quiet(path):
     """rmtree for cleanup after a failure: what cannot be removed is left, never raised."""
     with contextlib.suppress(OSError):
         rmtree(path)
+
+
+def rmtree_settled(path, seconds=3.0):
+    """rmtree_quiet after a killed command: a child of the killed git (index-pack) may
+    still write a last file into the folder, so try again until it stays gone."""
+    deadline = time.monotonic() + seconds
+    while True:
+        rmtree_quiet(path)
+        if not os.path.lexists(path) or time.monotonic() > deadline:
+            return
+        time.sleep(0.1)
 
 
 def make_parents(path, mode=0o777):
