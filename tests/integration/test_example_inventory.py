@@ -4,6 +4,8 @@ import json
 import shutil
 import subprocess
 
+import pytest
+
 from tests.helpers import ENV, ROOT, VENV_BIN
 
 SECRET = "vaultcanary31a9"
@@ -63,3 +65,42 @@ def test_every_example_job_passes_the_engines_schema():
         proc = subprocess.run([str(VENV_BIN / "strongroom"), "config", "check", "-"],
                               input=text, capture_output=True, text=True, check=False)
         assert proc.returncode == 0, f"{job['name']}: {proc.stderr}"
+
+
+SET = {"vault_ntfy_topic": "topic-canary-1c", "vault_smtp_user": "alice",
+       "vault_smtp_password": "smtp-canary-2d", "vault_r2_account_id": "acct",
+       "vault_r2_access_key_id": "key-canary-3e", "vault_r2_secret_access_key": "s3-canary-4f",
+       "vault_restic_password": "restic-canary-5a"}
+
+
+@pytest.mark.parametrize(("host", "missing"), [
+    ("laptop", "vault_ntfy_topic"), ("laptop", "vault_smtp_password"),
+    ("laptop", "vault_r2_secret_access_key"), ("server", "vault_restic_password")])
+def test_a_missing_vault_variable_stops_site_yml_by_name_before_any_change(
+        tmp_path, host, missing):
+    """No placeholder stands in for a secret: failure messages sent to a public
+    ntfy topic, or a restic repository keyed 'CHANGE-ME', are worse than stopping."""
+    inv = tmp_path / "example"
+    shutil.copytree(ROOT / "inventory" / "example", inv)
+    (inv / "group_vars" / "all" / "vault.yml").write_text(
+        "".join(f"{k}: {v}\n" for k, v in SET.items() if k != missing))
+    home = tmp_path / "home"
+    home.mkdir()
+    env = dict(ENV, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), LC_ALL="C.UTF-8",
+               ANSIBLE_NOCOLOR="1")
+    # the host is this machine, reached locally; everything it would write is under home
+    proc = subprocess.run(
+        [str(VENV_BIN / "ansible-playbook"), "-i", str(inv), str(ROOT / "playbooks/site.yml"),
+         "--limit", host, "-e", "ansible_connection=local",
+         "-e", f"ansible_python_interpreter={VENV_BIN / 'python'}",
+         "-e", "strongroom_install_mode=user", "-e", f"strongroom_home={home}",
+         "-e", f"strongroom_state_dir={home}/state", "-e", f"strongroom_config_dir={home}/etc",
+         "-e", f"strongroom_venv={home}/venv", "-e", f"strongroom_log_dir={home}/log"],
+        capture_output=True, text=True, env=env, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert f"'{missing}' is undefined" in out
+    assert "changed=0" in out and list(home.iterdir()) == []
+    for name, value in SET.items():
+        assert value not in out, name
+    assert "CHANGE-ME" not in (inv / "group_vars" / "all" / "main.yml").read_text()

@@ -10,6 +10,7 @@ import subprocess
 import ansible_runner
 import pytest
 
+from strongroom import schedule
 from tests.helpers import ENV, ROOT, VENV_BIN, commit, refs, rich_repo
 
 pytestmark = pytest.mark.slow
@@ -100,12 +101,21 @@ def test_check_mode_on_a_fresh_host_changes_nothing(bed):
     base, home, _, extravars = bed
     fresh = base / "fresh-home"
     fresh.mkdir()
+    # a default jitter with an `every 1h` job in the list (stale-check): calendar jobs only
     vars_ = dict(extravars, strongroom_home=str(fresh), strongroom_offsite_dir=str(base / "x"),
-                 strongroom_jobs_list=jobs(fresh, base / "x", fresh / "projects/app"))
-    stats, _, _ = play(base / "check", "site.yml", vars_, check=True)
+                 strongroom_jobs_list=jobs(fresh, base / "x", fresh / "projects/app"),
+                 strongroom_jobs_jitter=30)
+    stats, stdout, r = play(base / "check", "site.yml", vars_, check=True)
     assert changed(stats) > 0  # it reports what it would do
     assert list(fresh.iterdir()) == []
     assert not (base / "x").exists()
+    # directories a fresh host lacks are looked for, not warned about
+    assert "[WARNING]" not in stdout, stdout
+    rendered = {x["item"]["name"]: json.loads(x["stdout"]) for x in
+                task_results(r, "Render each schedule for this host")[0]["results"]}
+    assert rendered["stale-check"]["spec"] == "every 1h"
+    assert rendered["bundles"]["requested"] == "daily 01:00"
+    assert rendered["bundles"]["spec"] == schedule.with_jitter("daily 01:00", "localhost", 30)
 
 
 def test_site_converges_then_reports_no_change(bed):
@@ -206,6 +216,19 @@ def test_bad_inventory_fails_before_any_change(tmp_path, job, message):
     assert message in stdout
     assert changed(stats) == 0 and list(home.iterdir()) == []
     assert not (tmp_path / "offsite").exists()
+
+
+def test_a_bad_scheduler_is_blamed_on_the_scheduler(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    extravars = {"strongroom_install_mode": "user", "strongroom_home": str(home),
+                 "strongroom_scheduler": "crond",
+                 "strongroom_jobs_list": [BAD[0][0] | {"schedule": "daily 01:00"}]}
+    stats, stdout, _ = play(tmp_path, "site.yml", extravars, expect_rc=2)
+    assert ("localhost: strongroom_scheduler has value 'crond'; expected one of auto, cron, "
+            "systemd, launchd, none") in stdout
+    assert "strongroom_jobs_list must be" not in stdout
+    assert changed(stats) == 0 and list(home.iterdir()) == []
 
 
 def test_verify_restore_and_fleet_status(bed):
