@@ -65,6 +65,9 @@ attributes:
 notes:
   - A host without notify.yml, or whose targets all filter the message out, sends nothing
     and warns.
+  - A broken entry in notify.yml (a URL Apprise cannot parse, a bad value, a misspelt
+    C(name), C(min_severity) or C(events)) is a failed target, named with what is wrong
+    with it; the other targets still get the message.
 """
 
 EXAMPLES = r"""
@@ -96,7 +99,7 @@ would_send:
   elements: str
   sample: [phone, mail]
 failed_targets:
-  description: Targets that could not be reached.
+  description: Targets that could not be reached, or whose entry in notify.yml is broken.
   returned: always
   type: list
   elements: str
@@ -146,7 +149,7 @@ def main():
         targets, notes = notify.load(config_dir)
     except StrongroomError as exc:
         module.fail_json(msg=str(exc), failed_targets=[], would_send=[])
-    for note in notes:
+    for note in notes + notify.problems(config_dir, targets):
         module.warn(note)
     if p["targets"]:
         known = {t.name for t in targets}
@@ -157,18 +160,28 @@ def main():
                                  f"{', '.join(sorted(known)) or 'none'})",
                              would_send=[], failed_targets=[])
         targets = [t for t in targets if t.name in p["targets"]]
-    chosen = [t for t in targets if t.wants(p["event"], p["severity"])]
+    # a broken entry costs only itself: it is a failed target (wants() takes every message
+    # for it), the others still get theirs
+    asked = [t for t in targets if t.wants(p["event"], p["severity"])]
+    broken = [t for t in asked if t.problem]
+    chosen = [t for t in asked if not t.problem]
     would_send = [t.name for t in chosen]
-    if not chosen:
+    if not chosen and not broken:
         module.warn(f"no target in {config_dir}/notify.yml takes this message "
                     f"(severity {p['severity']}, event {p['event'] or 'any'}); nothing sent")
-    if module.check_mode or not chosen:
-        module.exit_json(changed=False, would_send=would_send, failed_targets=[])
-    sent = notify.send(chosen, p["event"], p["severity"], p["title"], p["body"])
+    if module.check_mode:
+        sent = [{"target": t.name, "delivered": False, "error": t.problem} for t in broken]
+    else:
+        sent = notify.send(asked, p["event"], p["severity"], p["title"], p["body"])
     failed = [r["target"] for r in sent if not r["delivered"]]
     if failed and p["fail_on_error"]:
-        module.fail_json(msg=f"notification failed for: {', '.join(failed)}", sent=sent,
+        why = [r["target"] + (f" ({r['error']})" if r.get("error") else "")
+               for r in sent if not r["delivered"]]
+        module.fail_json(msg=f"notification failed for: {', '.join(why)}",
+                         **({} if module.check_mode else {"sent": sent}),
                          would_send=would_send, failed_targets=failed)
+    if module.check_mode or (not chosen and not broken):
+        module.exit_json(changed=False, would_send=would_send, failed_targets=failed)
     module.exit_json(changed=False, sent=sent, would_send=would_send, failed_targets=failed)
 
 

@@ -12,10 +12,16 @@ keys per URL entry and removes them before Apprise sees the entry:
 
 URLs hold tokens and passwords: they never appear in messages, logs or status files;
 a target is always named by `name`, or by its scheme and position ("ntfys #1").
+
+One broken entry (a URL Apprise cannot parse, a bad value or a misspelt extra key) costs
+only that target: it is reported by name as a failed delivery of every message, and the
+others still get theirs. Only a file that cannot be read as a whole is an error of its own.
 """
 
+import difflib
 import logging
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +39,9 @@ TEMPLATES = Path(__file__).parent / "templates"
 _apprise_log = logging.getLogger("apprise")
 _apprise_log.addHandler(logging.NullHandler())
 _apprise_log.propagate = False
+# disabled, too: a handler someone attaches to it directly (a test runner's log capture)
+# would otherwise still be handed those records
+_apprise_log.disabled = True
 
 
 @dataclass
@@ -43,9 +52,12 @@ class Target:
     args: dict = field(default_factory=dict, repr=False)
     min_severity: str = "warning"
     events: tuple = EVENTS
+    # why this entry cannot be used, said without its URL; None when it can
+    problem: str | None = None
 
     def wants(self, event, severity):
-        if event == "test":
+        # a broken entry may have meant to get this: it is reported, never silently skipped
+        if event == "test" or self.problem:
             return True
         # event None: a message from a playbook (library/notify.py), filtered by severity only
         return (event is None or event in self.events) and (
@@ -53,23 +65,81 @@ class Target:
 
 
 def _entries(urls, where):
-    """(url, instance args) for every entry, in Apprise's YAML shapes."""
+    """(position, url, instance args, problem) for every entry, in Apprise's YAML shapes.
+
+    A malformed entry is yielded with its problem rather than raised, so it costs only
+    itself."""
     if not isinstance(urls, list):
         raise ConfigError(f"{where}: 'urls' must be a list")
     for i, item in enumerate(urls, 1):
         if isinstance(item, str):
-            yield i, item, {}
+            yield i, item, {}, None
         elif isinstance(item, dict) and len(item) == 1:
             url, value = next(iter(item.items()))
             instances = value if isinstance(value, list) else [value or {}]
             for inst in instances:
                 if not isinstance(inst, dict):
-                    raise ConfigError(f"{where}: entry #{i} has arguments that are not a "
-                                      "mapping")
-                yield i, str(url), dict(inst)
+                    yield i, str(url), {}, "has arguments that are not a mapping"
+                else:
+                    yield i, str(url), dict(inst), None
         else:
-            raise ConfigError(f"{where}: entry #{i} is neither a URL nor a URL with "
-                              "arguments")
+            # a mapping of several keys is most often a URL whose settings lost their indent
+            hint = " (its settings go indented below the URL)" if isinstance(item, dict) else ""
+            yield i, "", {}, f"is neither a URL nor a URL with arguments{hint}"
+
+
+# A scheme is shown in a default name ("ntfys #1"); anything else before a "://" may be a
+# mangled URL holding a password ("https//user:pass@host://"), so it is never shown.
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,31}")
+
+
+def _scheme(url):
+    head = url.split("://", 1)[0] if "://" in url else ""
+    return head.lower() if _SCHEME.fullmatch(head) else "entry"
+
+
+def _misspelt_key(args, service):
+    """A key that is not Apprise's for this service but looks like one of ours."""
+    cls = type(service) if service is not None else None
+    known = {"tag", "tags", "schema"}
+    for table in ("template_args", "template_tokens", "template_kwargs"):
+        known |= {k.lower() for k in getattr(cls, table, None) or {}}
+    for key in args:
+        k = str(key)
+        if k[:1] in "+-:" or k.lower() in known:  # Apprise's headers, params, payload keys
+            continue
+        close = difflib.get_close_matches(k.lower().replace("-", "_").strip(), EXTRA_KEYS,
+                                          n=1, cutoff=0.75)
+        if close:
+            return k, close[0]
+    return None
+
+
+def _target(i, url, args, problem):
+    scheme = _scheme(url)
+    name = str(args.pop("name", f"{scheme} #{i}"))
+    sev = args.pop("min_severity", "warning")
+    events = args.pop("events", list(EVENTS))
+    target = Target(name, scheme, url, args)
+    if problem is None and sev not in SEVERITIES:
+        problem = f"has min_severity {sev!r}; expected one of {', '.join(SEVERITIES)}"
+    if problem is None and (not isinstance(events, list) or
+                            any(e not in EVENTS for e in events)):
+        problem = f"has events that are not a list of: {', '.join(EVENTS[:-1])}"
+    if problem is None:
+        a = _apprise_for(target, "info")
+        if a is None:
+            problem = "is not a URL Apprise understands"
+        elif typo := _misspelt_key(args, next(iter(a), None)):
+            # passed on, Apprise would ignore it and the target would quietly get what
+            # the key meant to keep from it (or miss what it meant to send)
+            problem = (f"has an unknown key '{typo[0]}' (did you mean '{typo[1]}'? "
+                       f"Strongroom's keys are {', '.join(EXTRA_KEYS)})")
+    if problem is None:
+        target.min_severity, target.events = sev, tuple(events)
+    else:
+        target.problem = problem
+    return target
 
 
 def load(config_dir):
@@ -78,11 +148,16 @@ def load(config_dir):
 
     path = Path(config_dir) / "notify.yml"
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         return [], []
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:  # the bytes themselves are not shown: secrets
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: not UTF-8 text (line {line}); save it as UTF-8") from None
     notes = []
     if path.stat().st_mode & 0o077:
         notes.append(f"{path} is readable by others; it holds secrets and should be 0600")
@@ -94,23 +169,15 @@ def load(config_dir):
         raise ConfigError(f"{path}: not valid YAML{where}") from None  # no text: secrets
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with 'urls'")
-    targets = []
-    for i, url, args in _entries(data.get("urls", []), str(path)):
-        scheme = url.split("://", 1)[0] if "://" in url else "entry"
-        name = str(args.pop("name", f"{scheme} #{i}"))
-        sev = args.pop("min_severity", "warning")
-        events = args.pop("events", list(EVENTS))
-        if sev not in SEVERITIES:
-            raise ConfigError(f"{path}: target '{name}': min_severity {sev!r}; expected one "
-                              f"of {', '.join(SEVERITIES)}")
-        if not isinstance(events, list) or any(e not in EVENTS for e in events):
-            raise ConfigError(f"{path}: target '{name}': events must be a list of: "
-                              f"{', '.join(EVENTS[:-1])}")
-        target = Target(name, scheme, url, args, sev, tuple(events))
-        if _apprise_for(target, "info") is None:
-            raise ConfigError(f"{path}: target '{name}' is not a URL Apprise understands")
-        targets.append(target)
+    targets = [_target(*entry) for entry in _entries(data.get("urls", []), str(path))]
     return targets, notes
+
+
+def problems(config_dir, targets):
+    """One line per broken target, for a warning (its failed result says only why)."""
+    path = Path(config_dir) / "notify.yml"
+    return [f"{path}: target '{t.name}' {t.problem}; it gets nothing until that is fixed"
+            for t in targets if t.problem]
 
 
 def _apprise_for(target, severity):
@@ -153,10 +220,18 @@ def send(targets, event, severity, title, body):
     for t in targets:
         if not t.wants(event, severity):
             continue
+        result = {"target": t.name, "event": event or "message", "severity": severity}
+        if t.problem:
+            results.append({**result, "delivered": False, "error": t.problem})
+            continue
         a = _apprise_for(t, severity)
-        delivered = bool(a and a.notify(title=title, body=body, notify_type=kind[severity]))
-        results.append({"target": t.name, "event": event or "message", "severity": severity,
-                        "delivered": delivered})
+        # The body is plain text: said so, Apprise keeps its line breaks in every format it
+        # converts to (an e-mail's plain and HTML parts), where unsaid it ran them together.
+        # It sends nothing without a body, and a playbook's message may be a title only.
+        delivered = bool(a and a.notify(title=title, body=body or title,
+                                        notify_type=kind[severity],
+                                        body_format=apprise.NotifyFormat.TEXT))
+        results.append({**result, "delivered": delivered})
     return results
 
 
@@ -218,4 +293,5 @@ def test_all(config_dir, severity="info"):
     targets, notes = load(config_dir)
     title, body = render("test", {"severity": severity, "job": None, "status": {},
                                   "log_tail": [], "pid": os.getpid()})
-    return targets, send(targets, "test", severity, title, body), notes
+    return targets, send(targets, "test", severity, title, body), notes + problems(
+        config_dir, targets)

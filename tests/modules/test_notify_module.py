@@ -1,4 +1,5 @@
-"""library/notify.py in real playbook runs (ansible-runner, localhost) against a receiver."""
+"""library/notify.py in real playbook runs (ansible-runner, localhost) against a receiver,
+and its main() in-process (tests/modules/harness.py) where a playbook run adds nothing."""
 
 import json
 
@@ -6,6 +7,7 @@ import ansible_runner
 import yaml
 
 from tests.helpers import ENV, ROOT, VENV_BIN
+from tests.modules import harness
 from tests.unit.test_notify import CANARY, Receiver, closed_port, write_targets
 
 
@@ -81,3 +83,74 @@ def test_no_notify_file_warns_and_sends_nothing(tmp_path):
     r, (res,), out = play(tmp_path, [task(conf, title="x")])
     assert r.rc == 0 and res["res"]["would_send"] == []
     assert any("nothing sent" in w for w in res["res"]["warnings"])
+
+
+def run_module(conf, check_mode=False, **args):
+    """library/notify.py's main() in-process: (outcome, result, warnings)."""
+    import notify as module  # library/notify.py (tests/conftest.py puts library/ on the path)
+    from ansible.module_utils.common import warnings
+
+    before = len(warnings.get_warning_messages())  # earlier tests' warnings stay there
+    args = {"config_dir": str(conf), "title": "t", "severity": "error", **args}
+    try:
+        harness.run(module.main, args, check_mode=check_mode)
+    except harness.Exit as e:
+        return "ok", e.args[0], list(warnings.get_warning_messages()[before:])
+    except harness.Fail as e:
+        return "failed", e.args[0], list(warnings.get_warning_messages()[before:])
+
+
+def test_a_non_utf8_notify_file_fails_the_task_by_name(tmp_path):
+    (tmp_path / "notify.yml").write_bytes(f"urls:\n  - json://h/{CANARY}\xe9\n".encode("latin-1"))
+    outcome, res, _ = run_module(tmp_path)
+    assert outcome == "failed"
+    assert res["msg"] == f"{tmp_path / 'notify.yml'}: not UTF-8 text (line 2); save it as UTF-8"
+    assert res["failed_targets"] == [] and CANARY not in json.dumps(res)
+
+
+def test_a_broken_entry_fails_by_name_while_the_others_still_get_the_message(tmp_path):
+    from tests.unit.test_notify import TYPO, write_with_broken_entries
+
+    receiver = Receiver()
+    try:
+        write_with_broken_entries(tmp_path, receiver.port)
+        path = tmp_path / "notify.yml"
+        outcome, res, warned = run_module(tmp_path, check_mode=True)
+        assert outcome == "failed" and receiver.requests == []
+        assert res["would_send"] == ["phone"]
+        assert res["failed_targets"] == ["entry #1", "webhook"]
+        assert res["msg"] == ("notification failed for: entry #1 (is not a URL Apprise "
+                              f"understands), webhook ({TYPO})")
+        assert warned == [
+            f"{path}: target 'entry #1' is not a URL Apprise understands; it gets nothing "
+            "until that is fixed",
+            f"{path}: target 'webhook' {TYPO}; it gets nothing until that is fixed"]
+        assert CANARY not in json.dumps([res, warned])
+        outcome, res, _ = run_module(tmp_path, title="disk replaced")
+        assert outcome == "failed" and res["failed_targets"] == ["entry #1", "webhook"]
+        assert [(r["target"], r["delivered"]) for r in res["sent"]] == [
+            ("entry #1", False), ("phone", True), ("webhook", False)]
+        (req,) = receiver.requests
+        assert json.loads(req["body"])["title"] == "disk replaced"
+        outcome, res, _ = run_module(tmp_path, fail_on_error=False)
+        assert outcome == "ok" and res["failed_targets"] == ["entry #1", "webhook"]
+        assert len(receiver.requests) == 2
+        # the working target alone, by name, is not held back by the broken ones
+        outcome, res, _ = run_module(tmp_path, targets=["phone"])
+        assert outcome == "ok" and res["failed_targets"] == []
+        assert CANARY not in json.dumps(res)
+    finally:
+        receiver.close()
+
+
+def test_a_title_only_message_is_delivered(tmp_path):
+    receiver = Receiver()
+    try:
+        write_targets(tmp_path, receiver.port)
+        outcome, res, _ = run_module(tmp_path, title="Restore drill could not start",
+                                     targets=["phone"])
+        assert outcome == "ok" and res["sent"][0]["delivered"] is True
+        (req,) = receiver.requests
+        assert json.loads(req["body"])["title"] == "Restore drill could not start"
+    finally:
+        receiver.close()

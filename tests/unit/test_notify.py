@@ -36,7 +36,9 @@ class Receiver:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        # a short poll: shutdown() waits up to one interval, and every test closes one
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
 
     def close(self):
         self.server.shutdown()
@@ -173,16 +175,129 @@ def test_notify_test_names_each_failed_target(bed, receiver):
 @pytest.mark.parametrize(("text", "message"), [
     ("urls: [oops\n", "notify.yml: not valid YAML (line 2)"),
     ("urls: {a: 1}\n", "'urls' must be a list"),
-    (f"urls:\n  - notascheme-{CANARY}\n", "target 'entry #1' is not a URL Apprise understands"),
-    (f"urls:\n  - json://h/{CANARY}:\n      - min_severity: loud\n",
-     "min_severity 'loud'; expected one of"),
-    (f"urls:\n  - json://h/{CANARY}:\n      - events: [everything]\n", "events must be a list"),
+    # Latin-1 from an editor: the file as a whole cannot be read, so it is the error
+    (f"urls:\n  - json://h/{CANARY}-caf\xe9\n".encode("latin-1"),
+     "notify.yml: not UTF-8 text (line 2); save it as UTF-8"),
 ])
 def test_bad_notify_files_are_clear_errors_without_secrets(bed, text, message):
     tmp, root, conf, state = bed
-    (conf / "notify.yml").write_text(text)
+    if isinstance(text, bytes):
+        (conf / "notify.yml").write_bytes(text)
+    else:
+        (conf / "notify.yml").write_text(text)
     proc = sr(conf, state, "notify", "test", check=2)
     assert message in proc.stderr and CANARY not in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_non_utf8_notify_file_is_named_and_the_job_keeps_its_result(bed):
+    tmp, root, conf, state = bed
+    write_job(conf, root, tmp / "store")
+    (conf / "notify.yml").write_bytes(f"urls:\n  - json://h/{CANARY}\xff\n".encode("latin-1"))
+    proc = sr(conf, state, "run", "bundles", check=0)
+    status = json.loads((state / "status" / "bundles.json").read_text())
+    assert (status["result"], status["exit_code"]) == ("ok", 0)
+    (note,) = status["notifications"]
+    assert (note["target"], note["delivered"]) == ("notify.yml", False)
+    assert note["error"] == f"{conf / 'notify.yml'}: not UTF-8 text (line 2); save it as UTF-8"
+    assert "Notification failed: notify.yml" in proc.stdout
+    assert CANARY not in everything(tmp, proc)
+
+
+def write_with_broken_entries(conf, port):
+    """A working ntfy target between an unparsable URL and a target with a misspelt key."""
+    path = conf / "notify.yml"
+    path.write_text(
+        "urls:\n"
+        # mistyped so that the text before '://' holds the password: never shown
+        f"  - https//alice:{CANARY}@example.org://x\n"
+        f"  - ntfy://127.0.0.1:{port}/backups-{CANARY}:\n"
+        "      - name: phone\n        min_severity: info\n"
+        f"  - json://127.0.0.1:{port}/hook?token={CANARY}:\n"
+        "      - name: webhook\n        min_severty: error\n")
+    path.chmod(0o600)
+
+
+TYPO = ("has an unknown key 'min_severty' (did you mean 'min_severity'? Strongroom's keys "
+        "are name, min_severity, events)")
+
+
+def test_one_broken_entry_costs_only_itself_and_is_named_without_its_url(bed, receiver):
+    tmp, root, conf, state = bed
+    write_with_broken_entries(conf, receiver.port)
+    test = sr(conf, state, "notify", "test", check=2)
+    assert [r["path"] for r in receiver.requests] == ["/"]  # phone got it; nobody else tried
+    assert test.stdout.splitlines()[-3:] == [
+        "entry #1: FAILED", "phone: delivered", "webhook: FAILED"]
+    path = conf / "notify.yml"
+    assert (f"warning: {path}: target 'entry #1' is not a URL Apprise understands; it gets "
+            "nothing until that is fixed") in test.stdout
+    assert f"warning: {path}: target 'webhook' {TYPO}; it gets" in test.stdout
+    assert "notification failed for: entry #1, webhook" in test.stderr
+    # a job's message goes out the same way, and its status names each broken entry
+    write_job(conf, tmp / "missing-root", tmp / "store")
+    run = sr(conf, state, "run", "bundles", check=2)
+    assert len(receiver.requests) == 2
+    message = json.loads(receiver.requests[1]["body"])
+    assert "bundles failed" in message["title"]
+    assert CANARY not in message["title"] + message["message"]
+    status = json.loads((state / "status" / "bundles.json").read_text())
+    assert status["result"] == "error"
+    assert [(n["target"], n["delivered"], n.get("error")) for n in status["notifications"]] == [
+        ("entry #1", False, "is not a URL Apprise understands"), ("phone", True, None),
+        ("webhook", False, TYPO)]
+    assert "notification job_failed to webhook: FAILED (has an unknown key 'min_severty'" in (
+        state / "log" / "bundles.log").read_text()
+    assert CANARY not in everything(tmp, test, run)
+
+
+@pytest.mark.parametrize(("entry", "problem"), [
+    (f"json://127.0.0.1:9/{CANARY}:\n      - min_severity: loud\n",
+     "has min_severity 'loud'; expected one of info, success, warning, error"),
+    (f"json://127.0.0.1:9/{CANARY}:\n      - events: [everything]\n",
+     "has events that are not a list of: job_failed, "),
+    (f"json://127.0.0.1:9/{CANARY}: [oops]\n", "has arguments that are not a mapping"),
+    (f"json://127.0.0.1:9/{CANARY}:\n    name: lost-indent\n",
+     "is neither a URL nor a URL with arguments (its settings go indented below the URL)"),
+    (f"notascheme-{CANARY}\n", "is not a URL Apprise understands"),
+    (f"json://127.0.0.1:9/{CANARY}:\n      - severity: error\n",
+     "has an unknown key 'severity' (did you mean 'min_severity'?"),
+    (f"json://127.0.0.1:9/{CANARY}:\n      - event: [job_failed]\n",
+     "has an unknown key 'event' (did you mean 'events'?"),
+    (f"json://127.0.0.1:9/{CANARY}:\n      - nmae: pager\n",
+     "has an unknown key 'nmae' (did you mean 'name'? Strongroom's keys are name, "
+     "min_severity, events)"),
+])
+def test_each_kind_of_broken_entry_is_a_named_failure_beside_a_working_target(
+        tmp_path, receiver, entry, problem):
+    from strongroom import notify
+
+    (tmp_path / "notify.yml").write_text(
+        f"urls:\n  - ntfy://127.0.0.1:{receiver.port}/t:\n      - name: phone\n"
+        f"  - {entry}")
+    targets, _ = notify.load(tmp_path)
+    results = notify.send(targets, "job_failed", "error", "title", "body")
+    assert results[0] == {"target": "phone", "event": "job_failed", "severity": "error",
+                          "delivered": True}
+    assert len(receiver.requests) == 1
+    (broken,) = results[1:]
+    assert broken["target"] in ("json #2", "entry #2") and broken["delivered"] is False
+    assert broken["error"].startswith(problem)
+    (line,) = notify.problems(tmp_path, targets)
+    assert line.startswith(f"{tmp_path / 'notify.yml'}: target '{broken['target']}' {problem}")
+    assert CANARY not in json.dumps(results) + line
+
+
+def test_apprise_keys_that_look_like_ours_are_passed_on(tmp_path):
+    from strongroom import notify
+
+    # PagerDuty's own `severity`, and a JSON webhook's header and payload keys
+    (tmp_path / "notify.yml").write_text(
+        "urls:\n  - pagerduty://ikey@akey:\n      - name: pd\n        severity: critical\n"
+        "  - json://127.0.0.1:9/h:\n      - +X-Event: backup\n        ':events': x\n")
+    targets, _ = notify.load(tmp_path)
+    assert [(t.name, t.problem) for t in targets] == [("pd", None), ("json #2", None)]
+    assert targets[0].args == {"severity": "critical"}
 
 
 def test_group_readable_notify_file_is_warned_about(bed, receiver):

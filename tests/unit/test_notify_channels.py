@@ -2,7 +2,9 @@
 
 import email
 import email.policy
+import html
 import json
+import re
 
 import pytest
 
@@ -52,6 +54,45 @@ def test_a_failed_job_is_emailed_with_its_log_tail(bed, smtp):
     assert status["notifications"] == [{"target": "mail", "event": "job_failed",
                                         "severity": "error", "delivered": True}]
     assert SECRET not in everything(tmp, proc) + msg["data"]
+
+
+def part_lines(part):
+    """The lines a reader sees in one text part (HTML: as a mail client lays it out)."""
+    text = part.get_content()
+    if part.get_content_type() == "text/html":
+        text = re.sub(r"<br\s*/?>|</p>|</div>", "\n", text.replace("\r\n", " "))
+        text = html.unescape(re.sub(r"<[^>]+>", "", text)).replace("\xa0", " ")
+    return [line.strip() for line in text.splitlines()]
+
+
+def test_emails_keep_their_line_breaks_in_plain_and_html_parts(bed, smtp):
+    tmp, root, conf, state = bed
+    write_job(conf, tmp / "missing-root", tmp / "store")
+    path = conf / "notify.yml"
+    mailto = (f"mailto://backup:{SECRET}@example.org:{smtp.port}?smtp=127.0.0.1"
+              "&from=strongroom@example.org&to=alice@example.org")
+    # Apprise's default mail, and one asking for HTML (a plain part beside an HTML one)
+    path.write_text(f"urls:\n  - {mailto}:\n      - name: mail\n"
+                    f"  - {mailto}:\n      - name: html-mail\n        format: html\n")
+    path.chmod(0o600)
+    proc = sr(conf, state, "run", "bundles", check=2)
+    assert len(smtp.messages) == 2
+    kinds = []
+    for msg in smtp.messages:
+        parsed = email.message_from_string(msg["data"], policy=email.policy.default)
+        parts = [p for p in parsed.walk() if not p.is_multipart()]
+        kinds.append(sorted(p.get_content_type() for p in parts))
+        for part in parts:
+            lines = part_lines(part)
+            for line in ("Result: error (exit 2)", "No successful run yet.",
+                         "Last lines of the job's log:"):
+                assert line in lines, (part.get_content_type(), lines)
+            assert lines[0].startswith("Job: bundles on ")
+            assert any("does not exist" in line for line in lines)
+    assert kinds == [["text/plain"], ["text/html", "text/plain"]]
+    status = json.loads((state / "status" / "bundles.json").read_text())
+    assert [n["delivered"] for n in status["notifications"]] == [True, True]
+    assert SECRET not in everything(tmp, proc) + "".join(m["data"] for m in smtp.messages)
 
 
 def test_a_stopped_smtp_server_leaves_the_result_and_records_the_failure(bed, smtp):
