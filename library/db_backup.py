@@ -10,8 +10,9 @@ description:
   - With O(operation=backup), takes a consistent copy of O(db) through SQLite's online
     backup API, checks it with C(PRAGMA integrity_check), uploads it as a new version
     (C(backups/<db>/<UTC time>_<host>_<db>) plus a metadata object, each verified) and
-    keeps the newest O(keep). With O(only_if_changed), nothing is uploaded when the
-    newest version already holds the same content, so a repeated run is not a change.
+    keeps the versions holding the newest O(keep) distinct contents. With
+    O(only_if_changed), nothing is uploaded when the newest version already holds the
+    same content, so a repeated run is not a change.
   - With O(operation=sync), pulls the newest version only when the local database has
     not changed since it was last synced, pushes local changes when the remote has not
     moved, and fails without changing anything when both changed. Offline, it warns and
@@ -40,7 +41,8 @@ options:
     choices: [backup, sync, status]
     default: backup
   keep:
-    description: Versions kept; the newest are never pruned.
+    description: Distinct contents kept, the newest first; a version holding the same
+      content as a newer one takes no slot, and the newest are never pruned.
     type: int
     default: 10
   only_if_changed:
@@ -52,9 +54,13 @@ options:
     description: This machine's name inside version keys (default the hostname).
     type: str
   state_dir:
-    description: Where the sync state lives (what was last synced, pending operations).
+    description:
+      - Where the sync state lives (what was last synced, pending operations).
+      - When unset, the engine's default for the user the module runs as, the same as the
+        C(strongroom) command's C(--state-dir) on that host; C(STRONGROOM_STATE_DIR) when
+        set, else C(/var/lib/strongroom) as root, else C($XDG_STATE_HOME/strongroom)
+        (C(~/.local/state/strongroom)).
     type: path
-    default: /var/lib/strongroom
   rclone_config:
     description: rclone.conf to use.
     type: path
@@ -92,6 +98,7 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 try:
+    from strongroom import paths
     from strongroom.dbsync import Conflict, DbSync
     from strongroom.errors import StrongroomError
     from strongroom.remote import Rclone
@@ -112,7 +119,7 @@ def main():
             keep=dict(type="int", default=10),
             only_if_changed=dict(type="bool", default=True),
             host=dict(type="str"),
-            state_dir=dict(type="path", default="/var/lib/strongroom"),
+            state_dir=dict(type="path"),
             rclone_config=dict(type="path"),
         ),
         supports_check_mode=True,
@@ -124,7 +131,10 @@ def main():
                 "ansible_python_interpreter to its virtualenv's python"),
             exception=IMPORT_ERROR)
     p = module.params
-    d = DbSync(p["db"], p["remote"], p["state_dir"], Rclone(p["rclone_config"]),
+    # the default is resolved on the host, for the user the module runs as: a user install
+    # keeps its state in its own state directory, as the strongroom command does
+    d = DbSync(p["db"], p["remote"], p["state_dir"] or paths.state_dir(),
+               Rclone(p["rclone_config"]),
                keep=p["keep"], host=p["host"])
     try:
         if p["operation"] == "status":
@@ -139,15 +149,18 @@ def main():
                 module.warn(out["message"])
             module.exit_json(changed=out["changed"], action=out["action"],
                              key=out.get("key"), msg=out["message"])
-        keys = d.versions()
-        if p["only_if_changed"] and keys and \
-                d.metadata(keys[-1])["content_sha256"] == d.local_sha():
-            module.exit_json(changed=False, key=keys[-1],
-                             msg=f"the newest version {keys[-1]} holds this content")
         if module.check_mode:
+            keys = d.versions()
+            if p["only_if_changed"] and keys and \
+                    d.metadata(keys[-1])["content_sha256"] == d.local_sha():
+                module.exit_json(changed=False, key=keys[-1],
+                                 msg=f"the newest version {keys[-1]} holds this content")
             module.exit_json(changed=True, msg="would upload a new version")
         with d.lock(600):
-            out = d.backup(reason="ansible")
+            out = d.backup(reason="ansible", only_if_changed=p["only_if_changed"])
+        if out["unchanged"]:
+            module.exit_json(changed=False, key=out["key"],
+                             msg=f"the newest version {out['key']} holds this content")
         module.exit_json(changed=True, **out)
     except Conflict as exc:
         module.fail_json(msg=str(exc), action="conflict")

@@ -14,7 +14,9 @@ description:
   - Only after that check, and only when O(delete_local_after_verify=true), are the local
     files deleted; a file that changed while it was being uploaded is kept.
   - With O(immutable=true), a remote file with other content is an error and is never
-    overwritten, except the truncated leftover of this engine's own killed upload.
+    overwritten, except the truncated leftover of this engine's own killed upload. A remote
+    file with the same content (by hash) under another modification time is already there;
+    it is left untouched and is not a conflict.
   - C(changed) is true only when bytes moved (or local files were deleted). In check mode
     rclone runs with C(--dry-run) and nothing is copied, checked or deleted.
   - The same engine as C(strongroom upload).
@@ -34,7 +36,8 @@ options:
     type: str
     required: true
   immutable:
-    description: Refuse to overwrite a remote file that has other content.
+    description: Refuse to overwrite a remote file that has other content (the same content
+      under another modification time is not a conflict).
     type: bool
     default: false
   delete_local_after_verify:

@@ -311,7 +311,10 @@ def _retire(repo_dir, manifest, label, now):
     """Move a chain's files aside (kept, not deleted) and return the retired record."""
     parent = Path(repo_dir) / chain.RETIRED_DIR
     parent.mkdir(exist_ok=True)
-    dest = parent / chain.unique_name(parent, label, "")
+    # a name a record still holds (its folder deleted by hand) is never given again: two
+    # records of one folder, and pruning the older would delete the newer's files
+    held = {Path(r["path"]).name for r in (manifest or {}).get("retired", [])}
+    dest = parent / chain.unique_name(parent, label, "", held)
     dest.mkdir()
     names = [n for n, _ in chain.files_with_sizes(manifest)] if manifest else []
     if (Path(repo_dir) / chain.MANIFEST).exists():
@@ -628,9 +631,10 @@ def _prune_retired(repo_dir, opts, result):
         if any(verified.get(n) != h for n, h in chain.expected_hashes(manifest).items()):
             return  # the current chain is not yet proven off-site: keep the old ones
     keep = retired[-opts.keep_retired:] if opts.keep_retired else []
+    kept_paths = {rec["path"] for rec in keep}
     for rec in retired[: len(retired) - len(keep)]:
         target = Path(repo_dir) / rec["path"]
-        if target.is_dir():
+        if rec["path"] not in kept_paths and target.is_dir():  # never a kept chain's folder
             fsutil.rmtree(target)
         result.notes.append(f"pruned retired chain {rec['chain_id']}")
     manifest["retired"] = keep

@@ -174,6 +174,13 @@ def _parse(name):
         return None
 
 
+def _seq(name):
+    """The n of ckpt-<time>-n (1 without it): the order of checkpoints of one second,
+    which a sort by name gets wrong from the tenth on (-10 before -2)."""
+    tail = name[21:]
+    return int(tail[1:]) if tail[:1] == "-" and tail[1:].isdigit() else 1
+
+
 def checkpoints(dest):
     """[(created, folder)] oldest first; only names a checkpoint can have."""
     out = []
@@ -181,7 +188,7 @@ def checkpoints(dest):
         created = _parse(folder.name)
         if created and folder.is_dir():
             out.append((created, folder))
-    return sorted(out)
+    return sorted(out, key=lambda cf: (cf[0], _seq(cf[1].name), cf[1]))
 
 
 def list_checkpoints(dest):
@@ -224,9 +231,14 @@ def prune(dest, keep_days, now=None):
     now = now or datetime.now(UTC)
     cutoff = now - timedelta(days=keep_days)
     found = checkpoints(dest)
+    # The newest by name and the last one saved: when the clock was behind at that save,
+    # its name looks old, yet it holds the latest work (and a tree unchanged since makes
+    # no newer one).
+    last = _read_last(Path(dest) / PROGRESS)
+    last = last.get("path") if isinstance(last, dict) else None
     deleted = []
     for created, folder in found[:-1]:
-        if created < cutoff:
+        if created < cutoff and folder.relative_to(dest).as_posix() != last:
             fsutil.rmtree(folder)
             deleted.append(folder.name)
             for parent in (folder.parent, folder.parent.parent, folder.parent.parent.parent):

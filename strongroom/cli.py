@@ -180,18 +180,8 @@ def cmd_consolidate(args):
 
 
 def cmd_config_check(args):
-    import yaml
-
-    path = Path(args.file)
-    try:
-        text = sys.stdin.read() if args.file == "-" else path.read_text(encoding="utf-8")
-        data = yaml.safe_load(text)
-    except OSError as exc:
-        raise StrongroomError(f"cannot read {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise StrongroomError(f"{path}: not valid YAML: {exc}") from None
-    config.validate_job(data, args.name_as or str(path))
-    print(f"{args.name_as or path}: valid {data['type']} job '{data['name']}'")
+    data, where = config.check_file(args.file, args.name_as)
+    print(f"{where}: valid {data['type']} job '{data['name']}'")
     return OK
 
 
@@ -235,8 +225,9 @@ def _job_paths(args):
 def cmd_run(args):
     from . import jobs
 
-    code, status, output = jobs.run(_job_paths(args), args.job_name, if_due=args.if_due,
-                                    wait=args.wait)
+    with cli_rollup.dated_run(args):  # --date: checked here, then seen by the job
+        code, status, output = jobs.run(_job_paths(args), args.job_name, if_due=args.if_due,
+                                        wait=args.wait)
     if args.json:
         _emit_json({"exit_code": code, "status": status, "output": output})
     elif output:
@@ -303,12 +294,15 @@ def cmd_status(args):
                      [[r["job"], r.get("result", "INVALID"), r.get("finished") or "-",
                        status.human_age(r.get("age_seconds")),
                        f"{r['duration_seconds']}s" if r.get("duration_seconds") is not None
-                       else "-", r.get("next_due") or "-",
+                       else "-", "due now" if r.get("due") else (r.get("next_due") or "-"),
                        "STALE" if r["stale"] else "no"] for r in rows]))
         for n in sent:
             if not n["delivered"]:
                 print(f"stale alert to {n['target']}: FAILED")
     if any(not r["valid"] for r in rows):
+        for r in rows:  # the table says INVALID; this says why, and which file
+            if not r["valid"]:
+                print(f"strongroom: error: {r['error']}", file=sys.stderr)
         return ERROR
     return WARNING if (args.stale and stale) else OK
 
@@ -522,7 +516,7 @@ def cmd_gitsync(args):
         return OK
     if args.verb == "resolve":
         side = "ours" if args.ours else "theirs" if args.theirs else None
-        result = gitsync.resolve(s, args.paths, side)
+        result = gitsync.resolve(s, args.paths, side, lock_wait=args.wait)
         if args.json:
             _emit_json(result)
         else:
@@ -532,7 +526,7 @@ def cmd_gitsync(args):
         return gitsync.exit_code(result)
     gitsync.check_repo(s)  # before writing merge drivers into it
     gitsync.install_policies(s)
-    result = (gitsync.push if args.verb == "push" else gitsync.pull)(s)
+    result = (gitsync.push if args.verb == "push" else gitsync.pull)(s, lock_wait=args.wait)
     if args.json:
         _emit_json(result)
     else:
@@ -550,7 +544,7 @@ def gitsync_default_timeout():
     return TRANSPORT_TIMEOUT
 
 
-def _common(p, store=True):
+def _common(p, store=True, wait=True):
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--job", help="read options from <config-dir>/jobs/JOB.yml")
     if store:
@@ -558,10 +552,51 @@ def _common(p, store=True):
     p.add_argument("--remote", help="rclone REMOTE:PATH holding the off-site copy")
     p.add_argument("--rclone-config", dest="rclone_config",
                    help="rclone.conf to use (default <config-dir>/rclone.conf if present)")
-    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                   help="wait this long for another run's lock instead of exiting 11")
+    if wait:
+        p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                       help="wait this long for another run's lock instead of exiting 11")
 
 
+# Locks and --wait, verb by verb. --wait SECONDS is offered exactly where a verb takes a
+# lock (a verb that takes none refuses it, so nobody relies on a wait that never happens)
+# and covers every lock that verb takes; a lock still held after it exits 11, naming the
+# holder's PID and the lock file.
+#
+#   verb                               locks it takes                       --wait default
+#   bundle sync|verify|restore|        the store's STORE/.strongroom.lock   0
+#     consolidate
+#   bundle list                        none                                 -
+#   run JOB                            <state>/locks/JOB.lock, then what    0
+#                                      the job type takes (below); one
+#                                      deadline from the start for all of
+#                                      them (a longer lock_wait in the job
+#                                      file still applies to its lock)
+#     bundle_sync                        the store's lock
+#     restore_drill                      each store's lock (lock_wait, 300)
+#     git_sync                           the repository's sync lock
+#     snapshot                           DEST/.snapshot.lock (lock_wait, 0)
+#     checkpoint                         DEST/.checkpoint.lock (lock_wait, 0)
+#     daily, rollup                      DEST/.rollups.lock (lock_wait, 600)
+#     bisync                             bisync.lock (lock_wait, 0)
+#     db_backup                          the database's lock (600)
+#     restic, status_check               none of ours (restic locks its own)
+#   drill                              each store's lock, in turn; each     300
+#                                      waits up to --wait
+#   sync push|pull|resolve|rollback    REPO/.git/strongroom/sync.lock       0
+#   sync status, sync merge-driver     none (git runs the merge driver      -
+#                                      inside a sync that holds the lock)
+#   backup now                         DEST/.snapshot.lock                  job's lock_wait, 0
+#   backup list|verify|restore|prune|  none                                 -
+#     protect
+#   save                               DEST/.checkpoint.lock                job's lock_wait, 0
+#   hook pre-push                      the snapshot's DEST/.snapshot.lock   job's lock_wait, 120
+#   bisync                             <state>/bisync/JOB/bisync.lock       job's lock_wait, 0
+#   db backup|restore|sync|tick        <state>/db/NAME-ID.lock              30
+#   db list|status, checkpoints,       none                                 -
+#     hook install|uninstall, upload,
+#     rollup, restic restore, manifest,
+#     jobs list, status, notify test,
+#     schedule explain, config check
 def build_parser():
     parser = argparse.ArgumentParser(prog="strongroom", description=__doc__.splitlines()[0],
                                      epilog=EPILOG)
@@ -617,7 +652,7 @@ def build_parser():
 
     ls = bsub.add_parser("list", help="chains in the store (or, with --remote, what the "
                          "off-site copy holds)", epilog=EPILOG)
-    _common(ls)
+    _common(ls, wait=False)  # reads the store without its lock
     ls.set_defaults(func=cmd_list)
 
     c = bsub.add_parser("consolidate", help="start a fresh chain for one repository now",
@@ -633,7 +668,17 @@ def build_parser():
                      help="run only when there was no successful run since the last "
                           "scheduled time")
     run.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                     help="wait this long for a running copy instead of exiting 11")
+                     help="wait up to this long, in all, for every lock the job takes (its "
+                          "own, then the store, sync or snapshot lock it works under) "
+                          "instead of exiting 11")
+    run.add_argument("--date", metavar="YYYY-MM-DD",
+                     help="daily and rollup jobs only: run now as on this day (today or "
+                          "earlier), to catch up a missed day or to test. A daily job makes "
+                          "that day's folder from the sources as they are now (nothing if it "
+                          "exists); a rollup job packs the days before it; either keeps the "
+                          "folders of that day and later. The status records the real time "
+                          "of the run. A malformed or future day, another job type or "
+                          "--if-due exits 2 before the job starts")
     run.add_argument("--json", action="store_true", help="machine-readable output")
     run.set_defaults(func=cmd_run)
 
@@ -768,7 +813,10 @@ def build_parser():
         p.add_argument("--exclude", action="append", metavar="GLOB")
         p.add_argument("--policy", action="append", metavar="PATTERN=POLICY",
                        help="conflict policy: append, block or primary-wins")
-        p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS")
+        if verb != "status":  # status reads without the sync lock
+            p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                           help="wait this long for another sync's lock instead of exiting "
+                                "11")
         p.add_argument("--json", action="store_true", help="machine-readable output")
         if verb == "rollback":
             p.add_argument("--status", action="store_true",
@@ -811,7 +859,9 @@ def build_parser():
     csub = cfg.add_subparsers(dest="verb", required=True, metavar="VERB")
     chk = csub.add_parser("check", help="validate a job file against the schema")
     chk.add_argument("file", help="job file (YAML), or - for standard input")
-    chk.add_argument("--name-as", help="name to use for the file in messages")
+    chk.add_argument("--name-as", help="name to use for the file in messages; when it (or "
+                     "FILE) ends in .yml, the job's `name` must be that file name without "
+                     ".yml, as `run` requires")
     chk.set_defaults(func=cmd_config_check)
     return parser
 

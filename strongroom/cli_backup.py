@@ -39,6 +39,8 @@ def options(args):
             opts[key] = list(opts.get(key) or []) + list(getattr(args, key))
     if getattr(args, "large", None):
         opts["large_threshold"] = args.large
+    if getattr(args, "wait", None) is not None:  # beats the job's lock_wait, 0 included
+        opts["lock_wait"] = args.wait
     return opts
 
 
@@ -215,6 +217,9 @@ def add_parser(sub):
                           "default) records it")
     now.add_argument("--format", choices=["zst", "gz"], help="archive format (default zst)")
     now.add_argument("--large", metavar="SIZE", help="list files above this (default 50M)")
+    now.add_argument("--wait", type=float, metavar="SECONDS",
+                     help="wait this long for another snapshot's lock instead of exiting 11 "
+                          "(default: the job's lock_wait, else 0)")
     ls = bsub.add_parser("list", help="id, age, size, immutable, last verified",
                          epilog=EPILOG)
     common(ls)

@@ -14,6 +14,8 @@ def cmd_bisync(args):
     from . import jobs
 
     job = config.load_job_of_type(args.config_dir, args.job, "bisync")
+    if args.wait is not None:  # beats the job's lock_wait, 0 included
+        job["options"]["lock_wait"] = args.wait
     paths = jobs.Paths(args.config_dir, args.state_dir, args.log_dir)
     out = jobs.run_bisync(job, paths, resync=args.resync, force=args.force,
                           dry_run=args.dry_run)
@@ -34,6 +36,9 @@ def add_parser(sub):
     b.add_argument("--force", action="store_true",
                    help="let this run delete more than max_delete percent")
     b.add_argument("--dry-run", action="store_true", help="say what would change")
+    b.add_argument("--wait", type=float, metavar="SECONDS",
+                   help="wait this long for a running bisync of this job instead of exiting "
+                        "11 (default: the job's lock_wait, else 0)")
     b.add_argument("--json", action="store_true", help="machine-readable output")
     b.set_defaults(func=cmd_bisync)
 

@@ -87,12 +87,15 @@ def cmd_db(args):
 
     d = settings(args)
     if args.verb == "list":
-        keys = d.versions()
-        rows = [dict(d.metadata(k), key=k) for k in keys] if args.long or args.json else \
-            [{"key": k} for k in keys]
-        _emit(args, rows, render(["KEY", "SIZE", "REASON"], [
-            [r["key"], human_bytes(r["size"]) if "size" in r else "-", r.get("reason", "-")]
-            for r in rows]) if rows else f"no versions under {d.prefix}")
+        # the sizes come with the listing itself; only --long reads each version's metadata
+        held = d.listing()
+        rows = [dict(d.metadata(k), key=k) for k in sorted(held)] if args.long or args.json \
+            else [{"key": k, "size": held[k]} for k in sorted(held)]
+        head = ["KEY", "SIZE", "REASON"] if args.long else ["KEY", "SIZE"]
+        _emit(args, rows, render(head, [
+            [r["key"], human_bytes(r["size"]) if r.get("size") is not None else "-",
+             r.get("reason", "-")][:len(head)] for r in rows])
+            if rows else f"no versions under {d.prefix}")
         return OK
     if args.verb == "status":
         out = d.status()
@@ -109,7 +112,9 @@ def cmd_db(args):
     with d.lock(args.wait):
         if args.verb == "backup":
             out = d.backup(reason=args.reason)
-            _emit(args, out, f"{out['key']} ({human_bytes(out['size'])}, "
+            _emit(args, out, f"unchanged: the newest version {out['key']} already holds this "
+                  "content; nothing uploaded" if out["unchanged"] else
+                  f"{out['key']} ({human_bytes(out['size'])}, "
                   f"{sum(out['tables'].values())} rows); pruned {len(out['pruned'])}")
             return OK
         if args.verb == "restore":
@@ -128,9 +133,18 @@ def cmd_db(args):
             _emit(args, out, out["message"])
             return out["exit_code"]
         out = d.tick(args.ops)
-        _emit(args, out, f"backed up ({out['reason']}): {out['backup']['key']}"
-              if out["backup"] else f"{out['ops']} operation(s) pending")
+        _emit(args, out, tick_text(out) or f"{out['ops']} operation(s) pending")
         return OK
+
+
+def tick_text(out):
+    """What a tick that fired did, or None when it was not due."""
+    if not out["backup"]:
+        return None
+    if out["backup"]["unchanged"]:
+        return (f"unchanged ({out['reason']}): the newest version {out['backup']['key']} "
+                "already holds this content; nothing uploaded")
+    return f"backed up ({out['reason']}): {out['backup']['key']}"
 
 
 def add_parser(sub):
@@ -138,7 +152,8 @@ def add_parser(sub):
                        description=__doc__, epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     psub = p.add_subparsers(dest="verb", required=True)
-    verbs = {"backup": "a consistent, checked copy uploaded as a new version; keep N",
+    verbs = {"backup": "a consistent, checked copy uploaded as a new version unless the "
+             "newest already holds this content; keep N distinct",
              "list": "every version, oldest first", "restore": "back up the current "
              "database, then put KEY in place (checked) and make it current",
              "sync": "pull the newest version only if nothing local changed; push local "
@@ -149,7 +164,8 @@ def add_parser(sub):
         v.add_argument("--job", help="a db_backup job")
         v.add_argument("--db", metavar="FILE", help="the SQLite database")
         v.add_argument("--remote", metavar="REMOTE:PATH")
-        v.add_argument("--keep", type=int, metavar="N", help="versions kept (default 10)")
+        v.add_argument("--keep", type=int, metavar="N",
+                       help="distinct versions kept (default 10)")
         v.add_argument("--host", help="this machine's name in keys (default the hostname)")
         v.add_argument("--rclone-config", metavar="FILE",
                        help="default <config-dir>/rclone.conf when it exists")

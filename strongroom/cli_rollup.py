@@ -1,5 +1,6 @@
 """`strongroom rollup list | restore`: the daily folders and weekly rollups."""
 
+import contextlib
 import json
 import os
 import sys
@@ -10,7 +11,31 @@ from . import config, fsutil
 from .errors import OK, StrongroomError
 from .table import human_bytes, render
 
-EPILOG = "exit codes: 0 ok, 2 error (nothing was written under the target)"
+EPILOG = "exit codes: 0 ok, 2 error"
+RESTORE_EPILOG = "exit codes: 0 ok, 2 error (nothing was written under the target)"
+DATED_JOBS = ("daily", "rollup")
+
+
+@contextlib.contextmanager
+def dated_run(args):
+    """`strongroom run JOB --date YYYY-MM-DD`: a daily or rollup job run now as on that day
+    (a missed day caught up, or a test). Anything wrong with it exits 2 before the job
+    starts: no status, no log, nothing written."""
+    if not getattr(args, "date", None):
+        yield
+        return
+    from . import rollups
+
+    day = rollups.parse_day(args.date)
+    if args.if_due:
+        raise StrongroomError("--date runs the job now as on that day; it does not go with "
+                              "--if-due (which asks the schedule whether today's run is due)")
+    kind = config.load_job(args.config_dir, args.job_name)["type"]
+    if kind not in DATED_JOBS:
+        raise StrongroomError(f"--date is for daily and rollup jobs; {args.job_name} is a "
+                              f"{kind} job")
+    with rollups.dated(day):
+        yield
 
 
 def _options(args):
@@ -51,11 +76,11 @@ def cmd_rollup(args):
         return OK
     if not args.day and not args.rollup:
         raise StrongroomError("say --day YYYY-MM-DD or --rollup NAME")
-    scratch = None
+    scratch = fetched = None
 
     def fetch(day, rollup_name):
         """Bring a day folder or a rollup from the remote into scratch space."""
-        nonlocal scratch
+        nonlocal scratch, fetched
         from . import remote
         from .cli_upload import rclone_config
 
@@ -64,10 +89,11 @@ def cmd_rollup(args):
         rc = remote.Rclone(rclone_config(opts.get("rclone_config"), args.config_dir))
         scratch = Path(tempfile.mkdtemp(prefix=".fetch-", dir=dest))
         if rollup_name:
-            rc.run("copyto", remote.join(opts["remote"], "rollups", rollup_name),
-                   str(scratch / rollup_name))
+            fetched = remote.join(opts["remote"], "rollups", rollup_name)
+            rc.run("copyto", fetched, str(scratch / rollup_name))
             return "rollup", scratch / rollup_name
-        rc.run("copy", remote.join(opts["remote"], day), str(scratch / day))
+        fetched = remote.join(opts["remote"], day)
+        rc.run("copy", fetched, str(scratch / day))
         return "folder", scratch / day
 
     try:
@@ -76,23 +102,30 @@ def cmd_rollup(args):
     finally:
         if scratch:
             fsutil.rmtree_quiet(scratch)
+    # fetched: the scratch copy is gone, so "from" names where it came from on the remote
+    name = Path(out["from"]).name
+    out["from"] = fetched or out["from"]
+    out["fetched"] = bool(fetched)
     if args.json:
         json.dump(out, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
     else:
-        print(f"restored {', '.join(out['days'])} from {Path(out['from']).name} into "
+        where = f"fetched from the remote ({fetched})" if fetched else "found locally"
+        print(f"restored {', '.join(out['days'])} from {name}, {where}, into "
               f"{out['target']}; every file matches its manifest")
     return OK
 
 
 def add_parser(sub):
     r = sub.add_parser("rollup", help="daily folders and weekly rollups: list, restore",
-                       epilog=EPILOG)
+                       epilog=f"{EPILOG}. The daily and rollup jobs make them: "
+                              "strongroom run JOB (see its --date for a given day)")
     rsub = r.add_subparsers(dest="verb", required=True)
     for verb, text in (("list", "day folders and rollups, and whether each is on the remote"),
                        ("restore", "a day or a whole rollup into a new directory, checked "
                                    "against the manifests")):
-        p = rsub.add_parser(verb, help=text, epilog=EPILOG)
+        p = rsub.add_parser(verb, help=text,
+                            epilog=RESTORE_EPILOG if verb == "restore" else EPILOG)
         p.add_argument("--job", help="a daily or rollup job (for dest and remote)")
         p.add_argument("--dest", help="the folder holding the day folders")
         p.add_argument("--json", action="store_true", help="machine-readable output")

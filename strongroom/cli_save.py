@@ -26,7 +26,7 @@ def checkpoint_options(args):
     for key in ("source", "dest", "keep_days", "max_file_size"):
         if getattr(args, key, None) is not None:
             opts[key] = getattr(args, key)
-    if getattr(args, "wait", None):
+    if getattr(args, "wait", None) is not None:  # beats the job's lock_wait, 0 included
         opts["lock_wait"] = args.wait
     return opts
 
@@ -140,6 +140,8 @@ def _pre_push(args):
     top = prepush._top(os.getcwd())
     lines = sys.stdin.read().splitlines()
     opts = cli_backup.options(args) if args.job else {"source": str(top), "dest": args.dest}
+    if args.wait is not None:
+        opts["lock_wait"] = args.wait
     opts.setdefault("lock_wait", 120)  # a scheduled snapshot may be running
     print(f"strongroom: taking a snapshot of {opts.get('source', top)} before the push",
           file=sys.stderr)
@@ -170,8 +172,9 @@ def add_parser(sub):
                    help="leave out (and warn about) files above this (default 50M)")
     s.add_argument("--keep-days", type=float, metavar="D",
                    help="then delete checkpoints older than D days (the newest always stays)")
-    s.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                   help="wait this long for another save's lock instead of exiting 11")
+    s.add_argument("--wait", type=float, metavar="SECONDS",
+                   help="wait this long for another save's lock instead of exiting 11 "
+                        "(default: the job's lock_wait, else 0)")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_save)
 
@@ -213,6 +216,9 @@ def add_parser(sub):
     pp.add_argument("remote", nargs="?", default="", help="the remote's name (from git)")
     pp.add_argument("url", nargs="?", default="", help="the remote's URL (from git)")
     pp.add_argument("--max-size", type=int, required=True, metavar="BYTES")
+    pp.add_argument("--wait", type=float, metavar="SECONDS",
+                    help="wait this long for the snapshot lock (default: the job's "
+                         "lock_wait, else 120)")
     group = pp.add_mutually_exclusive_group(required=True)
     group.add_argument("--job")
     group.add_argument("--dest")

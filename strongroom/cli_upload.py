@@ -54,7 +54,8 @@ def add_parser(sub):
     u.add_argument("dest", metavar="REMOTE:PATH", help="the folder on the remote")
     u.add_argument("--immutable", action="store_true",
                    help="an existing remote file with other content is an error, never "
-                        "overwritten (for archives)")
+                        "overwritten (for archives); one with the same content (by hash) "
+                        "under another time is already there")
     u.add_argument("--delete-local-after-verify", action="store_true",
                    help="delete the local files once the remote copies match by hash")
     u.add_argument("--bwlimit", metavar="RATE", help="rclone's bandwidth limit, e.g. 10M")

@@ -4,7 +4,11 @@ An error names the file, the key, the value and what was expected; unknown keys 
 refused (a typo must not silently turn a setting off).
 """
 
+import os
 import re
+import reprlib
+import stat
+import sys
 from pathlib import Path
 
 from .errors import ConfigError
@@ -34,12 +38,45 @@ def _num_min(lo):
     return check
 
 
+# The one rule for a job's name, wherever one is taken (run JOB, --job NAME, the `name`
+# key, a restore drill's `jobs`, the files listed in <config-dir>/jobs): a name names a
+# file, a lock, a log, a systemd unit and a cron entry, so it can be no path and no option.
+JOB_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+JOB_NAME_RULE = ("a name of letters, digits, '.', '_' or '-', 1-64 characters starting with "
+                 "a letter or digit (it names files, units and cron entries)")
+# A job file is a screenful; a bigger one is a mistake, and parsing it would stall every
+# verb that lists jobs (PyYAML reads about 1.5 MB a second).
+MAX_JOB_FILE_BYTES = 1024 * 1024
+
+
+def is_job_name(v):
+    return isinstance(v, str) and JOB_NAME_RE.fullmatch(v) is not None
+
+
+def check_job_name(name):
+    """name, or ConfigError: checked before any file is opened under it."""
+    if is_job_name(name):
+        return name
+    hint = ""
+    if isinstance(name, str) and ("/" in name or name.endswith((".yml", ".yaml"))):
+        hint = ("; give the name of a file in <config-dir>/jobs without '.yml' "
+                "(`strongroom config check FILE` checks a file by its path)")
+    raise ConfigError(f"job name {_describe(name)} is not valid: expected {JOB_NAME_RULE}"
+                      + hint)
+
+
 def _job_name(v):
-    return isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", v) is not None
+    return is_job_name(v)
 
 
-_job_name.expected = ("a name of letters, digits, '.', '_' or '-' (it names files, units and "
-                      "cron entries)")
+_job_name.expected = JOB_NAME_RULE
+
+
+def _job_name_list(v):
+    return isinstance(v, list) and all(is_job_name(x) for x in v)
+
+
+_job_name_list.expected = "a list of job names, each " + JOB_NAME_RULE
 
 
 def _str_list(v):
@@ -154,7 +191,7 @@ OPTION_SCHEMAS = {
     },
     "restore_drill": {
         # default: every bundle_sync job on the host
-        "jobs": (False, _str_list),
+        "jobs": (False, _job_name_list),
         "source": (False, _one_of("local", "remote", "both")),
         "scratch": (False, _abs_path),  # default <state-dir>/drill
         "lock_wait": (False, _num_min(0)),
@@ -253,8 +290,16 @@ OPTION_SCHEMAS = {
 }
 
 
+# Containers are shown through reprlib: a few YAML aliases can nest a value of billions of
+# items, whose full repr would take minutes to build only to be cut to 80 characters.
+_REPR = reprlib.Repr()
+_REPR.maxlevel = 3
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 12
+_REPR.maxstring = _REPR.maxother = 80
+
+
 def _describe(value):
-    text = repr(value)
+    text = _REPR.repr(value) if isinstance(value, list | tuple | dict | set) else repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -292,25 +337,166 @@ def validate_job(data, where):
     return data
 
 
-def load_job(config_dir, name):
-    import yaml  # only verbs that read a job file pay for it
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"))
 
-    path = Path(config_dir) / "jobs" / f"{name}.yml"
+
+def _too_big(where, size=None):
+    """size: from fstat; None when only reading showed the file is over the cap (a pipe)."""
+    size = f"{size} bytes" if size is not None else f"over {MAX_JOB_FILE_BYTES} bytes"
+    return ConfigError(f"{where}: {size}; a job file may be at most "
+                       f"{MAX_JOB_FILE_BYTES // 1024 // 1024} MiB ({MAX_JOB_FILE_BYTES} bytes): "
+                       "is this the file you meant?")
+
+
+def read_job_bytes(path, regular_only=True):
+    """The bytes of a job file, refused by size before any is parsed.
+
+    Opened non-blocking and checked with fstat, so a FIFO or a device named x.yml in
+    <config-dir>/jobs cannot stall every verb that lists jobs (regular_only=False is for
+    `config check` of a file someone named, such as a pipe: that is read as given).
+    A missing file raises FileNotFoundError, for the caller to word.
+    """
+    path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | (os.O_NONBLOCK if regular_only else 0))
     except FileNotFoundError:
-        raise ConfigError(f"no job named '{name}': {path} does not exist") from None
+        if path.is_symlink():
+            raise ConfigError(f"{path} is a symbolic link to {os.readlink(path)}, which does "
+                              "not exist") from None
+        raise
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        st = os.fstat(fd)
+        for test, kind in _KINDS:
+            if test(st.st_mode) and (regular_only or kind == "a directory"):
+                raise ConfigError(f"{path} is {kind}, not a job file (expected a regular "
+                                  "file of YAML)")
+        if st.st_size > MAX_JOB_FILE_BYTES:
+            raise _too_big(path, st.st_size)
+        chunks, size = [], 0
+        while size <= MAX_JOB_FILE_BYTES:  # a file growing while read stops at the cap
+            chunk = os.read(fd, MAX_JOB_FILE_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if size > MAX_JOB_FILE_BYTES:
+        raise _too_big(path)
+    return b"".join(chunks)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key, line, first):
+        super().__init__(key)
+        self.key, self.line, self.first = key, line, first
+
+
+_LOADER = []
+
+
+def _strict_loader():
+    """A SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last,
+    so a second `remote:` further down would silently replace the first)."""
+    if _LOADER:
+        return _LOADER[0]
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            if isinstance(node, yaml.MappingNode):
+                seen = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue  # `<<: *base` then overriding a key is what merges are for
+                    key = self.construct_object(key_node, deep=True)
+                    line = key_node.start_mark.line + 1
+                    try:
+                        if key in seen:
+                            raise _DuplicateKey(key, line, seen[key])
+                        seen[key] = line
+                    except TypeError:
+                        continue  # an unhashable key: the base class refuses it by name
+            return super().construct_mapping(node, deep)
+
+    _LOADER.append(StrictLoader)
+    return StrictLoader
+
+
+def parse_job_bytes(data, where):
+    """The YAML document in a job file's bytes: UTF-8, one mapping, no key twice."""
+    import yaml  # only verbs that read a job file pay for it
+
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{where}: not UTF-8 text: byte 0x{data[exc.start]:02x} on line "
+                          f"{line} is not valid UTF-8 (expected a UTF-8 YAML file)") from None
+    loader = _strict_loader()(text)
+    try:
+        doc = loader.get_single_data()
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{where}: key {_describe(exc.key)} is given twice in one mapping, "
+                          f"on line {exc.first} and line {exc.line} (expected each key once: "
+                          "the later one would silently win)") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    validate_job(data, str(path))
-    if data["name"] != name:
-        raise ConfigError(f"{path}: key 'name' has value {_describe(data['name'])}; "
-                          f"expected '{name}' (the file's name)")
+        raise ConfigError(f"{where}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: not valid YAML: nested too deeply") from None
+    finally:
+        loader.dispose()
+    if doc is None:
+        raise ConfigError(f"{where}: the file holds no YAML document (empty, or only "
+                          "comments); expected a mapping with at least 'name' and 'type'")
+    return doc
+
+
+def check_file_name(data, file_name, where):
+    """The one naming rule, for `run` and `config check` alike: a job in NAME.yml is named
+    NAME (the runner finds a job by its file, and names its lock, log and status by `name`).
+    A file whose name does not end in .yml (standard input, a temporary file checked
+    under a label) has no name to match."""
+    base = Path(str(file_name)).name
+    if base.endswith(".yml") and data["name"] != base[:-4]:
+        raise ConfigError(f"{where}: key 'name' has value {_describe(data['name'])}; "
+                          f"expected '{base[:-4]}' (the file's name)")
+
+
+def load_job(config_dir, name):
+    check_job_name(name)
+    path = Path(config_dir) / "jobs" / f"{name}.yml"
+    try:
+        raw = read_job_bytes(path)
+    except FileNotFoundError:
+        hint = " (a job is named without '.yml')" if name.endswith((".yml", ".yaml")) else ""
+        raise ConfigError(f"no job named '{name}': {path} does not exist{hint}") from None
+    data = validate_job(parse_job_bytes(raw, path), str(path))
+    check_file_name(data, path, path)
     return data
+
+
+def check_file(file, name_as=None):
+    """`strongroom config check FILE|-`: (job, label), the same checks `run` makes."""
+    where = name_as or str(file)
+    if file == "-":
+        raw = sys.stdin.buffer.read(MAX_JOB_FILE_BYTES + 1)
+        if len(raw) > MAX_JOB_FILE_BYTES:
+            raise _too_big(where)
+    else:
+        try:
+            raw = read_job_bytes(file, regular_only=False)
+        except FileNotFoundError:
+            raise ConfigError(f"cannot read {file}: it does not exist") from None
+    data = validate_job(parse_job_bytes(raw, where), where)
+    check_file_name(data, name_as or file, where)
+    return data, where
 
 
 def load_job_of_type(config_dir, name, *types):
@@ -324,4 +510,17 @@ def load_job_of_type(config_dir, name, *types):
 def job_names(config_dir):
     """Names of every job file in <config-dir>/jobs, sorted."""
     jobs = Path(config_dir) / "jobs"
-    return sorted(p.stem for p in jobs.glob("*.yml")) if jobs.is_dir() else []
+    if not jobs.exists() and not jobs.is_symlink():
+        return []  # a host with no jobs yet
+    if not jobs.is_dir():
+        raise ConfigError(f"{jobs} is not a directory (expected the directory of job files)")
+    return sorted(_printable(p.stem) for p in jobs.glob("*.yml"))
+
+
+def _printable(stem):
+    """A file's stem as text every output can carry. A stem that needs escaping breaks the
+    name rule anyway, so its job is refused by name, in a form a terminal, a JSON reader
+    and a Prometheus textfile all take, instead of crashing the listing."""
+    text = os.fsencode(stem).decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text)

@@ -9,7 +9,9 @@ A copy is taken with the online backup API and must pass `PRAGMA integrity_check
 `sha256` in the metadata is the uploaded file's (downloads are checked against it); the
 `content_sha256` leaves out the two header fields SQLite bumps on every write of the file
 (its change counter and version-valid-for), so a copy of a copy of unchanged data has the
-same content digest. Sync compares content digests. The state file
+same content digest. Sync compares content digests, a backup uploads nothing when the
+newest version already holds its content, and `keep` counts distinct contents (a version
+holding the same content as a newer one takes no slot). The state file
 (<state>/db/<db>-<id>.json) remembers the version this machine last agreed with the remote
 on (`current`, `synced_sha256`) and the pending operations.
 """
@@ -85,18 +87,21 @@ class DbSync:
 
     # --- the remote ----------------------------------------------------------------------
 
-    def versions(self):
-        """Every version, oldest first (rclone reads every page of the listing)."""
+    def listing(self):
+        """{key: size in bytes} of every version (rclone reads every page of the listing)."""
         proc = self.rclone.run("lsjson", self.prefix, "--files-only", "--no-mimetype",
                                check=False)
         if proc.returncode == 3 or "directory not found" in proc.stderr:
-            return []
+            return {}
         if proc.returncode != 0:
             raise remote.RemoteError(f"cannot list {self.prefix}: "
                                      f"{remote._tail(proc.stderr, 3)}")
-        names = [e["Name"] for e in json.loads(proc.stdout or "[]")]
-        keys = [n for n in names if TS_RE.match(n) and n.endswith("_" + self.name)]
-        return sorted(keys)
+        return {e["Name"]: e.get("Size") for e in json.loads(proc.stdout or "[]")
+                if TS_RE.match(e["Name"]) and e["Name"].endswith("_" + self.name)}
+
+    def versions(self):
+        """Every version, oldest first."""
+        return sorted(self.listing())
 
     def metadata(self, key):
         proc = self.rclone.run("cat", remote.join(self.prefix, key + META), check=False)
@@ -104,6 +109,36 @@ class DbSync:
             return json.loads(proc.stdout)
         except ValueError:
             raise DbError(f"version {key} has no readable metadata ({key}{META})") from None
+
+    def contents(self, keys):
+        """{key: content digest, or None when its metadata is unreadable}. One `cat` of
+        every metadata object beside them, not one round trip per version; a version whose
+        metadata that pass did not yield is read on its own."""
+        proc = self.rclone.run("cat", self.prefix, "--max-depth", "1", "--include",
+                               "*" + META, check=False)
+        found, text, at = {}, proc.stdout or "", 0
+        dec = json.JSONDecoder()
+        while True:
+            while at < len(text) and text[at].isspace():
+                at += 1
+            if at >= len(text):
+                break
+            try:
+                obj, at = dec.raw_decode(text, at)
+            except ValueError:
+                break  # a damaged object: the rest is read one by one below
+            if isinstance(obj, dict) and isinstance(obj.get("key"), str):
+                found[obj["key"]] = obj.get("content_sha256")
+        return {k: found[k] if k in found else self._content(k) for k in keys}
+
+    def _content(self, key):
+        """The content digest of `key`, or None when its metadata is unreadable (an upload
+        cut off between the copy and its metadata)."""
+        try:
+            meta = self.metadata(key)
+        except DbError:
+            return None
+        return meta.get("content_sha256") if isinstance(meta, dict) else None
 
     def _upload(self, path, immutable=True):
         Upload(self.rclone).run(path, self.prefix, immutable=immutable)
@@ -124,10 +159,18 @@ class DbSync:
 
     # --- operations ----------------------------------------------------------------------
 
-    def backup(self, reason="manual", protect=()):
-        """Upload a new version (the copy, then its metadata, each verified); then prune."""
+    def backup(self, reason="manual", protect=(), only_if_changed=True):
+        """Upload a new version (the copy, then its metadata, each verified); then prune.
+
+        When the newest version already holds this content nothing is uploaded or pruned
+        (`unchanged`): a second copy of it would only push an older, different version
+        out of the `keep` newest."""
         with tempfile.TemporaryDirectory(prefix=".strongroom-db-", dir=self.db.parent) as t:
             path, sha, rep = self.copy(t)
+            held = self.listing() if only_if_changed else None
+            newest = max(held or (), default=None)
+            if newest and self._newest_holds(newest, sha):
+                return self._unchanged(newest, sha, rep, reason, held[newest])
             at = _now()
             key = f"{at.strftime('%Y%m%dT%H%M%S.%fZ')}_{self.host}_{self.name}"
             stage = Path(t) / "stage"
@@ -141,18 +184,52 @@ class DbSync:
             (stage / (key + META)).write_text(json.dumps(meta, indent=2, sort_keys=True),
                                               encoding="utf-8")
             self._upload(stage / (key + META))  # ... then what describes it
-        pruned = self.prune(protect=set(protect) | {key})
+        # the listing taken before the upload, with this version: one round trip fewer (a
+        # version another host uploaded meanwhile only makes this prune keep more)
+        pruned = self.prune(protect=set(protect) | {key},
+                            keys=None if held is None else sorted({*held, key}))
         st = self.state()
         st.update(current=key, synced_sha256=sha, last_backup={"key": key, "at": _iso(at),
-                                                               "reason": reason})
+                                                               "reason": reason},
+                  last_check={"key": key, "at": _iso(at)})
         self.save_state(st)
         return {"key": key, "content_sha256": sha, "size": meta["size"], "tables": rep["tables"],
-                "reason": reason, "pruned": pruned}
+                "reason": reason, "pruned": pruned, "unchanged": False}
 
-    def prune(self, protect=()):
-        """Delete versions beyond the newest `keep`, never a protected one."""
-        keys = self.versions()
-        doomed = [k for k in keys[:-self.keep] if k not in protect] if self.keep else []
+    def _newest_holds(self, newest, sha):
+        """Whether the version `newest` holds content `sha`. The state names the version
+        this machine last agreed on with its content digest (versions are never rewritten),
+        so only someone else's newer version needs its metadata read."""
+        st = self.state()
+        if newest == st.get("current") and st.get("synced_sha256"):
+            return st["synced_sha256"] == sha
+        return self._content(newest) == sha
+
+    def _unchanged(self, key, sha, rep, reason, size):
+        """The newest version `key` holds this content: this machine agrees with it, and the
+        check counts for the hours trigger (else every later tick would look again)."""
+        st = self.state()
+        st.update(current=key, synced_sha256=sha, last_check={"key": key, "at": _iso(_now())})
+        self.save_state(st)
+        return {"key": key, "content_sha256": sha, "size": size,
+                "tables": rep["tables"], "reason": reason, "pruned": [], "unchanged": True}
+
+    def prune(self, protect=(), keys=None):
+        """Delete the versions older than the newest `keep` distinct contents, never a
+        protected one. A version holding the same content as a newer one takes no slot
+        (a restore re-uploads an old content; it must not push another version out)."""
+        keys = self.versions() if keys is None else keys
+        cut = 0
+        if self.keep and len(keys) > self.keep:
+            digests = self.contents(keys)
+            seen = set()
+            for i in range(len(keys) - 1, -1, -1):
+                d = digests[keys[i]] or ("unreadable", keys[i])  # unknown: distinct
+                if d not in seen and len(seen) == self.keep:
+                    cut = i + 1  # keys[i] would be one distinct content too many
+                    break
+                seen.add(d)
+        doomed = [k for k in keys[:cut] if k not in protect]
         for k in doomed:
             self.rclone.run("deletefile", remote.join(self.prefix, k))
             self.rclone.run("deletefile", remote.join(self.prefix, k + META), check=False)
@@ -167,11 +244,11 @@ class DbSync:
         if got != meta["sha256"]:
             raise DbError(f"the download of {key} does not match its metadata (SHA-256 "
                           f"{got[:12]}, expected {meta['sha256'][:12]}); local database "
-                          "left untouched")
+                          "left untouched, nothing uploaded or pruned")
         check = sqlite.integrity(out)
         if check != "ok":
             raise DbError(f"the download of {key} fails integrity_check ({check}); local "
-                          "database left untouched")
+                          "database left untouched, nothing uploaded or pruned")
         return out, meta
 
     def _replace(self, source):
@@ -198,16 +275,20 @@ class DbSync:
             raise DbError(f"{self.db} fails integrity_check after the restore: {check}")
 
     def restore(self, key):
-        """Back the current database up first, then put `key` in place and make it the
-        newest version, so the next sync (here or elsewhere) keeps it."""
+        """Download and check `key`, back the current database up, then put `key` in place
+        and make it the newest version, so the next sync (here or elsewhere) keeps it.
+
+        The download is checked before anything else is done: a refused restore uploads
+        nothing, prunes nothing and leaves the database and the state as they were."""
         if key not in self.versions():
             raise DbError(f"no version {key} under {self.prefix}")
-        before = self.backup(reason="pre-restore", protect={key}) if self.db.exists() \
-            else None
         with tempfile.TemporaryDirectory(prefix=".strongroom-db-", dir=self.db.parent) as t:
             path, meta = self._fetch(key, t)
+            before = self.backup(reason="pre-restore", protect={key}) if self.db.exists() \
+                else None
             self._replace(path)
-        after = self.backup(reason=f"restore of {key}", protect={key})
+        after = self.backup(reason=f"restore of {key}",
+                            protect={key} | ({before["key"]} if before else set()))
         return {"restored": key, "pre_restore_backup": before and before["key"],
                 "current": after["key"], "content_sha256": after["content_sha256"]}
 
@@ -263,15 +344,23 @@ class DbSync:
             st = self.state()
             kept = st.get("current") in self.versions() and \
                 self.metadata(st["current"])["content_sha256"] == st.get("synced_sha256")
-            if self.db.exists() and not kept:  # its version was pruned: keep it anyway
-                out["pre_sync_backup"] = self.backup(reason="pre-sync", protect={head})["key"]
             with tempfile.TemporaryDirectory(prefix=".strongroom-db-",
                                              dir=self.db.parent) as t:
-                path, meta = self._fetch(head, t)
+                path, meta = self._fetch(head, t)  # checked first: a refusal changes nothing
+                pre = None
+                if self.db.exists() and not kept:  # its version was pruned: keep it anyway
+                    pre = self.backup(reason="pre-sync", protect={head})["key"]
+                    out["pre_sync_backup"] = pre
                 self._replace(path)
-            st = self.state()
-            st.update(current=head, synced_sha256=meta["content_sha256"])
-            self.save_state(st)
+            if pre:
+                # the copy just taken is now the newest version: left so, the next sync
+                # here and every other host's would pull it back and undo this pull. The
+                # pulled content goes on top again, as a restore's does.
+                out["key"] = self.backup(reason=f"pull of {head}", protect={head, pre})["key"]
+            else:
+                st = self.state()
+                st.update(current=head, synced_sha256=meta["content_sha256"])
+                self.save_state(st)
         out["message"] = f"{action}: {why}"
         return out
 
@@ -280,11 +369,17 @@ class DbSync:
         st = self.state()
         st["ops"] = st.get("ops", 0) + ops
         self.save_state(st)
+        # hours since the remote was last found to hold this content: an upload, or a
+        # backup that found the newest version already holding it
         last = (st.get("last_backup") or {}).get("at")
+        checked = (st.get("last_check") or {}).get("at")
+        since = "the last backup" if not checked or (last and last >= checked) else \
+            "the last check"
+        last = max(filter(None, (last, checked)), default=None)
         hours = (time.time() - datetime.strptime(last, "%Y-%m-%dT%H:%M:%SZ").replace(
             tzinfo=UTC).timestamp()) / 3600 if last else None
         reason = (f"{st['ops']} operations" if st["ops"] >= self.ops_threshold else
-                  f"{hours:.1f} hours since the last backup" if hours is not None
+                  f"{hours:.1f} hours since {since}" if hours is not None
                   and hours >= self.hours_threshold else
                   "no backup yet" if hours is None else None)
         if reason is None:

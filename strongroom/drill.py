@@ -147,11 +147,13 @@ def run(plan_list, scratch, lock_wait=300.0, progress=None):
             artifacts.append(Artifact("bundle_chain", "*", plan.job, "local", "error",
                                       message=f"bundle store {plan.store} does not exist"))
             continue
-        names = chain.store_repositories(plan.store) if plan.store.is_dir() else []
-        # Hold the store's lock: a sync must not retire the chain being restored.
+        if not plan.store.is_dir():
+            continue  # no local chains to list, and no store to hold a lock in
+        # Hold the store's lock: a sync must not retire the chain being restored. The
+        # chains are listed under it, as they are once the sync waited for is done.
         with Lock(plan.store / bundles.LOCK_NAME,
                   f"bundle store {plan.store}").acquire(lock_wait):
-            for name in names:
+            for name in chain.store_repositories(plan.store):
                 for source in plan.sources:
                     work = scratch / f"{SCRATCH_PREFIX}{os.getpid()}-{len(artifacts)}"
                     work.mkdir(mode=0o700)

@@ -592,10 +592,10 @@ def _check_json_files(s, rels):
         raise SyncFailed("pre-sync check: not valid JSON (damaged?): " + ", ".join(bad))
 
 
-def _guarded(s, operation, body, notify_cb=None):
+def _guarded(s, operation, body, notify_cb=None, lock_wait=0):
     """Lock, recover a killed run, snapshot, run body; on any failure roll back exactly."""
     check_repo(s)
-    with sync_lock(s):
+    with sync_lock(s, lock_wait):
         fsutil.clean_stale_temps(_dir(s))
         _refuse_after_failed_rollback(s)
         unlocked = _clean_stale_index_lock(s)
@@ -705,7 +705,7 @@ def _refuse_while_blocked(s):
                          + resolve_hint(s, block["paths"]))
 
 
-def push(s, notify_cb=None):
+def push(s, notify_cb=None, lock_wait=0):
     def body(snap):
         branch = snap["branch"] or _branch(s)
         _refuse_while_blocked(s)
@@ -747,7 +747,7 @@ def push(s, notify_cb=None):
                 "message": (f"pushed {head[:12]} to {s.remote}/{branch}" if pushed else
                             "nothing to commit; remote is current")}
 
-    return _guarded(s, "push", body, notify_cb)
+    return _guarded(s, "push", body, notify_cb, lock_wait)
 
 
 def _changed_between(s, a, b):
@@ -784,7 +784,7 @@ def _block(s, conflicted, theirs):
     return exc
 
 
-def pull(s, notify_cb=None):
+def pull(s, notify_cb=None, lock_wait=0):
     def body(snap):
         branch = snap["branch"] or _branch(s)
         theirs = _fetch(s, branch)
@@ -825,7 +825,7 @@ def pull(s, notify_cb=None):
                 "incoming": sorted(incoming), "merged_both": sorted(incoming & local),
                 "message": f"merged {theirs[:12]}: {len(incoming)} files came in"}
 
-    return _guarded(s, "pull", body, notify_cb)
+    return _guarded(s, "pull", body, notify_cb, lock_wait)
 
 
 def _refuse_overwriting_local(s, theirs, incoming):
@@ -912,7 +912,7 @@ def _verify_pull(s, snap, theirs, incoming, local):
         raise SyncFailed("post-pull check failed (corruption): " + "; ".join(problems))
 
 
-def resolve(s, paths, side=None, notify_cb=None):
+def resolve(s, paths, side=None, notify_cb=None, lock_wait=0):
     """End a block: merge the recorded other side, taking for each of `paths` the user's
     hand-merged file (or `side`: ours or theirs) as the resolution."""
     check_repo(s)
@@ -970,7 +970,7 @@ def resolve(s, paths, side=None, notify_cb=None):
                 "message": f"resolved {', '.join(wanted)} ({side or 'by hand'}) in "
                            f"{head[:12]}; run strongroom sync push to carry it"}
 
-    return _guarded(s, "resolve", body, notify_cb)
+    return _guarded(s, "resolve", body, notify_cb, lock_wait)
 
 
 def _take_resolution(s, rel, hand, side, theirs):

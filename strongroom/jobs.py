@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import bundles, config, drill, fsutil, notify, remote, report, schedule
 from .errors import ERROR, INCOMPLETE, LOCKED, OK, WARNING, LockedError, StrongroomError
-from .lock import Lock
+from .lock import Lock, wait_until
 
 RESULTS = {OK: "ok", WARNING: "warning", ERROR: "error", INCOMPLETE: "incomplete",
            LOCKED: "locked"}
@@ -225,17 +225,25 @@ def _rollup_job(job, paths, pack):
     dest = Path(o["dest"])
     dest.mkdir(parents=True, exist_ok=True)
     lines, extra, changed = [], {}, False
+    day = rollups.dated_day()  # `strongroom run JOB --date D`; None: today
+    if day:
+        lines.append(f"run as on {day.isoformat()} (--date)")
+        extra["date"] = day.isoformat()
     with Lock(dest / ".rollups.lock", f"daily folders in {dest}").acquire(
             o.get("lock_wait", 600)):
         if pack:
-            name, packed = rollups.make_rollup(dest, o.get("days", 7))
-            lines.append(f"packed {len(packed)} day(s) into {name}" if name
-                         else "nothing to roll up")
+            made = rollups.make_rollup(dest, o.get("days", 7), today=day)
+            lines += [f"packed {len(p)} day(s) into {n}" for n, p in made] or [
+                "nothing to roll up"]
+            name, packed = made[-1] if made else (None, [])  # the newest, as before
             extra["rollup"] = {"name": name, "days": packed}
+            extra["rollups"] = [{"name": n, "days": p} for n, p in made]
         else:
             doc = rollups.make_day(o["sources"], dest, o.get("db") or [],
-                                   o.get("exclude") or [])
+                                   o.get("exclude") or [], today=day)
             lines.append(f"day folder {doc['day']}: {len(doc['files'])} file(s)" if doc
+                         else f"{day.isoformat()} has its folder already (here, on the "
+                              "remote or in a rollup)" if day
                          else "today's folder exists already")
             extra["day"] = doc and {"day": doc["day"], "files": len(doc["files"])}
         changed = bool(extra.get("rollup", {}).get("name") or extra.get("day"))
@@ -246,7 +254,7 @@ def _rollup_job(job, paths, pack):
             extra["uploaded"] = sent
             changed = changed or bool(sent)
         gone = rollups.retire(dest, o.get("delete_days", "after_rollup"),
-                              bool(o.get("remote")), o.get("keep_rollups", 12))
+                              bool(o.get("remote")), o.get("keep_rollups", 12), today=day)
         if gone:
             lines.append(f"deleted locally (safe elsewhere): {', '.join(gone)}")
         extra["deleted"] = gone
@@ -309,9 +317,10 @@ def run_db_backup(job, paths):
     d = cli_db.settings(args)
     with d.lock(600):
         out = d.tick(0)
-    msg = (f"backed up ({out['reason']}): {out['backup']['key']}" if out["backup"]
-           else f"not due; {out['ops']} operation(s) pending")
-    return {"exit_code": OK, "message": msg, "changed": bool(out["backup"]),
+    msg = cli_db.tick_text(out) or f"not due; {out['ops']} operation(s) pending"
+    # a due run that found the newest version already holding this content uploaded nothing
+    uploaded = bool(out["backup"]) and not out["backup"]["unchanged"]
+    return {"exit_code": OK, "message": msg, "changed": uploaded,
             "extra": {"db": {"key": out["backup"] and out["backup"]["key"],
                              "pending_ops": out["ops"]}}, "output": msg}
 
@@ -367,10 +376,16 @@ def run_status_check(job, paths):
                else f"none of {len(rows)} jobs stale")
     lines = [f"stale alert for {n['target']}: "
              + ("delivered" if n["delivered"] else "FAILED") for n in sent]
+    # a job file that cannot be read is an error of the host's configuration, said by
+    # name; every other job was still checked above
+    invalid = [r for r in rows if not r["valid"]]
+    if invalid:
+        message += "; invalid job files: " + "; ".join(r["error"] for r in invalid)
     return {
-        "exit_code": WARNING if stale else OK,
+        "exit_code": ERROR if invalid else WARNING if stale else OK,
         "message": message,
-        "counts": {"jobs": len(rows), "stale": len(stale), "alerted": len(due_alert)},
+        "counts": {"jobs": len(rows), "stale": len(stale), "alerted": len(due_alert),
+                   "invalid": len(invalid)},
         "extra": {"stale_alerted": alerted, "stale_alerts": sent},
         "output": "\n".join(lines + [message]),
     }
@@ -402,6 +417,10 @@ def run(paths, name, if_due=False, wait=0.0, now=None):
     log_cfg = job.get("log") or {}
     max_bytes = log_cfg.get("max_bytes", LOG_MAX_BYTES)
     keep = log_cfg.get("keep", LOG_KEEP)
+    # --wait is one deadline for every lock the run takes: the job's own here, then any
+    # store, sync or snapshot lock the job takes inside (a manual `bundle sync` or a drill
+    # holding the store must not make a waiting run exit 11 at once)
+    deadline = time.monotonic() + max(wait, 0.0)
     try:
         lock = Lock(paths.lock(name), f"job {name}").acquire(wait)
     except LockedError as exc:
@@ -417,7 +436,7 @@ def run(paths, name, if_due=False, wait=0.0, now=None):
         log_lines.append(f"took over the lock of PID {lock.previous_owner}, which is gone")
     try:
         buf = io.StringIO()
-        with redirect_stdout(buf):
+        with redirect_stdout(buf), wait_until(deadline):
             outcome = HANDLERS[job["type"]](job, paths)
     except Terminated as exc:
         outcome = {"exit_code": 128 + exc.signum, "message": str(exc), "output": str(exc)}
@@ -454,7 +473,11 @@ def run(paths, name, if_due=False, wait=0.0, now=None):
     if "artifacts" in outcome:  # restore drills: each artifact's result and duration
         status["artifacts"] = outcome["artifacts"]
     status.update(outcome.get("extra", {}))
-    if code in (OK, WARNING):
+    from . import rollups
+
+    # a run as on another day (--date) catches that day up; it is not today's scheduled
+    # run, so --if-due and staleness still wait for one
+    if code in (OK, WARNING) and rollups.dated_day() is None:
         status["last_success"] = iso(finished)
         status["last_success_started"] = iso(started)
     else:
@@ -511,6 +534,7 @@ def list_jobs(paths, now=None):
             "last_run": st.get("finished"),
             "last_success": st.get("last_success"),
             "next_due": iso(next_due) if next_due else None,
-            "due": is_due,
+            # a manual job runs whenever asked; calling it due would read as overdue
+            "due": bool(job.get("schedule")) and is_due,
         })
     return rows

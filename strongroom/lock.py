@@ -3,8 +3,14 @@
 The kernel drops an flock when its owner dies, so a lock left by a killed run
 is taken over without guessing from ages or timestamps; the PID inside is for
 people and for the message of the run that has to wait.
+
+A run's --wait is one deadline for every lock it takes: `strongroom run JOB --wait N`
+takes the job's own lock, then whatever store, sync, snapshot or database lock the job
+takes deep inside; `wait_until` makes each of those wait for what is left of the N
+seconds without threading a deadline through every job handler.
 """
 
+import contextvars
 import errno
 import fcntl
 import json
@@ -12,8 +18,24 @@ import os
 import socket
 import stat
 import time
+from contextlib import contextmanager
 
 from .errors import LockedError, StrongroomError
+
+# a time.monotonic() value every acquire() waits for at least (None: only its own wait)
+_DEADLINE = contextvars.ContextVar("strongroom_lock_deadline", default=None)
+
+
+@contextmanager
+def wait_until(deadline):
+    """Inside, every Lock.acquire waits until `deadline` (time.monotonic()) if its own wait
+    is shorter: a job's configured lock_wait still applies when it is the longer one."""
+    outer = _DEADLINE.get()
+    token = _DEADLINE.set(deadline if outer is None else max(outer, deadline))
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
 
 
 class Lock:
@@ -50,23 +72,30 @@ class Lock:
 
     def acquire(self, wait=0.0):
         fd = self._open()
-        deadline = time.monotonic() + max(wait, 0.0)
+        started = time.monotonic()
+        deadline = started + max(wait or 0.0, 0.0)
+        outer = _DEADLINE.get()
+        if outer is not None:
+            deadline = max(deadline, outer)
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if time.monotonic() >= deadline:
+                now = time.monotonic()
+                if now >= deadline:
                     owner = self._owner(fd)
                     os.close(fd)
                     pid = owner.get("pid", "unknown")
-                    waited = f" after waiting {wait:g}s" if wait else ""
+                    # what this acquire waited: under a run's deadline, less than its --wait
+                    spent = round(now - started, 1)
+                    waited = f" after waiting {spent:g}s" if spent else ""
                     raise LockedError(
                         f"{self.what} is locked by PID {pid} on {owner.get('host', '?')} "
                         f"(since {owner.get('since', '?')}){waited}; "
                         f"lock file {self.path}. Wait for it, or use --wait SECONDS."
                     ) from None
-                time.sleep(0.1)
+                time.sleep(min(0.1, deadline - now))
         old = self._owner(fd)
         if old.get("pid") and old.get("pid") != os.getpid():
             self.previous_owner = old.get("pid")

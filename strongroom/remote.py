@@ -7,7 +7,9 @@ import json
 import os
 import subprocess
 import tempfile
+from pathlib import Path
 
+from . import fsutil
 from .errors import StrongroomError
 
 # rclone's documented exit codes, said in words a user can act on.
@@ -96,13 +98,25 @@ class Rclone:
         return path
 
     def copy_new(self, local_dir, remote_dir, names):
-        """Copy `names` from local_dir; an existing remote file with other content is an error."""
+        """Copy `names` from local_dir; an existing remote file with other content is an error.
+
+        rclone's --immutable also refuses a remote file with our bytes under another time
+        (a copy killed before its time was set): when every name is on the remote with our
+        SHA-256, the copy is done, and nothing there was touched."""
         listfile = self._listfile(names)
         try:
-            self.run("copy", str(local_dir), remote_dir, "--files-from-raw", listfile,
-                     "--immutable", "--no-traverse")
+            proc = self.run("copy", str(local_dir), remote_dir, "--files-from-raw", listfile,
+                            "--immutable", "--no-traverse", check=False)
         finally:
             os.unlink(listfile)
+        if proc.returncode != 0:
+            meaning = RCLONE_EXIT.get(proc.returncode, "unknown error")
+            failure = RemoteError(f"rclone copy failed (exit {proc.returncode}: {meaning}): "
+                                  f"{_tail(proc.stderr)}")
+            try:
+                self.verify(remote_dir, {n: fsutil.sha256_file(Path(local_dir) / n) for n in names})
+            except (RemoteError, OSError):
+                raise failure from None
 
     def copy_over(self, local_file, remote_file):
         """Replace one file that is meant to change (a manifest)."""

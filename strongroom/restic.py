@@ -63,7 +63,7 @@ class Restic:
 
     def ensure_repository(self):
         """True when the repository had to be created."""
-        proc = self.run("cat", "config", ok=(0, 1, 10))
+        proc = self.run("cat", "config", "--no-lock", ok=(0, 1, 10))  # a read: no lock
         if proc.returncode == 0:
             return False
         if "wrong password" in proc.stderr:
@@ -91,31 +91,68 @@ class Restic:
         summary["incomplete"] = proc.returncode == 3  # some files could not be read
         return summary
 
+    def forget(self, keep_weekly, tags, protect=()):
+        """`forget --keep-weekly N --prune` over the snapshots carrying `tags`, never one
+        in `protect`; returns the ids forgotten.
+
+        restic keeps the newest of each week by the time a snapshot says it was taken: one
+        dated ahead by a clock that jumped takes the place of the snapshot made a minute
+        ago, and an incomplete one that of the complete one before it in the same week.
+        So restic only plans here, and what it would remove is forgotten by id, less what
+        must stay. A snapshot without these tags (one taken by hand) is not this job's."""
+        policy = ["--keep-weekly", str(keep_weekly), *(["--tag", ",".join(tags)] if tags
+                                                        else [])]
+        # the plan writes nothing, so it takes no lock; the removal takes restic's own
+        proc = self.run("forget", "--no-lock", "--dry-run", "--json", *policy)
+        try:
+            groups = json.loads(proc.stdout or "[]")  # no snapshot matched: no output
+            planned = [snap["id"] for group in groups or []
+                       for snap in group.get("remove") or []]
+        except (ValueError, TypeError, KeyError, AttributeError):
+            raise ResticError("restic forget --dry-run gave output that is not its JSON "
+                              "plan; nothing forgotten") from None
+        # backup's summary names a snapshot by its short id: a prefix of the full one
+        keep = tuple(p for p in protect if p)
+        remove = [i for i in planned if not (keep and i.startswith(keep))]
+        if remove:
+            self.run("forget", "--prune", *remove)
+        return remove
+
 
 def run_job(options, state_dir, job_name, rclone_config=None):
     """backup, forget --prune, check one subset; returns (exit code, report)."""
     r = Restic(options["repository"], options["password_file"],
                cache_dir=Path(state_dir) / "restic-cache", rclone_config=rclone_config)
     created = r.ensure_repository()
-    summary = r.backup(options["paths"], options.get("exclude") or [],
-                       options.get("tags") or ["strongroom"])
-    keep = options.get("keep_weekly", 8)
-    r.run("forget", "--keep-weekly", str(keep), "--prune")
-    subsets = options.get("check_subsets", 7)
+    tags = options.get("tags") or ["strongroom"]
+    summary = r.backup(options["paths"], options.get("exclude") or [], tags)
     state_path = Path(state_dir) / "restic" / f"{job_name}.json"
     try:
-        done = json.loads(state_path.read_text(encoding="utf-8")).get("checks", 0)
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+        state = state if isinstance(state, dict) else {}
     except (OSError, ValueError):
-        done = 0
+        state = {}
+    done = state.get("checks", 0) if isinstance(state.get("checks"), int) else 0
+    snapshot = summary.get("snapshot_id")
+    last_complete = state.get("last_complete")
+    if not summary["incomplete"] and snapshot:
+        last_complete = snapshot
+    # the snapshot just made stays, and while it is incomplete so does the last complete one
+    protect = {i for i in (snapshot, last_complete) if isinstance(i, str)}
+    keep = options.get("keep_weekly", 8)
+    forgotten = r.forget(keep, tags, protect)
+    state_path.parent.mkdir(parents=True, exist_ok=True)
+    state = {**state, "checks": done, "last_complete": last_complete}
+    fsutil.atomic_write_json(state_path, state)  # known even if the check below fails
+    subsets = options.get("check_subsets", 7)
     subset = f"{done % subsets + 1}/{subsets}"
     r.run("check", "--read-data-subset", subset)
-    state_path.parent.mkdir(parents=True, exist_ok=True)
-    fsutil.atomic_write_json(state_path, {"checks": done + 1, "last_subset": subset})
-    report = {"created": created, "snapshot": summary.get("snapshot_id"),
+    fsutil.atomic_write_json(state_path, {**state, "checks": done + 1, "last_subset": subset})
+    report = {"created": created, "snapshot": snapshot,
               "files_new": summary.get("files_new", 0),
               "files_changed": summary.get("files_changed", 0),
               "bytes_added": summary.get("data_added", 0), "checked_subset": subset,
-              "incomplete": summary["incomplete"]}
+              "incomplete": summary["incomplete"], "forgotten": len(forgotten)}
     return (INCOMPLETE if summary["incomplete"] else OK), report
 
 

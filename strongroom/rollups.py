@@ -3,9 +3,11 @@
   <dest>/YYYY-MM-DD/              one per day: each source under its own name, live SQLite
                                   databases copied with the backup API, manifest.json
   <dest>/rollups/weekly_<start>_<end>.tar.zst
-                                  the last day folders, packed, tested (zstd -t and every
-                                  member against its day's manifest), then renamed
-  <dest>/.rollups-state.json      which days and rollups are verified where
+                                  day folders, packed, tested (zstd -t and every member
+                                  against its day's manifest), then renamed; no day of
+                                  another rollup lies between <start> and <end>
+  <dest>/.rollups-state.json      which days and rollups are verified where, and when each
+                                  rollup was made (what retention goes by)
 
 A day folder is deleted locally only when it is verified on the remote AND packed into a
 rollup that is itself verified (on the remote, or tested locally when there is no remote),
@@ -13,6 +15,9 @@ unless the job says `delete_days: after_upload` or `never`. So the weekly rollup
 the days it must pack, whatever order the jobs run in.
 """
 
+import bisect
+import contextlib
+import contextvars
 import hashlib
 import json
 import os
@@ -36,6 +41,43 @@ CHUNK = 1 << 20
 
 class RollupError(StrongroomError):
     pass
+
+
+# --- the day a run is for ----------------------------------------------------------------
+
+# `strongroom run JOB --date D` sets this around the job; the daily and rollup jobs read it
+# (jobs.run calls every handler alike, so the day cannot travel as an argument).
+_DATED = contextvars.ContextVar("strongroom_rollups_dated", default=None)
+
+
+@contextlib.contextmanager
+def dated(day):
+    """Run the daily and rollup jobs inside this block as on `day` (a date, or None)."""
+    token = _DATED.set(day)
+    try:
+        yield
+    finally:
+        _DATED.reset(token)
+
+
+def dated_day():
+    """The day set by `dated`, or None for a run on today's date."""
+    return _DATED.get()
+
+
+def parse_day(text, what="--date"):
+    """A YYYY-MM-DD that is a real day, today or earlier. A day folder holds the sources as
+    they are when it is made, so one for a day to come would claim a state nobody saw."""
+    try:
+        if not DAY_RE.match(text or ""):
+            raise ValueError
+        day = datetime.strptime(text, "%Y-%m-%d").date()
+    except ValueError:
+        raise RollupError(f"{what} wants a day as YYYY-MM-DD, got {text!r}") from None
+    if day > date.today():
+        raise RollupError(f"{what} {text} is in the future (today is "
+                          f"{date.today().isoformat()}); give today or an earlier day")
+    return day
 
 
 # --- state -------------------------------------------------------------------------------
@@ -93,12 +135,18 @@ def _names(sources):
 def make_day(sources, dest, dbs=(), exclude=(), today=None):
     """Build <dest>/<today> (under a temporary name, renamed when complete).
 
-    Returns the manifest, or None when today's folder exists already.
+    Returns the manifest, or None when the day's folder exists already, or when the state
+    knows the day (uploaded, or packed into a rollup, and deleted since): a run for a past
+    day (--date) must not make a second copy of it, holding other contents than the first.
     """
     today = today or date.today()
     dest = Path(dest)
     final = dest / today.isoformat()
     if final.exists():
+        return None
+    state = read_state(dest)
+    if today.isoformat() in state["days"] or any(
+            today.isoformat() in e["days"] for e in state["rollups"].values()):
         return None
     names = _names(sources)
     for s in sources:
@@ -232,12 +280,25 @@ def check_folder(folder, doc=None):
 # --- the weekly rollup -------------------------------------------------------------------
 
 
-def _check_archive(path, dest_days):
+# zstd names its input before the error, shortened to its last 20 characters (a name cut
+# in the middle); fed on stdin it says /*stdin*\ instead, and that prefix is dropped here:
+# our message names the rollup in full
+_ZSTD_STDIN = re.compile(r"^(?:zstd: )?/\*stdin\*\\ ?: ?")
+
+
+def _zstd_error(stderr):
+    lines = [_ZSTD_STDIN.sub("", line.strip()) for line in stderr.splitlines()]
+    return "; ".join(line for line in lines if line) or "no message from zstd"
+
+
+def _check_archive(path, dest_days, name=None):
     """zstd -t, then every member hashed against its day's manifest (all must be there)."""
-    proc = subprocess.run(["zstd", "-q", "-t", str(path)], capture_output=True, text=True,
-                          check=False)
+    name = name or path.name
+    with open(path, "rb") as fh:
+        proc = subprocess.run(["zstd", "-q", "-t"], stdin=fh, capture_output=True,
+                              text=True, check=False)
     if proc.returncode != 0:
-        raise RollupError(f"{path.name}: zstd -t failed: {proc.stderr.strip()}")
+        raise RollupError(f"{name}: zstd -t failed: {_zstd_error(proc.stderr)}")
     expected = {}
     for day, doc in dest_days.items():
         expected.update({f"{day}/{rel}": e for rel, e in doc["files"].items()})
@@ -250,35 +311,64 @@ def _check_archive(path, dest_days):
                 if not m.isfile():
                     continue
                 if m.name not in expected:
-                    raise RollupError(f"{path.name}: unexpected member {m.name}")
+                    raise RollupError(f"{name}: unexpected member {m.name}")
                 h = hashlib.sha256()
                 fh = tar.extractfile(m)
                 while chunk := fh.read(CHUNK):
                     h.update(chunk)
                 e = expected[m.name]
                 if e is not None and (m.size != e["size"] or h.hexdigest() != e["sha256"]):
-                    raise RollupError(f"{path.name}: {m.name} differs from its manifest")
+                    raise RollupError(f"{name}: {m.name} differs from its manifest")
                 seen.add(m.name)
     finally:
         dec.stdout.close()
         dec.wait()
     missing = sorted(set(expected) - seen)
     if missing:
-        raise RollupError(f"{path.name}: {len(missing)} file(s) missing, e.g. {missing[0]}")
+        raise RollupError(f"{name}: {len(missing)} file(s) missing, e.g. {missing[0]}")
 
 
-def make_rollup(dest, span=7):
-    """Pack the newest `span` day folders not yet in a rollup (today's excluded).
+def _groups(candidates, packed, span):
+    """The days to pack, as rollups of at most `span` days whose names tell the truth: a
+    run of days is cut wherever a day of another rollup lies between two of them (a
+    leftover older day is packed on its own, not under a name spanning other rollups'
+    weeks), and a long run is cut into `span`-day pieces, the newest one whole."""
+    packed = sorted(packed)
+    runs = []
+    for d in candidates:
+        if runs:
+            i = bisect.bisect_right(packed, runs[-1][-1])
+            if not (i < len(packed) and packed[i] < d):
+                runs[-1].append(d)
+                continue
+        runs.append([d])
+    groups = []
+    for run in runs:
+        pieces = []
+        while run:
+            pieces.insert(0, run[-span:])
+            run = run[:-span]
+        groups += pieces
+    return groups
 
-    Returns (name, days) or (None, []) when there is nothing to pack.
+
+def rollup_name(group):
+    return f"weekly_{group[0].replace('-', '')}_{group[-1].replace('-', '')}.tar.zst"
+
+
+def make_rollup(dest, span=7, today=None):
+    """Pack every day folder not yet in a rollup (today's and later ones excluded) into
+    rollups of at most `span` days (see _groups), every day checked before any is packed.
+
+    Returns [(name, days), ...] oldest first, [] when there is nothing to pack.
     """
     dest = Path(dest)
     state = read_state(dest)
-    today = date.today().isoformat()
+    today = (today or date.today()).isoformat()
     packed = {d for r in state["rollups"].values() for d in r["days"]}
-    candidates = [d for d in days(dest) if d not in packed and d < today][-span:]
+    candidates = [d for d in days(dest) if d not in packed and d < today]
     if not candidates:
-        return None, []
+        return []
     docs = {}
     for d in candidates:
         doc = load_manifest(dest / d)
@@ -287,7 +377,15 @@ def make_rollup(dest, span=7):
             raise RollupError(f"day folder {d} does not match its manifest, not packing it: "
                               + "; ".join(problems[:5]))
         docs[d] = doc
-    name = f"weekly_{candidates[0].replace('-', '')}_{candidates[-1].replace('-', '')}.tar.zst"
+    made = []
+    for group in _groups(candidates, packed, span):
+        name = rollup_name(group)
+        _pack(dest, name, group, {d: docs[d] for d in group})
+        made.append((name, group))
+    return made
+
+
+def _pack(dest, name, group, docs):
     out_dir = dest / "rollups"
     out_dir.mkdir(exist_ok=True)
     fsutil.clean_stale_temps(out_dir)
@@ -298,25 +396,26 @@ def make_rollup(dest, span=7):
     try:
         # a rollup packs copies of .env files and keys: owner only, from the first byte
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
-            tar = subprocess.Popen(["tar", "-C", str(dest), "-cf", "-", "--", *candidates],
+            tar = subprocess.Popen(["tar", "-C", str(dest), "-cf", "-", "--", *group],
                                    stdout=subprocess.PIPE)
             z = subprocess.run(["zstd", "-q", "-3", "-T0", "-c"], stdin=tar.stdout,
                                stdout=out, stderr=subprocess.PIPE, check=False)
             tar.stdout.close()
             if tar.wait() != 0 or z.returncode != 0:
                 raise RollupError(f"packing {name} failed: "
-                                  f"{z.stderr.decode(errors='replace').strip()}")
-        _check_archive(tmp, docs)
+                                  f"{_zstd_error(z.stderr.decode(errors='replace'))}")
+        _check_archive(tmp, docs, name)
         digest = fsutil.sha256_file(tmp)
         fsutil.commit(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     state = read_state(dest)
-    state["rollups"][name] = {"days": candidates, "sha256": digest, "tested": True,
-                              "remote": None}
+    # "created" is what retention orders rollups by: a name says which days a rollup
+    # holds, not when it was made (a leftover older day is packed after newer weeks)
+    state["rollups"][name] = {"days": group, "sha256": digest, "tested": True,
+                              "remote": None, "created": _now(precise=True)}
     write_state(dest, state)
-    return name, candidates
 
 
 # --- the remote side and local retirement ------------------------------------------------
@@ -350,11 +449,30 @@ def upload_pending(dest, uploader, remote_path):
     return done
 
 
-def retire(dest, policy, has_remote, keep_rollups=12):
-    """Delete local day folders (per policy) and old rollups that are safe elsewhere."""
+def made_at(dest, name, entry):
+    """When a rollup was made (seconds since the epoch), for retention: what its state
+    records. State written before that record existed has none; the archive's mtime
+    stands in, as it is written once, by the pack, and renamed into place unchanged (a
+    copy that did not keep the time reads as newer, so it is kept longer, never deleted
+    before its time)."""
+    created = entry.get("created")
+    for fmt in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
+        try:
+            return datetime.strptime(created, fmt).replace(tzinfo=UTC).timestamp()
+        except (TypeError, ValueError):
+            continue
+    try:
+        return os.lstat(Path(dest) / "rollups" / name).st_mtime
+    except OSError:
+        return float("inf")  # gone meanwhile: nothing to delete
+
+
+def retire(dest, policy, has_remote, keep_rollups=12, today=None):
+    """Delete local day folders (per policy) and old rollups that are safe elsewhere:
+    beyond the newest `keep_rollups`, newest by when they were made (made_at)."""
     dest = Path(dest)
     state = read_state(dest)
-    today = date.today().isoformat()
+    today = (today or date.today()).isoformat()
     safe_rollup_days = {d for r in state["rollups"].values()
                         if r.get("tested") and (r.get("remote") or not has_remote)
                         for d in r["days"]}
@@ -367,7 +485,8 @@ def retire(dest, policy, has_remote, keep_rollups=12):
                 policy == "after_rollup" and uploaded and d in safe_rollup_days:
             fsutil.rmtree(dest / d)
             deleted.append(d)
-    local = rollups(dest)
+    local = sorted(rollups(dest), key=lambda r: (
+        made_at(dest, r, state["rollups"].get(r) or {}), r))
     for r in local[:-keep_rollups] if keep_rollups else local:
         entry = state["rollups"].get(r) or {}
         if entry.get("remote") or not has_remote:
@@ -376,8 +495,10 @@ def retire(dest, policy, has_remote, keep_rollups=12):
     return deleted
 
 
-def _now():
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _now(precise=False):
+    # precise: rollups made in one run (or within a second) still order by when they were
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ" if precise
+                                      else "%Y-%m-%dT%H:%M:%SZ")
 
 
 # --- restore -----------------------------------------------------------------------------
@@ -397,6 +518,7 @@ def restore(dest, target, day=None, rollup=None, fetch=None):
     if target.exists():
         raise RollupError(f"{target} exists; restore goes into a new directory")
     state = read_state(dest)
+    fetched = False
     if day and not rollup:
         if (dest / day).is_dir():
             source = ("folder", dest / day)
@@ -406,14 +528,14 @@ def restore(dest, target, day=None, rollup=None, fetch=None):
             if holder and (dest / "rollups" / holder).is_file():
                 source = ("rollup", dest / "rollups" / holder)
             elif fetch is not None:
-                source = fetch(day, holder)
+                source, fetched = fetch(day, holder), True
             else:
                 raise RollupError(f"day {day} is neither here nor in a local rollup; give "
                                   "--remote to fetch it")
     else:
         path = dest / "rollups" / rollup
-        source = ("rollup", path) if path.is_file() else (
-            fetch(None, rollup) if fetch else None)
+        fetched = not path.is_file() and fetch is not None
+        source = fetch(None, rollup) if fetched else ("rollup", path) if path.is_file() else None
         if source is None:
             raise RollupError(f"no rollup {rollup} in {dest / 'rollups'}")
     made = fsutil.make_parents(target.parent)
@@ -440,7 +562,7 @@ def restore(dest, target, day=None, rollup=None, fetch=None):
         fsutil.rmtree_quiet(stage)
         fsutil.remove_made(made)
         raise
-    return {"target": str(target), "days": restored, "from": str(path)}
+    return {"target": str(target), "days": restored, "from": str(path), "fetched": fetched}
 
 
 def _days_only(name, member):
@@ -484,11 +606,20 @@ def _extract(archive, into, only=None):
         except safeio.UnsafeArchive as exc:
             raise RollupError(f"refusing to restore from {archive.name}: {exc}") from None
         except tarfile.TarError as exc:
-            raise RollupError(f"{archive.name} cannot be read to its end: {exc}") from None
+            unreadable = exc
+            # a damaged rollup mostly ends tar's reading first: zstd is let finish, so that
+            # its own reason (a checksum, a corrupted block) is told rather than tar's "end
+            # of data"
+            while dec.stdout.read(CHUNK):
+                pass
+        else:
+            unreadable = None
         finally:
             dec.stdout.close()  # a refusal stops reading: zstd then ends on a closed pipe
             err = dec.stderr.read().decode(errors="replace").strip()
             dec.stderr.close()
             rc = dec.wait()
     if rc != 0:
-        raise RollupError(f"{archive.name} cannot be decompressed: {err}")
+        raise RollupError(f"{archive.name} cannot be decompressed: {_zstd_error(err)}")
+    if unreadable is not None:
+        raise RollupError(f"{archive.name} cannot be read to its end: {unreadable}")

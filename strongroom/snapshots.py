@@ -680,15 +680,38 @@ def _record_verified(dest, snap_id, result):
 # --- prune ------------------------------------------------------------------------------
 
 
+def _made_order(dest, ids):
+    """ids oldest first by when they were made: the time in the id, then, for snapshots
+    of one second (another commit's id sorts by its sha, not by its age), the folder's own
+    nanosecond time, written when its last file was."""
+    def made(snap_id):
+        try:
+            ns = os.lstat(Path(dest) / snap_id).st_mtime_ns
+        except OSError:
+            ns = 0
+        return parse_id(snap_id), ns, snap_id
+
+    return sorted(ids, key=made)
+
+
 def plan_prune(dest, keep_last, keep_days, now=None):
     """(keep, delete): the newest keep_last always stay, and any younger than keep_days;
-    a snapshot dated in the future (a clock that jumped) is kept."""
+    a snapshot dated in the future (a clock that jumped) is kept, and so is the newest
+    whose last verification passed."""
     if keep_last < 1:
         raise SnapshotError("--keep-last must be at least 1: prune never removes every "
                             "snapshot")
     now = now or datetime.now(UTC)
-    ids = snapshot_ids(dest)
-    newest = set(ids[-keep_last:])
+    ids = _made_order(dest, snapshot_ids(dest))
+    # Snapshots dated after now stay anyway; counted among the newest keep_last they would
+    # push out the one made a minute ago by a clock that was put back.
+    present = [i for i in ids if parse_id(i) <= now]
+    newest = set(present[-keep_last:])
+    # Newer ones that all fail their check must not take the last restorable one with them.
+    verified = _verified(dest)
+    good = [i for i in ids if isinstance(verified.get(i), dict)
+            and verified[i].get("result") == "ok"]
+    newest.update(good[-1:])
     keep, delete = [], []
     for snap_id in ids:
         age_days = (now - parse_id(snap_id)).total_seconds() / 86400

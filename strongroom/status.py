@@ -37,7 +37,7 @@ def rows(paths, now=None, factor=STALE_FACTOR):
         since = jobs.parse_iso(st["last_success"]) if st.get("last_success") else installed
         limit = period * factor if period else None
         stale = bool(limit) and now - since > limit
-        _, _, next_due = jobs.due(job, st, now)
+        is_due, _, next_due = jobs.due(job, st, now)
         out.append({
             **row,
             "valid": True,
@@ -51,6 +51,9 @@ def rows(paths, now=None, factor=STALE_FACTOR):
             "bytes": st.get("bytes", 0),
             "last_success": st.get("last_success"),
             "next_due": jobs.iso(next_due) if next_due else None,
+            # a scheduled job with no success since its last slot (or ever): `--if-due`
+            # would run it now; next_due is then the slot it fell due at, or now
+            "due": bool(spec) and is_due,
             "stale": stale,
             "stale_after_seconds": int(limit.total_seconds()) if limit else None,
         })
@@ -86,15 +89,29 @@ def prometheus_text(rows_):
         ("strongroom_last_bytes", "Bytes written by the last run", lambda r: r.get("bytes", 0)),
         ("strongroom_stale", "1 when the job had no success within its stale limit",
          lambda r: int(bool(r.get("stale")))),
+        ("strongroom_job_file_valid", "0 when the job file cannot be read or is invalid",
+         lambda r: int(bool(r.get("valid")))),
     ]
+    every_row = ("strongroom_stale", "strongroom_job_file_valid")
     lines = []
     for metric, help_text, value in metrics:
         lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge"]
         for r in rows_:
+            # an invalid job file has no type or figures, but still counts as stale and
+            # invalid here, so an alert on either metric sees it (it must not just vanish)
             if r.get("valid"):
-                labels = f'job="{r["job"]}",type="{r["type"]}"'
-                lines.append(f"{metric}{{{labels}}} {_num(value(r))}")
+                labels = f'job="{_label(r["job"])}",type="{_label(r["type"])}"'
+            elif metric in every_row:
+                labels = f'job="{_label(r["job"])}"'
+            else:
+                continue
+            lines.append(f"{metric}{{{labels}}} {_num(value(r))}")
     return "\n".join(lines) + "\n"
+
+
+def _label(value):
+    """A label value as the text format escapes it."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def write_prometheus(path, rows_):
@@ -112,6 +129,8 @@ def notify_stale(paths, rows_):
     targets, _ = notify.load(paths.config_dir)
     results = []
     for r in stale:
+        if not r["valid"]:  # it cannot run until its file is fixed: say why, not "never run"
+            r = {**r, "result": f"invalid job file: {r['error']}", "schedule": "unknown"}
         title, body = notify.render("backup_stale", {"job": r["job"], "severity": "error",
                                                      "status": r, "log_tail": []})
         results += notify.send(targets, "backup_stale", "error", title, body)

@@ -7,7 +7,9 @@ sides have; when they share none, rclone reads the remote files back (--download
 An interrupted copy can leave a truncated file under its final remote name (rclone's local
 backend writes in place). Each run records what it is sending in a journal; a rerun after a
 killed run may replace, for those names only, a remote file shorter than the local one.
-Everything else on the remote is never overwritten when --immutable is asked for.
+Everything else on the remote is never overwritten when --immutable is asked for. A remote
+file with our exact bytes (by SHA-256) under another modification time (a run killed after
+the copy, before its time was set) is already there: it is left as it is, not a conflict.
 """
 
 import contextlib
@@ -24,6 +26,9 @@ from .errors import StrongroomError
 from .remote import RCLONE_EXIT, Rclone, RemoteError, _tail
 
 IMMUTABLE_MSG = "immutable file modified"
+# what rclone says first for a remote file of the same size and hash whose time it may not
+# set under --immutable; the same file's IMMUTABLE_MSG line follows, so it is that conflict
+TIMESTAMP_MSG = "Timestamp mismatch between immutable objects"
 
 
 def _files(src):
@@ -100,12 +105,16 @@ class Upload:
                   str(e.get("msg", "")).startswith(("Copied", "Skipped copy as --dry-run"))]
         conflicts = sorted({e["object"] for e in log if e.get("object") and
                             IMMUTABLE_MSG in str(e.get("msg", ""))})
+
+        def conflict_line(e):
+            msg = str(e.get("msg", ""))
+            return IMMUTABLE_MSG in msg or (TIMESTAMP_MSG in msg and e.get("object") in conflicts)
+
         errors = [f"{e['object']}: {e['msg']}" if e.get("object") else str(e.get("msg"))
-                  for e in log if e.get("level") == "error"
-                  and IMMUTABLE_MSG not in str(e.get("msg", ""))]
+                  for e in log if e.get("level") == "error" and not conflict_line(e)]
         # per-file failures other than conflicts (summaries like "Attempt 1/3 failed" name none)
         others = [e for e in log if e.get("level") == "error" and e.get("object")
-                  and IMMUTABLE_MSG not in str(e.get("msg", ""))]
+                  and not conflict_line(e)]
         return proc.returncode, copied, conflicts, errors if others else [], proc.stderr
 
     def _remote_sizes(self, dest, names):
@@ -141,6 +150,22 @@ class Upload:
 
         with ThreadPoolExecutor(max_workers=_workers()) as pool:
             return [p for p in pool.map(compare, names) if p]
+
+    def _same_content(self, dest, local, ours, names):
+        """The names whose remote file has our SHA-256 (`ours`): read with hashlib from a
+        local-folder remote, else as the remote reports it or by reading it back. Anything
+        that cannot be read or hashed counts as other content."""
+        if local is not None:
+            theirs = {}
+            for name in names:
+                with contextlib.suppress(OSError):
+                    theirs[name] = fsutil.sha256_file(Path(local) / name)
+        else:
+            try:
+                theirs = self.rclone.sha256s(dest, names)
+            except RemoteError:
+                theirs = {}
+        return {n for n in names if ours.get(n) and theirs.get(n) == ours[n]}
 
     def _check_rclone(self, base, dest, names):
         def run(download):
@@ -226,6 +251,16 @@ class Upload:
         finally:
             if hashing:
                 hashing.shutdown(wait=False)
+        if conflicts:
+            # our bytes under another time: there already, by hash (nothing on the remote is
+            # touched, its time included); only other content is a conflict
+            ours = our_sums.result() if hashing else _hash_all(base, conflicts)
+            same = self._same_content(dest, local, ours, conflicts)
+            if same:
+                self.progress(f"{len(same)} file(s) already on {dest} with the same content")
+                conflicts = [n for n in conflicts if n not in same]
+                if not conflicts and not errors:  # the copy failed only on those
+                    rc = 0
         if conflicts and interrupted:
             remote = self._remote_sizes(dest, conflicts)
             partial = [n for n in conflicts if n in interrupted and remote.get(n, -1) < sizes[n]]

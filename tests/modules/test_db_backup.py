@@ -1,5 +1,7 @@
 """library/db_backup.py through main(): check mode, honest changed, conflicts."""
 
+import json
+
 import db_backup
 
 from tests.modules import harness
@@ -45,3 +47,45 @@ def test_sync_check_mode_and_a_conflict(tmp_path, remotes):
     res = failed(bargs)
     assert res["action"] == "conflict" and "both sides changed" in res["msg"]
     assert rows(b) == 7
+
+
+def test_a_copy_of_unchanged_content_takes_no_keep_slot(tmp_path, remotes):
+    dbfile = make_db(tmp_path / "app.db")
+    args = {"db": str(dbfile), "remote": remotes["local"], "host": "alpha", "keep": 2,
+            "state_dir": str(tmp_path / "state"), "rclone_config": str(remotes["conf"])}
+    old = ok(args)["key"]
+    add(dbfile, 1)
+    new = ok(args)["key"]
+    folder = tmp_path / "remote/backups/app.db"
+    held = {p.name: p.read_bytes() for p in folder.iterdir()}
+    res = ok(dict(args, only_if_changed=False))  # asked for: a copy of the newest content
+    # two distinct contents, and keep is 2: the older one stays
+    now = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert {k: now.get(k) for k in held} == held
+    assert sorted(k for k in now if not k.endswith(".json")) == [old, new, res["key"]]
+    assert res["changed"] is True and res["pruned"] == [] and res["unchanged"] is False
+
+
+def test_state_dir_defaults_to_the_engine_default_of_the_user_it_runs_as(tmp_path, remotes,
+                                                                        monkeypatch):
+    from strongroom import paths
+    from strongroom.dbsync import DbSync
+
+    dbfile = make_db(tmp_path / "app.db")
+    monkeypatch.delenv("STRONGROOM_STATE_DIR", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(paths.os, "geteuid", lambda: 1000)  # a user install, not root
+    args = {"db": str(dbfile), "remote": remotes["local"], "host": "alpha",
+            "rclone_config": str(remotes["conf"])}
+    key = ok(args)["key"]
+    system = DbSync(dbfile, remotes["local"], "/var/lib/strongroom", None).state_path
+    ours = DbSync(dbfile, remotes["local"], tmp_path / "xdg/strongroom", None).state_path
+    assert not system.exists()
+    assert json.loads(ours.read_text())["current"] == key
+    status = ok(dict(args, operation="status"))
+    assert status["current"] == key and status["in_sync"]
+    # STRONGROOM_STATE_DIR wins, as it does for the strongroom command
+    monkeypatch.setenv("STRONGROOM_STATE_DIR", str(tmp_path / "chosen"))
+    assert ok(args)["changed"] is False
+    chosen = DbSync(dbfile, remotes["local"], tmp_path / "chosen", None).state_path
+    assert json.loads(chosen.read_text())["current"] == key

@@ -99,6 +99,34 @@ def test_stale_alert_is_sent(bed):
         receiver.close()
 
 
+def test_status_says_due_now_for_never_run_and_failed_jobs_as_jobs_list_does(tmp_path):
+    conf, state = tmp_path / "conf", tmp_path / "state"
+    (conf / "jobs").mkdir(parents=True)
+    for name, spec in (("never", "daily 01:00"), ("failing", "daily 01:00"),
+                       ("healthy", "every 48h"), ("manual", None)):
+        sched = f"schedule: {spec}\n" if spec else ""
+        (conf / "jobs" / f"{name}.yml").write_text(f"name: {name}\ntype: status_check\n{sched}")
+    fake_status(state, "failing", "error", 5)
+    fake_status(state, "healthy", "ok", 0.5)
+    listed = {line.split()[0]: line for line in
+              sr(conf, state, "jobs", "list", check=0).stdout.splitlines()[1:]}
+    shown = {line.split()[0]: line for line in
+             sr(conf, state, "status", check=0).stdout.splitlines()[1:]}
+    for name in ("never", "failing"):
+        assert "due now" in listed[name] and "due now" in shown[name], shown[name]
+    assert "due now" not in shown["healthy"] and "due now" not in shown["manual"]
+    assert "due now" not in listed["manual"] and "due now" not in listed["healthy"]
+    now = jobs.iso(datetime.now(UTC))[:13]  # the current hour is no one's next due time
+    assert now not in shown["never"] and now not in shown["failing"]
+    rows = {r["job"]: r for r in json.loads(sr(conf, state, "status", "--json",
+                                               check=0).stdout)["jobs"]}
+    assert {n: r["due"] for n, r in rows.items()} == {
+        "never": True, "failing": True, "healthy": False, "manual": False}
+    nxt = jobs.parse_iso(rows["healthy"]["next_due"]) - datetime.now(UTC)
+    assert timedelta(hours=35) < nxt < timedelta(hours=37)
+    assert rows["manual"]["next_due"] is None
+
+
 def test_an_invalid_job_file_makes_status_fail(bed):
     tmp, root, conf, state = bed
     (conf / "jobs" / "broken.yml").write_text("name: broken\ntype: nope\n")

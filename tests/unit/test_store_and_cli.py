@@ -130,7 +130,7 @@ def test_missing_required_key_and_non_mapping_file():
 
 
 def test_config_check_verb(tmp_path):
-    good = tmp_path / "good.yml"
+    good = tmp_path / "j.yml"  # a job in NAME.yml is named NAME, as `run` requires
     good.write_text("name: j\ntype: bundle_sync\noptions: {root: /srv, store: /var/s}\n")
     assert "valid bundle_sync job 'j'" in strongroom("config", "check", good, check=0).stdout
     bad = tmp_path / "bad.yml"

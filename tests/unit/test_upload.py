@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from strongroom.remote import Rclone
+from strongroom.remote import Rclone, RemoteError
 from strongroom.upload import Upload
 from tests.helpers import ENV, VENV_BIN, strongroom
 
@@ -217,3 +217,75 @@ def test_a_shorter_foreign_file_is_never_taken_for_our_leftover(tmp_path, remote
         assert "--immutable never overwrites them: a.txt" in proc.stderr
     assert foreign.read_bytes() == b"x\n"
     assert not list((tmp_path / "state" / "uploads").glob("*.json"))
+
+
+def remote_times(remotes, dest):
+    """{relative path: ModTime} as rclone lists the remote (its own view, not ours)."""
+    proc = subprocess.run(["rclone", "--config", str(remotes["conf"]), "lsjson", "-R",
+                           "--files-only", dest], check=True, env=ENV_NO_CA,
+                          capture_output=True, text=True)
+    return {e["Path"]: e["ModTime"] for e in json.loads(proc.stdout)}
+
+
+def place_old_copy(remotes, tmp_path, dest, files):
+    """{name: bytes} put on the remote dated 2001, as a run killed after the copy and
+    before the time was set leaves them (rclone carries the local time over)."""
+    old = tmp_path / f"old-{time.monotonic_ns()}"
+    for rel, data in files.items():
+        (old / rel).parent.mkdir(parents=True, exist_ok=True)
+        (old / rel).write_bytes(data)
+        os.utime(old / rel, (978307200, 978307200))
+    subprocess.run(["rclone", "--config", str(remotes["conf"]), "copy", str(old), dest],
+                   check=True, env=ENV_NO_CA, capture_output=True)
+    return remote_times(remotes, dest)
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_our_content_under_another_time_is_already_there_not_a_conflict(tmp_path, remotes,
+                                                                        kind):
+    src = tmp_path / "day"
+    files = tree(src)
+    dest = remotes[kind]
+    before = place_old_copy(remotes, tmp_path, dest, {"a.txt": files["a.txt"]})
+    out = json.loads(upload(remotes, tmp_path, src, dest, "--immutable",
+                            "--delete-local-after-verify").stdout)
+    assert out["verified_by"] == "hash" and "a.txt" not in out["transferred"]
+    assert sorted(out["transferred"]) == sorted(set(files) - {"a.txt"})
+    assert sorted(out["deleted"]) == sorted(files) and not src.exists()
+    assert remote_files(remotes, dest, tmp_path) == files
+    assert remote_times(remotes, dest)["a.txt"] == before["a.txt"]  # left as it was
+    assert not list((tmp_path / "state" / "uploads").glob("*.json"))
+
+
+def test_other_content_beside_our_own_under_another_time_is_still_refused(tmp_path, remotes):
+    src = tmp_path / "day"
+    files = tree(src)
+    dest = remotes["local"]
+    other = bytes([files["sub/b.bin"][0] ^ 1]) + files["sub/b.bin"][1:]  # same size
+    before = place_old_copy(remotes, tmp_path, dest, {"a.txt": files["a.txt"],
+                                                       "sub/b.bin": other})
+    proc = upload(remotes, tmp_path, src, dest, "--immutable", "--delete-local-after-verify",
+                  check=2)
+    assert f"1 file(s) already on {dest} with other content; --immutable never overwrites " \
+           "them: sub/b.bin\n" in proc.stderr
+    assert {p.relative_to(src).as_posix(): p.read_bytes() for p in src.rglob("*")
+            if p.is_file()} == files  # nothing local deleted
+    held = remote_files(remotes, dest, tmp_path)
+    assert held["sub/b.bin"] == other and held["a.txt"] == files["a.txt"]
+    times = remote_times(remotes, dest)
+    assert {n: times[n] for n in before} == before
+
+
+def test_copy_new_takes_our_content_under_another_time_and_refuses_other(tmp_path, remotes):
+    src = tmp_path / "day"
+    files = tree(src)
+    dest, rc = remotes["local"], Rclone(remotes["conf"])
+    before = place_old_copy(remotes, tmp_path, dest, {"a.txt": files["a.txt"]})
+    rc.copy_new(src, dest, sorted(files))
+    assert remote_files(remotes, dest, tmp_path) == files
+    assert remote_times(remotes, dest)["a.txt"] == before["a.txt"]
+    (tmp_path / "remote" / "a.txt").write_bytes(b"ALPHA\n")  # other content, same size
+    with pytest.raises(RemoteError, match="immutable file modified"):
+        rc.copy_new(src, dest, sorted(files))
+    assert (tmp_path / "remote" / "a.txt").read_bytes() == b"ALPHA\n"
+    assert (src / "a.txt").read_bytes() == files["a.txt"]

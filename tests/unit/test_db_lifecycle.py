@@ -1,0 +1,187 @@
+"""Database versions over their life: a refused restore or pull changes nothing anywhere,
+unchanged content is never uploaded again (CLI backup, the job's hours trigger, the copy a
+restore takes first), `keep` counts distinct contents, and `db list` shows sizes. Real
+SQLite databases and rclone against a local folder; the CLI is called in-process to keep
+each test cheap."""
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from strongroom import cli
+from strongroom.dbsync import DbError, DbSync
+from strongroom.remote import Rclone
+from tests.unit.test_dbsync import add, make_db, rows
+
+
+@pytest.fixture
+def place(tmp_path):
+    conf = tmp_path / "rclone.conf"
+    conf.write_text("[local]\ntype = local\n")
+    return {"conf": conf, "remote": f"local:{tmp_path / 'remote'}",
+            "folder": tmp_path / "remote/backups/casman.db", "state": tmp_path / "state",
+            "db": make_db(tmp_path / "app/casman.db")}
+
+
+def engine(place, db=None, state=None, keep=2, host="alpha"):
+    return DbSync(db or place["db"], place["remote"], state or place["state"],
+                  Rclone(place["conf"]), keep=keep, host=host)
+
+
+def main(capsys, place, *args, state=None):
+    """The real CLI entry point; returns (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    code = cli.main([str(a) for a in ("--state-dir", state or place["state"], *args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def db_args(place, *extra):
+    return ["--db", place["db"], "--remote", place["remote"], "--host", "alpha",
+            "--rclone-config", place["conf"], *extra]
+
+
+def seed(place, n=2, keep=2):
+    """n versions of n distinct contents, oldest first."""
+    d = engine(place, keep=keep)
+    made = []
+    for i in range(n):
+        if i:
+            add(place["db"], 1, f"v{i}")
+        made.append(d.backup()["key"])
+    return d, made
+
+
+def remote_files(place):
+    return {p.name: p.read_bytes() for p in place["folder"].iterdir()}
+
+
+def local_files(folder):
+    return {p.name: p.read_bytes() for p in folder.rglob("*") if p.is_file()
+            and not p.name.endswith(".lock")}  # a lock file is runtime, not state
+
+
+def corrupt(place, key):
+    stored = place["folder"] / key
+    data = bytearray(stored.read_bytes())
+    data[-100] ^= 0xFF
+    stored.write_bytes(bytes(data))
+
+
+def test_a_refused_restore_changes_nothing_anywhere(capsys, place):
+    d, (old, new) = seed(place)
+    corrupt(place, old)
+    add(place["db"], 3, "unsaved")  # local work never backed up: must not be touched
+    before = (remote_files(place), local_files(place["db"].parent),
+              local_files(place["state"]))
+    code, out, err = main(capsys, place, "db", "restore", old, *db_args(place, "--keep", "2"))
+    with pytest.raises(DbError) as second:
+        d.restore(old)  # a second attempt
+    # every version is still there, as it was, and nothing new; the local database and
+    # the state are byte for byte what they were
+    assert (remote_files(place), local_files(place["db"].parent),
+            local_files(place["state"])) == before
+    assert d.versions() == [old, new] and rows(place["db"]) == 9
+    assert code == 2 and out == ""
+    assert f"the download of {old} does not match its metadata" in err
+    assert "local database left untouched, nothing uploaded or pruned" in err
+    assert "nothing uploaded or pruned" in str(second.value)
+
+
+def test_a_refused_pull_backs_nothing_up_first(place, tmp_path):
+    a, (first,) = seed(place, n=1)
+    b = engine(place, db=tmp_path / "b/casman.db", state=tmp_path / "sb", host="beta")
+    assert b.sync()["action"] == "pull"  # beta agrees on `first`
+    add(a.db, 1, "v1")
+    second = a.backup()["key"]
+    add(a.db, 1, "v2")
+    third = a.backup()["key"]  # `first`, beta's version, is pruned by this one
+    corrupt(place, third)
+    before = (remote_files(place), local_files(b.db.parent), local_files(tmp_path / "sb"))
+    with pytest.raises(DbError, match=f"the download of {third} does not match"):
+        b.sync()
+    # beta's content is not on the remote any more, yet a refused pull uploads no copy of
+    # it: that copy would be the newest version and push alpha's `second` out
+    assert (remote_files(place), local_files(b.db.parent), local_files(tmp_path / "sb")) \
+        == before
+    assert a.versions() == [second, third] and rows(b.db) == 5
+
+
+def test_a_pull_that_backs_up_first_is_not_undone_by_the_next_sync(place, tmp_path):
+    a, (first,) = seed(place, n=1)
+    b = engine(place, db=tmp_path / "b/casman.db", state=tmp_path / "sb", host="beta")
+    assert b.sync()["action"] == "pull"  # beta agrees on `first`
+    for tag in ("v1", "v2"):
+        add(a.db, 1, tag)
+        a.backup()  # `first`, beta's version, is pruned by the second
+    out = b.sync()
+    assert out["action"] == "pull" and out["pre_sync_backup"]  # beta's content kept
+    assert rows(b.db) == rows(a.db) == 7
+    # the copy beta took first is not the newest: nobody pulls it back over alpha's work
+    for side in (b, a, b):
+        assert side.sync()["action"] in ("none", "adopt")
+    assert rows(b.db) == rows(a.db) == 7
+    assert a.metadata(out["pre_sync_backup"])["reason"] == "pre-sync"
+    assert a.versions()[-1] == out["key"]
+
+
+def test_unchanged_content_is_uploaded_neither_by_the_cli_nor_by_the_hours_trigger(
+        capsys, place, tmp_path):
+    d, (old, new) = seed(place)
+    held = remote_files(place)
+    code, out, _ = main(capsys, place, "db", "backup", *db_args(place, "--keep", "2"))
+    assert code == 0
+    assert remote_files(place) == held  # nothing new, and the older version is still there
+    assert out.strip() == (f"unchanged: the newest version {new} already holds this "
+                           "content; nothing uploaded")
+    # the scheduled job: 25 hours after the last backup its hours trigger fires
+    cfg = tmp_path / "conf"
+    (cfg / "jobs").mkdir(parents=True)
+    (cfg / "jobs/casman.yml").write_text(
+        f"name: casman\ntype: db_backup\nschedule: every 1h\noptions:\n  db: {d.db}\n"
+        f"  remote: {place['remote']}\n  rclone_config: {place['conf']}\n  keep: 2\n"
+        "  host: alpha\n  hours_threshold: 24\n")
+    st = json.loads(d.state_path.read_text())
+    then = (datetime.now(UTC) - timedelta(hours=25)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    st["last_backup"]["at"] = then
+    st.pop("last_check", None)  # as a state file written before such checks were noted
+    d.state_path.write_text(json.dumps(st))
+
+    def run():
+        assert main(capsys, place, "--config-dir", cfg, "run", "casman")[0] == 0
+        return json.loads((place["state"] / "status/casman.json").read_text())
+
+    status = run()
+    assert status["changed"] is False
+    assert status["message"] == (f"unchanged (25.0 hours since the last backup): the newest "
+                                 f"version {new} already holds this content; nothing uploaded")
+    assert remote_files(place) == held
+    # the check counts: the next run is not due, and looks at the remote no more
+    status = run()
+    assert status["changed"] is False and status["message"].startswith("not due")
+    assert remote_files(place) == held and d.versions() == [old, new]
+
+
+def test_a_restore_over_content_the_remote_holds_uploads_no_copy_of_it_first(place):
+    d, (old, new) = seed(place)
+    held = remote_files(place)
+    out = d.restore(old)
+    now = remote_files(place)
+    assert {k: now.get(k) for k in held} == held  # nothing pushed out
+    keys = d.versions()
+    assert keys[:2] == [old, new] and len(keys) == 3 and out["current"] == keys[-1]
+    assert out["pre_restore_backup"] == new  # the newest already held it: no new copy
+    assert rows(d.db) == 5
+
+
+def test_db_list_shows_sizes_without_long(capsys, place):
+    d, made = seed(place)
+    code, out, _ = main(capsys, place, "db", "list", *db_args(place))
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert lines[0].split() == ["KEY", "SIZE"]
+    sizes = {k: (place["folder"] / k).stat().st_size for k in made}
+    assert [line.split()[0] for line in lines[1:]] == made
+    for line, key in zip(lines[1:], made, strict=True):
+        assert line.split()[1:] == [f"{sizes[key] / 1024:.1f}", "KiB"]
