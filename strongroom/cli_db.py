@@ -169,8 +169,9 @@ def add_parser(sub):
         v.add_argument("--host", help="this machine's name in keys (default the hostname)")
         v.add_argument("--rclone-config", metavar="FILE",
                        help="default <config-dir>/rclone.conf when it exists")
-        v.add_argument("--wait", type=float, default=30, metavar="SECONDS",
-                       help="wait this long for another run on the same database")
+        if verb not in ("list", "status"):  # the readers take no lock: --wait would be a no-op
+            v.add_argument("--wait", type=float, default=30, metavar="SECONDS",
+                           help="wait this long for another run on the same database")
         v.add_argument("--json", action="store_true", help="machine-readable output")
         v.set_defaults(func=cmd_db)
         if verb == "backup":

@@ -61,8 +61,9 @@ def check_job_name(name):
     if isinstance(name, str) and ("/" in name or name.endswith((".yml", ".yaml"))):
         hint = ("; give the name of a file in <config-dir>/jobs without '.yml' "
                 "(`strongroom config check FILE` checks a file by its path)")
-    raise ConfigError(f"job name {_describe(name)} is not valid: expected {JOB_NAME_RULE}"
-                      + hint)
+    # a path given as a name is shown whole up to a long limit, so the user sees what ran
+    shown = repr(name) if isinstance(name, str) and len(name) <= 400 else _describe(name)
+    raise ConfigError(f"job name {shown} is not valid: expected {JOB_NAME_RULE}" + hint)
 
 
 def _job_name(v):

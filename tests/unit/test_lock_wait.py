@@ -239,8 +239,6 @@ TAKES_LOCKS = {
     "db sync",
     "db tick",
 }
-# their parser lives in cli_db, which offers --wait on every db verb; they take no lock
-DB_READERS = {"db list", "db status"}
 
 
 def test_wait_is_offered_exactly_where_a_lock_is_taken():
@@ -249,13 +247,15 @@ def test_wait_is_offered_exactly_where_a_lock_is_taken():
         for path, p in _leaves(cli.build_parser())
         if any("--wait" in a.option_strings for a in p._actions)
     }
-    assert offers - DB_READERS == TAKES_LOCKS
+    assert offers == TAKES_LOCKS
 
 
 @pytest.mark.parametrize(
     "argv",
     [
         ["bundle", "list", "--store", "/s"],
+        ["db", "list", "--db", "/d.db", "--remote", "r:b"],
+        ["db", "status", "--db", "/d.db", "--remote", "r:b"],
         ["sync", "status", "--repo", "/r"],
         ["jobs", "list"],
         ["status"],
