@@ -205,8 +205,23 @@ def list_checkpoints(dest):
     return rows
 
 
+def _in_use_of(folder):
+    """(folder whose .in-use/ marks it, name): the progress/ folder above its day folder."""
+    folder = Path(folder)
+    return folder.parents[3] if len(folder.parents) > 3 else folder.parent, folder.name
+
+
 def verify(folder):
-    """Problems found by re-reading a checkpoint against its SHA256SUMS (empty: intact)."""
+    """Problems found by re-reading a checkpoint against its SHA256SUMS (empty: intact).
+    Marked in use while it reads (lock.reading): a prune meanwhile keeps it, rather than
+    have every file of it read as missing."""
+    from .lock import reading
+
+    with reading(*_in_use_of(folder), by="verification"):
+        return _verify(folder)
+
+
+def _verify(folder):
     from .snapshots import read_sums
 
     folder = Path(folder)
@@ -227,7 +242,11 @@ def verify(folder):
 
 
 def prune(dest, keep_days, now=None):
-    """Delete checkpoints older than keep_days (never the newest); empty day folders go too."""
+    """Delete checkpoints older than keep_days (never the newest); empty day folders go too.
+    One a verification is reading is kept, and named in `in_use` (there only when one was).
+    """
+    from .lock import Deleting
+
     now = now or datetime.now(UTC)
     cutoff = now - timedelta(days=keep_days)
     found = checkpoints(dest)
@@ -236,17 +255,28 @@ def prune(dest, keep_days, now=None):
     # no newer one).
     last = _read_last(Path(dest) / PROGRESS)
     last = last.get("path") if isinstance(last, dict) else None
-    deleted = []
+    deleted, busy = [], {}
     for created, folder in found[:-1]:
         if created < cutoff and folder.relative_to(dest).as_posix() != last:
-            fsutil.rmtree(folder)
+            # one being read is kept this time, and goes on a later run
+            claim = Deleting(*_in_use_of(folder))
+            if not claim.acquire():
+                busy[folder.name] = claim.message
+                continue
+            try:
+                fsutil.rmtree(folder)
+            finally:
+                claim.release()
             deleted.append(folder.name)
             for parent in (folder.parent, folder.parent.parent, folder.parent.parent.parent):
                 try:
                     parent.rmdir()
                 except OSError:
                     break
-    return {"deleted": deleted, "kept": len(found) - len(deleted)}
+    out = {"deleted": deleted, "kept": len(found) - len(deleted)}
+    if busy:  # only then: the result keeps the shape it has always had
+        out["in_use"] = busy
+    return out
 
 
 def apply_hint(folder):

@@ -149,6 +149,8 @@ def cmd_backup(args):
             verb = "would delete" if args.dry_run else "deleted"
             print(f"{verb} {len(out['deleted'])}: {', '.join(out['deleted']) or '-'}; "
                   f"kept {len(out['kept'])}")
+            for snap_id, why in sorted(out["in_use"].items()):
+                print(f"  {snap_id}: {why}")  # deleted by a later prune, once it is read
             for p in out["problems"]:
                 print(f"  {p}")
         return ERROR if out["problems"] else OK

@@ -69,6 +69,9 @@ def cmd_save(args):
               f"{checkpoints.apply_hint(rep['path'])}", file=sys.stderr)
     else:
         print(rep["reason"])
+    if not args.json:
+        for name, why in sorted(((rep.get("prune") or {}).get("in_use") or {}).items()):
+            print(f"{name}: {why}", file=sys.stderr)  # kept this time, goes on a later run
     if rep.get("warning") and not args.json:
         print(f"warning: {rep['warning']}", file=sys.stderr)
     return WARNING if rep.get("warning") else OK

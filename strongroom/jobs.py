@@ -191,6 +191,7 @@ def run_snapshot(job, paths):
         pr = snapshots.prune(o["dest"], o["keep_last"], o["keep_days"])
         extra["prune"] = pr
         lines.append(f"pruned {len(pr['deleted'])}, kept {len(pr['kept'])}")
+        lines += [f"{i}: {m}" for i, m in pr.get("in_use", {}).items()]
         if pr["problems"]:
             code = ERROR
             lines += pr["problems"]
@@ -209,6 +210,7 @@ def run_checkpoint(job, paths):
     lines = [msg] + ([f"warning: {rep['warning']}"] if rep.get("warning") else [])
     if rep.get("prune", {}).get("deleted"):
         lines.append(f"deleted {len(rep['prune']['deleted'])} old checkpoint(s)")
+    lines += [f"{n}: {m}" for n, m in sorted(rep.get("prune", {}).get("in_use", {}).items())]
     return {"exit_code": WARNING if rep.get("warning") else OK,
             "message": lines[1] if rep.get("warning") else msg, "changed": rep["saved"],
             "extra": {"checkpoint": {k: rep.get(k) for k in ("name", "path", "head",
@@ -257,7 +259,10 @@ def _rollup_job(job, paths, pack):
                               bool(o.get("remote")), o.get("keep_rollups", 12), today=day)
         if gone:
             lines.append(f"deleted locally (safe elsewhere): {', '.join(gone)}")
-        extra["deleted"] = gone
+        lines += gone.messages()  # what a restore was reading stays until the next run
+        extra["deleted"] = list(gone)
+        if gone.in_use:
+            extra["in_use"] = gone.in_use
     return {"exit_code": OK, "message": "; ".join(lines), "changed": changed or bool(gone),
             "extra": extra, "output": "\n".join(lines)}
 

@@ -467,31 +467,59 @@ def made_at(dest, name, entry):
         return float("inf")  # gone meanwhile: nothing to delete
 
 
+class Retired(list):
+    """What retire deleted (a list, as it always was), and in `in_use` what it kept only
+    because a restore was reading it: {name: "kept: in use by a restore (PID n)"}."""
+
+    def __init__(self):
+        super().__init__()
+        self.in_use = {}
+
+    def messages(self):
+        return [f"{name}: {why}" for name, why in sorted(self.in_use.items())]
+
+
+def _delete_unless_read(dest, name, path, remove, out):
+    """Delete a day folder or a rollup unless a restore reads it (lock.reading): that one
+    is kept this time and goes on a later run. Its in-use lock is held while it goes, so
+    no restore starts on a half-deleted day."""
+    from .lock import Deleting
+
+    claim = Deleting(dest, name)
+    if not claim.acquire():
+        out.in_use[name] = claim.message
+        return
+    try:
+        remove(path)
+    finally:
+        claim.release()
+    out.append(name)
+
+
 def retire(dest, policy, has_remote, keep_rollups=12, today=None):
     """Delete local day folders (per policy) and old rollups that are safe elsewhere:
-    beyond the newest `keep_rollups`, newest by when they were made (made_at)."""
+    beyond the newest `keep_rollups`, newest by when they were made (made_at). One that a
+    restore is reading is kept (see Retired)."""
     dest = Path(dest)
     state = read_state(dest)
     today = (today or date.today()).isoformat()
     safe_rollup_days = {d for r in state["rollups"].values()
                         if r.get("tested") and (r.get("remote") or not has_remote)
                         for d in r["days"]}
-    deleted = []
+    deleted = Retired()
     for d in days(dest):
         if d >= today or policy == "never":
             continue
         uploaded = bool((state["days"].get(d) or {}).get("remote")) or not has_remote
         if policy == "after_upload" and has_remote and uploaded or \
                 policy == "after_rollup" and uploaded and d in safe_rollup_days:
-            fsutil.rmtree(dest / d)
-            deleted.append(d)
+            _delete_unless_read(dest, d, dest / d, fsutil.rmtree, deleted)
     local = sorted(rollups(dest), key=lambda r: (
         made_at(dest, r, state["rollups"].get(r) or {}), r))
     for r in local[:-keep_rollups] if keep_rollups else local:
         entry = state["rollups"].get(r) or {}
         if entry.get("remote") or not has_remote:
-            (dest / "rollups" / r).unlink()
-            deleted.append(r)
+            _delete_unless_read(dest, r, dest / "rollups" / r, Path.unlink, deleted)
     return deleted
 
 
@@ -517,27 +545,44 @@ def restore(dest, target, day=None, rollup=None, fetch=None):
         raise RollupError(f"{rollup!r} is not a rollup name (weekly_YYYYMMDD_YYYYMMDD.tar.zst)")
     if target.exists():
         raise RollupError(f"{target} exists; restore goes into a new directory")
-    state = read_state(dest)
-    fetched = False
+    with contextlib.ExitStack() as marks:
+        source, fetched = _source(dest, day, rollup, fetch, marks)
+        restored, path = _restore_from(source, target, day)
+    return {"target": str(target), "days": restored, "from": str(path), "fetched": fetched}
+
+
+def _source(dest, day, rollup, fetch, marks):
+    """(("folder" | "rollup", path), fetched): what the restore reads, each local day
+    folder or rollup marked in use on `marks` (lock.reading) before it is looked for, and
+    until the restore is done: a retire meanwhile keeps it."""
+    from .lock import reading
+
     if day and not rollup:
+        marks.enter_context(reading(dest, day))
         if (dest / day).is_dir():
-            source = ("folder", dest / day)
-        else:
-            holder = next((r for r, e in state["rollups"].items() if ROLLUP_RE.match(r)
-                           and isinstance(e, dict) and day in (e.get("days") or [])), None)
-            if holder and (dest / "rollups" / holder).is_file():
-                source = ("rollup", dest / "rollups" / holder)
-            elif fetch is not None:
-                source, fetched = fetch(day, holder), True
-            else:
-                raise RollupError(f"day {day} is neither here nor in a local rollup; give "
-                                  "--remote to fetch it")
-    else:
-        path = dest / "rollups" / rollup
-        fetched = not path.is_file() and fetch is not None
-        source = fetch(None, rollup) if fetched else ("rollup", path) if path.is_file() else None
-        if source is None:
-            raise RollupError(f"no rollup {rollup} in {dest / 'rollups'}")
+            return ("folder", dest / day), False
+        state = read_state(dest)
+        holder = next((r for r, e in state["rollups"].items() if ROLLUP_RE.match(r)
+                       and isinstance(e, dict) and day in (e.get("days") or [])), None)
+        if holder:
+            marks.enter_context(reading(dest, holder))
+            if (dest / "rollups" / holder).is_file():
+                return ("rollup", dest / "rollups" / holder), False
+        if fetch is not None:
+            return fetch(day, holder), True
+        raise RollupError(f"day {day} is neither here nor in a local rollup; give "
+                          "--remote to fetch it")
+    marks.enter_context(reading(dest, rollup))
+    path = dest / "rollups" / rollup
+    if path.is_file():
+        return ("rollup", path), False
+    if fetch is not None:
+        return fetch(None, rollup), True
+    raise RollupError(f"no rollup {rollup} in {dest / 'rollups'}")
+
+
+def _restore_from(source, target, day):
+    """Stage the source's days beside target, check them, rename: (days, path read)."""
     made = fsutil.make_parents(target.parent)
     fsutil.clean_stale_restores(target.parent)  # only what a killed restore of ours left
     stage = fsutil.restore_temp(target)
@@ -562,7 +607,7 @@ def restore(dest, target, day=None, rollup=None, fetch=None):
         fsutil.rmtree_quiet(stage)
         fsutil.remove_made(made)
         raise
-    return {"target": str(target), "days": restored, "from": str(path), "fetched": fetched}
+    return restored, path
 
 
 def _days_only(name, member):

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import fsutil, safeio, sqlite
-from .snapshots import ARCHIVES, CHUNK, DECOMPRESSORS, SnapshotError, _folder, read_sums
+from .snapshots import ARCHIVES, CHUNK, DECOMPRESSORS, SnapshotError, read_sums, reading
 
 REPORT = "REPORT.json"
 # a snapshot restores the user's own tree as it was, absolute symlinks included (as restic
@@ -194,8 +194,13 @@ def _put_databases(snap, sums, plan, work, snap_id):
 
 def restore_full(dest, snap_id, target):
     """The whole tree into target: built and checked beside it, then the current target
-    moved aside, then the new tree renamed into place (databases from db/ put back)."""
-    folder = _folder(dest, snap_id)
+    moved aside, then the new tree renamed into place (databases from db/ put back).
+    The snapshot is marked in use throughout: a prune meanwhile keeps it."""
+    with reading(dest, snap_id) as folder:
+        return _restore_full(dest, snap_id, folder, target)
+
+
+def _restore_full(dest, snap_id, folder, target):
     sums = read_sums(folder)
     fmt = next((f for f, name in ARCHIVES.items() if name in sums), None)
     if fmt is None:
@@ -310,8 +315,13 @@ def _same_content(root, rel, size, digest):
 def restore_critical(dest, snap_id, target, force=False):
     """Each critical file back to its path under target, checked before anything is
     replaced. Identical files are left alone; a differing one is kept beside the restored
-    file as NAME.before-restore-<time> unless `force`."""
-    folder = _folder(dest, snap_id)
+    file as NAME.before-restore-<time> unless `force`. The snapshot is marked in use
+    throughout: a prune meanwhile keeps it."""
+    with reading(dest, snap_id) as folder:
+        return _restore_critical_from(dest, snap_id, folder, target, force)
+
+
+def _restore_critical_from(dest, snap_id, folder, target, force):
     sums = read_sums(folder)
     target = Path(target).absolute()
     with safeio.Root(folder) as snap:

@@ -16,6 +16,7 @@ archive and its checksum come from one read of the tree: tar streams into zstd, 
 output is hashed on its way to disk.
 """
 
+import contextlib
 import json
 import os
 import platform
@@ -79,6 +80,19 @@ def _folder(dest, snap_id):
     if not path.is_dir():
         raise SnapshotError(f"no snapshot {snap_id} in {dest}")
     return path
+
+
+@contextlib.contextmanager
+def reading(dest, snap_id, by="restore"):
+    """The snapshot folder, marked in use for the block (lock.reading): a prune keeps it
+    until the block is done. The id is checked before any mark is made for it, the folder
+    looked for only once the mark is held (a prune may have deleted it just before)."""
+    from .lock import reading as mark
+
+    if not parse_id(snap_id):
+        _folder(dest, snap_id)  # says why
+    with mark(dest, snap_id, by):
+        yield _folder(dest, snap_id)
 
 
 _SUM_LINE = re.compile(r"^(\\?)([0-9a-f]{64}) [ *](.+)$")
@@ -612,8 +626,13 @@ def _archive_readable(fh, fmt):
 
 def verify(dest, snap_id):
     """Checksums of every file, no unlisted file, archive readable to the end, databases
-    intact. Returns {id, passed, problems: [...], checked}; records the result."""
-    folder = _folder(dest, snap_id)
+    intact. Returns {id, passed, problems: [...], checked}; records the result. Marked in
+    use while it reads: a prune meanwhile would make every file of it read as missing."""
+    with reading(dest, snap_id, "verification") as folder:
+        return _verify(dest, snap_id, folder)
+
+
+def _verify(dest, snap_id, folder):
     problems = []
     try:
         sums = read_sums(folder)
@@ -720,15 +739,31 @@ def plan_prune(dest, keep_last, keep_days, now=None):
 
 
 def prune(dest, keep_last, keep_days, dry_run=False, now=None):
+    """Delete what plan_prune chose, except a snapshot a restore or verification is reading
+    (lock.reading): that one is kept this time, said so in `in_use`, and goes on a later
+    run. Its in-use lock is held exclusively while it is deleted, so no restore starts on
+    a half-deleted snapshot."""
+    from .lock import Deleting, in_use
+
     keep, delete = plan_prune(dest, keep_last, keep_days, now)
     before = {k: _fingerprint(Path(dest) / k) for k in keep}
     if dry_run:
-        return {"kept": keep, "deleted": delete, "dry_run": True, "problems": []}
-    deleted = []
+        busy = {i: m for i in delete if (m := in_use(dest, i))}
+        return {"kept": _made_order(dest, keep + list(busy)) if busy else keep,
+                "deleted": [i for i in delete if i not in busy], "dry_run": True,
+                "problems": [], "in_use": busy}
+    deleted, busy = [], {}
     for snap_id in delete:
         folder = Path(dest) / snap_id
-        unprotect(folder)  # only the ones being deleted
-        fsutil.rmtree(folder)
+        claim = Deleting(dest, snap_id)
+        if not claim.acquire():
+            busy[snap_id] = claim.message
+            continue
+        try:
+            unprotect(folder)  # only the ones being deleted
+            fsutil.rmtree(folder)
+        finally:
+            claim.release()
         deleted.append(snap_id)
     fsutil.fsync_dir(dest)
     problems = []
@@ -736,7 +771,9 @@ def prune(dest, keep_last, keep_days, dry_run=False, now=None):
         after = _fingerprint(Path(dest) / snap_id)
         if after != before[snap_id]:
             problems.append(f"{snap_id}: changed while pruning")
-    return {"kept": keep, "deleted": deleted, "dry_run": False, "problems": problems}
+    kept = _made_order(dest, keep + list(busy)) if busy else keep
+    return {"kept": kept, "deleted": deleted, "dry_run": False, "problems": problems,
+            "in_use": busy}
 
 
 def _fingerprint(folder):

@@ -142,7 +142,10 @@ def test_killed_syncs_leave_no_partial_files_and_the_next_run_completes(tmp_path
     full_time = time.monotonic() - t0
     rng = random.Random(20261121)
     kills = 0
-    for i in range(20):
+    # 20 rounds in the main run; scripts/test-pythons asks for fewer on the other Pythons,
+    # where what is proved is that the same code behaves the same there
+    rounds = int(os.environ.get("STRONGROOM_KILL_ROUNDS", "20"))
+    for i in range(rounds):
         commit(src, {f"n{i}.bin": os.urandom(3 * 1024 * 1024)}, f"step {i}")
         if i % 5 == 4:
             g(src, "branch", "-f", f"b{i}", "HEAD~2")
@@ -155,7 +158,8 @@ def test_killed_syncs_leave_no_partial_files_and_the_next_run_completes(tmp_path
         proc.stdout.close()
         proc.stderr.close()
         assert_store_consistent(store / "r")
-    assert kills >= 5, "the delays never hit a running sync; the test proved nothing"
+    assert kills >= max(2, rounds // 4), \
+        "the delays never hit a running sync; the test proved nothing"
     report = sync_json(root, store, "--full-every", "3", check=None)
     assert by_name(report)["r"]["status"] in ("ok", "warning"), report
     assert not list((store / "r").glob(".tmp-*"))

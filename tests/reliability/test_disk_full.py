@@ -156,7 +156,8 @@ def test_a_database_version_copy_ends_cleanly_on_a_full_disk(tmp_path, small_fs)
     fill(fs, 256)
     conf = tmp_path / "rclone.conf"
     conf.write_text("[local]\ntype = local\n")
-    proc = strongroom("--state-dir", tmp_path / "state", "db", "backup", "--db", db, "--remote", f"local:{tmp_path / 'versions'}",
+    proc = strongroom("--state-dir", tmp_path / "state", "db", "backup", "--db", db,
+                      "--remote", f"local:{tmp_path / 'versions'}",
                       "--rclone-config", conf, check=2, timeout=120)
     assert NOSPACE in proc.stderr, proc.stderr
     assert temps(fs) == [] and db.read_bytes() == before
