@@ -667,10 +667,11 @@ def build_parser():
     run.add_argument("--if-due", action="store_true",
                      help="run only when there was no successful run since the last "
                           "scheduled time")
-    run.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+    run.add_argument("--wait", type=float, default=None, metavar="SECONDS",
                      help="wait up to this long, in all, for every lock the job takes (its "
                           "own, then the store, sync or snapshot lock it works under) "
-                          "instead of exiting 11")
+                          "instead of exiting 11; it replaces the job's lock_wait (default: "
+                          "the job's own lock is not waited for, the others as configured)")
     run.add_argument("--date", metavar="YYYY-MM-DD",
                      help="daily and rollup jobs only: run now as on this day (today or "
                           "earlier), to catch up a missed day or to test. A daily job makes "

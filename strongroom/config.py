@@ -343,15 +343,15 @@ _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
           (stat.S_ISBLK, "a block device"))
 
 
-def _too_big(where, size=None):
+def _too_big(where, size=None, what="a job file"):
     """size: from fstat; None when only reading showed the file is over the cap (a pipe)."""
     size = f"{size} bytes" if size is not None else f"over {MAX_JOB_FILE_BYTES} bytes"
-    return ConfigError(f"{where}: {size}; a job file may be at most "
+    return ConfigError(f"{where}: {size}; {what} may be at most "
                        f"{MAX_JOB_FILE_BYTES // 1024 // 1024} MiB ({MAX_JOB_FILE_BYTES} bytes): "
                        "is this the file you meant?")
 
 
-def read_job_bytes(path, regular_only=True):
+def read_job_bytes(path, regular_only=True, what="a job file"):
     """The bytes of a job file, refused by size before any is parsed.
 
     Opened non-blocking and checked with fstat, so a FIFO or a device named x.yml in
@@ -373,10 +373,10 @@ def read_job_bytes(path, regular_only=True):
         st = os.fstat(fd)
         for test, kind in _KINDS:
             if test(st.st_mode) and (regular_only or kind == "a directory"):
-                raise ConfigError(f"{path} is {kind}, not a job file (expected a regular "
+                raise ConfigError(f"{path} is {kind}, not {what} (expected a regular "
                                   "file of YAML)")
         if st.st_size > MAX_JOB_FILE_BYTES:
-            raise _too_big(path, st.st_size)
+            raise _too_big(path, st.st_size, what)
         chunks, size = [], 0
         while size <= MAX_JOB_FILE_BYTES:  # a file growing while read stops at the cap
             chunk = os.read(fd, MAX_JOB_FILE_BYTES + 1 - size)
@@ -389,7 +389,7 @@ def read_job_bytes(path, regular_only=True):
     finally:
         os.close(fd)
     if size > MAX_JOB_FILE_BYTES:
-        raise _too_big(path)
+        raise _too_big(path, what=what)
     return b"".join(chunks)
 
 
@@ -410,20 +410,37 @@ def _strict_loader():
     import yaml
 
     class StrictLoader(yaml.SafeLoader):
-        def construct_mapping(self, node, deep=False):
-            if isinstance(node, yaml.MappingNode):
-                seen = {}
-                for key_node, _ in node.value:
-                    if key_node.tag == "tag:yaml.org,2002:merge":
-                        continue  # `<<: *base` then overriding a key is what merges are for
+        def _check(self, node, done):
+            """No key twice in this mapping, nor in any mapping merged into it (the base
+            class flattens a merged mapping into this one without constructing it, so its
+            own keys would never be looked at), and one `<<:` per mapping."""
+            if id(node) in done:  # an anchor merged in several places: checked once
+                return
+            done.add(id(node))
+            seen = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    # `<<: *base` then overriding a key is what merges are for; the
+                    # mappings merged in must hold each key once themselves
+                    merged = value_node.value if isinstance(value_node, yaml.SequenceNode) \
+                        else [value_node]
+                    for m in merged:
+                        if isinstance(m, yaml.MappingNode):
+                            self._check(m, done)
+                    key, line = "<<", key_node.start_mark.line + 1
+                else:
                     key = self.construct_object(key_node, deep=True)
                     line = key_node.start_mark.line + 1
-                    try:
-                        if key in seen:
-                            raise _DuplicateKey(key, line, seen[key])
-                        seen[key] = line
-                    except TypeError:
-                        continue  # an unhashable key: the base class refuses it by name
+                try:
+                    if key in seen:
+                        raise _DuplicateKey(key, line, seen[key])
+                    seen[key] = line
+                except TypeError:
+                    continue  # an unhashable key: the base class refuses it by name
+
+        def construct_mapping(self, node, deep=False):
+            if isinstance(node, yaml.MappingNode):
+                self._check(node, set())
             return super().construct_mapping(node, deep)
 
     _LOADER.append(StrictLoader)

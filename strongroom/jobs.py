@@ -7,6 +7,7 @@ successful run since the most recent scheduled time, so cron and anacron togethe
 run a job twice in a period, and a failed run leaves the job due.
 """
 
+import contextlib
 import io
 import json
 import os
@@ -407,7 +408,7 @@ def _on_signal(signum, _frame):
     raise Terminated(signum)
 
 
-def run(paths, name, if_due=False, wait=0.0, now=None):
+def run(paths, name, if_due=False, wait=None, now=None):
     """Run one job. Returns (exit_code, status dict, human output)."""
     job = config.load_job(paths.config_dir, name)
     prev = read_status(paths, name)
@@ -425,9 +426,11 @@ def run(paths, name, if_due=False, wait=0.0, now=None):
     # --wait is one deadline for every lock the run takes: the job's own here, then any
     # store, sync or snapshot lock the job takes inside (a manual `bundle sync` or a drill
     # holding the store must not make a waiting run exit 11 at once)
-    deadline = time.monotonic() + max(wait, 0.0)
+    # (without --wait: the job's own lock is not waited for, and each lock inside keeps
+    # its job's lock_wait or its default)
+    deadline = None if wait is None else time.monotonic() + max(wait, 0.0)
     try:
-        lock = Lock(paths.lock(name), f"job {name}").acquire(wait)
+        lock = Lock(paths.lock(name), f"job {name}").acquire(wait or 0.0)
     except LockedError as exc:
         _log(paths, name, [f"not started: {exc}"], max_bytes, keep)
         raise
@@ -441,7 +444,8 @@ def run(paths, name, if_due=False, wait=0.0, now=None):
         log_lines.append(f"took over the lock of PID {lock.previous_owner}, which is gone")
     try:
         buf = io.StringIO()
-        with redirect_stdout(buf), wait_until(deadline):
+        with redirect_stdout(buf), (wait_until(deadline) if deadline is not None
+                                    else contextlib.nullcontext()):
             outcome = HANDLERS[job["type"]](job, paths)
     except Terminated as exc:
         outcome = {"exit_code": 128 + exc.signum, "message": str(exc), "output": str(exc)}
@@ -482,9 +486,12 @@ def run(paths, name, if_due=False, wait=0.0, now=None):
 
     # a run as on another day (--date) catches that day up; it is not today's scheduled
     # run, so --if-due and staleness still wait for one
-    if code in (OK, WARNING) and rollups.dated_day() is None:
-        status["last_success"] = iso(finished)
-        status["last_success_started"] = iso(started)
+    if code in (OK, WARNING):
+        if rollups.dated_day() is None:
+            status["last_success"] = iso(finished)
+            status["last_success_started"] = iso(started)
+        else:  # a good catch-up run is no failure, but leaves the count as it was
+            status["consecutive_failures"] = prev.get("consecutive_failures", 0)
     else:
         status["consecutive_failures"] = prev.get("consecutive_failures", 0) + 1
     _, _, next_due = due(job, status, finished)
@@ -494,8 +501,12 @@ def run(paths, name, if_due=False, wait=0.0, now=None):
     log_lines.append(f"run finished: result={status['result']} exit={code} "
                      f"duration={status['duration_seconds']}s bytes={status['bytes']}")
     _log(paths, name, log_lines, max_bytes, keep)
-    # After the log (a failure message quotes its tail), before the status (which records
-    # the deliveries). A failed delivery never changes the job's result.
+    # The outcome is recorded before anyone is told: a SIGTERM or SIGHUP while a slow
+    # target is being reached (our handlers are gone by now) must not leave the status
+    # saying `running` with the previous run's result.
+    fsutil.atomic_write_json(paths.status(name), {**status, "notifications": "pending"})
+    # After the log (a failure message quotes its tail), then the status again (which
+    # records the deliveries). A failed delivery never changes the job's result.
     try:
         sent = notify.notify_job(paths.config_dir, job, status, prev.get("result"),
                                  paths.log(name))

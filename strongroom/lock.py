@@ -7,7 +7,9 @@ people and for the message of the run that has to wait.
 A run's --wait is one deadline for every lock it takes: `strongroom run JOB --wait N`
 takes the job's own lock, then whatever store, sync, snapshot or database lock the job
 takes deep inside; `wait_until` makes each of those wait for what is left of the N
-seconds without threading a deadline through every job handler.
+seconds, no more and no less, without threading a deadline through every job handler.
+The command line is the strongest setting: a job's own lock_wait, or a lock's default
+(a rollup queueing behind a daily job for up to 600 s), applies only without --wait.
 """
 
 import contextlib
@@ -23,16 +25,17 @@ from contextlib import contextmanager
 
 from .errors import LockedError, StrongroomError
 
-# a time.monotonic() value every acquire() waits for at least (None: only its own wait)
+# a time.monotonic() value every acquire() waits until, instead of its own wait (None:
+# its own wait)
 _DEADLINE = contextvars.ContextVar("strongroom_lock_deadline", default=None)
 
 
 @contextmanager
 def wait_until(deadline):
-    """Inside, every Lock.acquire waits until `deadline` (time.monotonic()) if its own wait
-    is shorter: a job's configured lock_wait still applies when it is the longer one."""
+    """Inside, every Lock.acquire waits until `deadline` (time.monotonic()), whatever its
+    own wait says; nested, the earlier deadline wins (what is left of the outer one)."""
     outer = _DEADLINE.get()
-    token = _DEADLINE.set(deadline if outer is None else max(outer, deadline))
+    token = _DEADLINE.set(deadline if outer is None else min(outer, deadline))
     try:
         yield
     finally:
@@ -77,7 +80,7 @@ class Lock:
         deadline = started + max(wait or 0.0, 0.0)
         outer = _DEADLINE.get()
         if outer is not None:
-            deadline = max(deadline, outer)
+            deadline = outer
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -146,13 +146,15 @@ def load(config_dir):
     """The targets of <config-dir>/notify.yml ([] when there is no file)."""
     import yaml
 
+    from .config import read_job_bytes
+
     path = Path(config_dir) / "notify.yml"
     try:
-        raw = path.read_bytes()
+        # as a job file is read: never blocking on a FIFO, never reading /dev/zero through
+        # a link, at most 1 MiB (every run reads this file after its work is done)
+        raw = read_job_bytes(path, what="a notification file")
     except FileNotFoundError:
         return [], []
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:  # the bytes themselves are not shown: secrets

@@ -310,7 +310,10 @@ def jitter_minutes(seed, limit):
 
 
 def with_jitter(spec, seed, limit):
-    """The spec moved later by this host's stable offset (within the same day)."""
+    """The spec moved later by this host's stable offset. Past midnight it moves to the
+    next day (a weekly job to the next weekday, a monthly one to the next day of the
+    month, at most the 28th at 23:59): wrapping within the day would run a late job
+    almost a day *earlier*, before the backups a drill at 23:50 is meant to follow."""
     sched = parse(spec)
     offset = jitter_minutes(seed, limit)
     if offset == 0:
@@ -320,7 +323,14 @@ def with_jitter(spec, seed, limit):
         raise ConfigError(f"schedule '{spec}': jitter applies to daily, weekly and monthly "
                           "specs only")
     h, m = next(iter(sched.hours)), next(iter(sched.minutes))
-    total = (h * 60 + m + offset) % 1440
+    over, total = divmod(h * 60 + m + offset, 1440)
+    if over and words[0].lower() == "weekly":
+        words[1] = DAYS[(next(iter(sched.dows)) + over) % 7]
+    elif over and words[0].lower() == "monthly":
+        day = int(words[1]) + over
+        if day > 28:  # every month has a 28th, not every one a 29th
+            day, total = 28, 1439
+        words[1] = str(day)
     words[-1] = f"{total // 60:02d}:{total % 60:02d}"
     return " ".join(words)
 

@@ -223,3 +223,26 @@ def test_a_value_nested_by_aliases_is_described_without_building_its_repr():
     assert time.monotonic() - t0 < 1.0
     assert "key 'options.stale_factor' has value [[[" in str(exc.value)
     assert len(str(exc.value)) < 200
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    # a mapping merged in holds a key twice: the later one would silently win
+    ("options:\n  <<: &b {root: /a, root: /b}\n  store: /s\n",
+     "key 'root' is given twice in one mapping, on line 4 and line 4"),
+    # two merge keys in one mapping: the second silently replaces the first
+    ("options:\n  <<: {root: /a}\n  <<: {root: /b}\n  store: /s\n",
+     "key '<<' is given twice in one mapping, on line 4 and line 5"),
+    ("options:\n  <<: [{root: /a}, {store: /s, store: /t}]\n",
+     "key 'store' is given twice in one mapping, on line 4 and line 4"),
+])
+def test_a_key_twice_inside_a_merge_is_refused_too(text, said):
+    with pytest.raises(ConfigError) as exc:
+        config.parse_job_bytes(f"name: m\ntype: bundle_sync\n{text}".encode(), "m.yml")
+    assert f"m.yml: {said}" in str(exc.value)
+
+
+def test_merges_that_repeat_nothing_still_work():
+    doc = config.parse_job_bytes(
+        b"name: m\ntype: bundle_sync\nbase: &b {root: /a, store: /s}\n"
+        b"options:\n  <<: [*b, {full_every: 3}]\n  store: /t\n", "m.yml")
+    assert doc["options"] == {"root": "/a", "store": "/t", "full_every": 3}

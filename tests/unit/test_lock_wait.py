@@ -146,6 +146,28 @@ def test_run_wait_is_one_deadline_for_the_jobs_lock_and_the_store_lock(tmp_path,
     assert json.loads((state / "status" / "bundles.json").read_text())["result"] == "locked"
 
 
+def test_run_wait_replaces_a_longer_default_of_a_lock_inside(tmp_path, hold):
+    """A daily job queues behind the rollups lock for up to 600 s by default; asked to wait
+    1 s, it gives up after about 1 s. Without --wait the default still applies."""
+    src, dest = tmp_path / "notes", tmp_path / "days"
+    src.mkdir()
+    (src / "a.md").write_text("a\n")
+    dest.mkdir()
+    conf, state = tmp_path / "conf", tmp_path / "state"
+    (conf / "jobs").mkdir(parents=True)
+    (conf / "jobs" / "days.yml").write_text(
+        f"name: days\ntype: daily\noptions:\n  sources: [{src}]\n  dest: {dest}\n")
+    base = ["--config-dir", conf, "--state-dir", state]
+    holder = hold(dest / ".rollups.lock", "daily folders")
+    t0 = time.monotonic()
+    proc = strongroom(*base, "run", "days", "--wait", "1", check=11, timeout=30)
+    assert time.monotonic() - t0 < 10
+    assert f"is locked by PID {holder.pid}" in proc.stdout
+    assert not any(p.is_dir() for p in dest.iterdir())  # no day folder was made
+    waits_then_succeeds(holder, *base, "run", "days")  # the job's own 600 s default
+    assert len([p for p in dest.iterdir() if p.is_dir()]) == 1
+
+
 def test_sync_push_honours_wait_for_the_sync_lock(tmp_path, hold):
     remote, repo = tmp_path / "remote.git", tmp_path / "repo"
     g(tmp_path, "init", "-q", "--bare", "-b", "main", str(remote))

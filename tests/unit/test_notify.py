@@ -204,6 +204,31 @@ def test_a_non_utf8_notify_file_is_named_and_the_job_keeps_its_result(bed):
     assert CANARY not in everything(tmp, proc)
 
 
+@pytest.mark.parametrize("kind", ["fifo", "zero", "big"])
+def test_a_notify_file_that_is_no_regular_file_never_hangs_or_floods_a_run(bed, kind):
+    import os
+
+    tmp, root, conf, state = bed
+    write_job(conf, root, tmp / "store")
+    path = conf / "notify.yml"
+    if kind == "fifo":
+        os.mkfifo(path)  # read as a file, every run would wait for a writer forever
+        expected = f"{path} is a FIFO, not a notification file"
+    elif kind == "zero":
+        path.symlink_to("/dev/zero")  # read whole, it would take all memory
+        expected = f"{path} is a character device, not a notification file"
+    else:
+        path.write_text("urls: []\n" + "#" * (1 << 20))
+        expected = f"{path}: {path.stat().st_size} bytes; a notification file may be at most"
+    proc = sr(conf, state, "notify", "test", check=2)
+    assert expected in proc.stderr, proc.stderr
+    proc = sr(conf, state, "run", "bundles", check=0)
+    status = json.loads((state / "status" / "bundles.json").read_text())
+    assert (status["running"], status["result"]) == (False, "ok")
+    (note,) = status["notifications"]
+    assert note["target"] == "notify.yml" and expected in note["error"]
+
+
 def write_with_broken_entries(conf, port):
     """A working ntfy target between an unparsable URL and a target with a misspelt key."""
     path = conf / "notify.yml"

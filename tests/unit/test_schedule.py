@@ -131,6 +131,21 @@ def test_bad_specs_say_what_is_wrong(spec, message):
     assert message in str(exc.value)
 
 
+def test_jitter_past_midnight_moves_to_the_next_day_never_earlier():
+    assert schedule.jitter_minutes("desktop", 60) == 39
+    assert schedule.with_jitter("weekly sun 23:50", "desktop", 60) == "weekly mon 00:29"
+    assert schedule.with_jitter("weekly sat 23:59", "desktop", 60) == "weekly sun 00:38"
+    assert schedule.with_jitter("monthly 3 23:50", "desktop", 60) == "monthly 4 00:29"
+    # every month has a 28th: the latest minute of it, still later than asked
+    assert schedule.with_jitter("monthly 28 23:50", "desktop", 60) == "monthly 28 23:59"
+    assert schedule.with_jitter("daily 23:50", "desktop", 60) == "daily 00:29"
+    for spec in ("weekly sun 23:50", "monthly 3 23:50", "monthly 28 23:50"):
+        start = datetime(2026, 11, 1, 12, 0)  # a Sunday
+        asked = schedule.parse(spec).next_times(start, 1)[0]
+        got = schedule.parse(schedule.with_jitter(spec, "desktop", 60)).next_times(start, 1)[0]
+        assert timedelta(0) < got - asked <= timedelta(minutes=60), spec
+
+
 def test_jitter_is_stable_per_host_and_stays_within_its_limit():
     a = schedule.with_jitter("daily 01:00", "desktop", 60)
     assert a == schedule.with_jitter("daily 01:00", "desktop", 60)
