@@ -256,8 +256,16 @@ def _rollup_job(job, paths, pack):
                 lines.append(f"uploaded and verified: {', '.join(sent)}")
             extra["uploaded"] = sent
             changed = changed or bool(sent)
-        gone = rollups.retire(dest, o.get("delete_days", "after_rollup"),
-                              bool(o.get("remote")), o.get("keep_rollups", 12), today=day)
+        # the most conservative delete_days set for this dest, by this job or the other
+        # (see rollups.delete_days_for): neither job's default undoes the other's setting
+        policy, by = rollups.delete_days_for(dest, job["name"], o.get("delete_days"))
+        if by:
+            lines.append(f"delete_days: {policy}, as job {by} has it for {dest} (this "
+                         f"job: {o.get('delete_days') or rollups.DEFAULT_POLICY}"
+                         f"{'' if o.get('delete_days') else ', by default'})")
+        extra["delete_days"] = {"policy": policy, "from": by or job["name"]}
+        gone = rollups.retire(dest, policy, bool(o.get("remote")), o.get("keep_rollups", 12),
+                              today=day, made=[n for n, _ in made] if pack else ())
         if gone:
             lines.append(f"deleted locally (safe elsewhere): {', '.join(gone)}")
         lines += gone.messages()  # what a restore was reading stays until the next run

@@ -11,8 +11,9 @@
 
 A day folder is deleted locally only when it is verified on the remote AND packed into a
 rollup that is itself verified (on the remote, or tested locally when there is no remote),
-unless the job says `delete_days: after_upload` or `never`. So the weekly rollup always finds
-the days it must pack, whatever order the jobs run in.
+unless `delete_days: after_upload` or `never` is set (on either job of the dest: the most
+conservative set applies, see delete_days_for). So the weekly rollup always finds the days
+it must pack, whatever order the jobs run in.
 """
 
 import bisect
@@ -74,9 +75,9 @@ def parse_day(text, what="--date"):
         day = datetime.strptime(text, "%Y-%m-%d").date()
     except ValueError:
         raise RollupError(f"{what} wants a day as YYYY-MM-DD, got {text!r}") from None
-    if day > date.today():
+    if day > _today():
         raise RollupError(f"{what} {text} is in the future (today is "
-                          f"{date.today().isoformat()}); give today or an earlier day")
+                          f"{_today().isoformat()}); give today or an earlier day")
     return day
 
 
@@ -139,7 +140,7 @@ def make_day(sources, dest, dbs=(), exclude=(), today=None):
     knows the day (uploaded, or packed into a rollup, and deleted since): a run for a past
     day (--date) must not make a second copy of it, holding other contents than the first.
     """
-    today = today or date.today()
+    today = today or _today()
     dest = Path(dest)
     final = dest / today.isoformat()
     if final.exists():
@@ -195,8 +196,7 @@ def make_day(sources, dest, dbs=(), exclude=(), today=None):
                                       "sha256": fsutil.sha256_file(out)}
             items.append({"category": "db", "src": str(db), "dst": f"db/{db.name}",
                           "files": 1, "bytes": out.stat().st_size, "tables": rep["tables"]})
-        doc = {"day": today.isoformat(), "created": datetime.now(UTC).strftime(
-            "%Y-%m-%dT%H:%M:%SZ"), "items": items, "files": files,
+        doc = {"day": today.isoformat(), "created": _now(), "items": items, "files": files,
             "seconds": round(time.monotonic() - started, 3)}
         (tmp / MANIFEST).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n",
                                     encoding="utf-8")
@@ -364,7 +364,7 @@ def make_rollup(dest, span=7, today=None):
     """
     dest = Path(dest)
     state = read_state(dest)
-    today = (today or date.today()).isoformat()
+    today = (today or _today()).isoformat()
     packed = {d for r in state["rollups"].values() for d in r["days"]}
     candidates = [d for d in days(dest) if d not in packed and d < today]
     if not candidates:
@@ -496,15 +496,66 @@ def _delete_unless_read(dest, name, path, remove, out):
     out.append(name)
 
 
-def retire(dest, policy, has_remote, keep_rollups=12, today=None):
+# delete_days, from the one that deletes soonest to the one that never does
+POLICIES = ("after_upload", "after_rollup", "never")
+DEFAULT_POLICY = "after_rollup"
+
+
+def delete_days_for(dest, job, setting):
+    """The delete_days a job's retire goes by: (policy, the other job it comes from or
+    None). The job's own setting (None: not set) is recorded first in the dest's state.
+
+    The daily and the rollup job share a dest and both retire its days, so either one's
+    default would overrule what the user set on the other (a `never` on the daily job was
+    undone by the rollup job's after_rollup). So the policies set explicitly for the dest
+    go before any default, and of those (or, none set, of the defaults) the most
+    conservative applies: deleting is what cannot be taken back. A record stays after its
+    job is gone or moved to another dest, and errs on the side of keeping. State from
+    before these records holds none, and the job's own setting applies as it did."""
+    own = setting or DEFAULT_POLICY
+    state = read_state(dest)
+    recorded = state.get("delete_days")
+    recorded = dict(recorded) if isinstance(recorded, dict) else {}
+    recorded[job] = {"policy": own, "explicit": bool(setting), "recorded": _now()}
+    state["delete_days"] = recorded
+    write_state(dest, state)
+    valid = {name: e for name, e in recorded.items()
+             if isinstance(e, dict) and e.get("policy") in POLICIES}
+    pool = {n: e for n, e in valid.items() if e.get("explicit") is True} or valid
+    # ties go to the job's own record, so another job is named only when it decides
+    name = max(pool, key=lambda n: (POLICIES.index(pool[n]["policy"]), n == job))
+    return pool[name]["policy"], (None if name == job else name)
+
+
+def retire(dest, policy, has_remote, keep_rollups=12, today=None, made=()):
     """Delete local day folders (per policy) and old rollups that are safe elsewhere:
     beyond the newest `keep_rollups`, newest by when they were made (made_at). One that a
-    restore is reading is kept (see Retired)."""
+    restore is reading is kept (see Retired).
+
+    A rollup made after now (by this clock: one put back since) is kept and takes none of
+    the keep_rollups places, as snapshot retention does: counted, it would push out the
+    one made a minute ago, the newest there is. `made`, the rollups this run has just
+    made, are never deleted by it. A day folder goes only while a copy of it stays: on the
+    remote, or (without one) a rollup that is here and not deleted in this same pass (else
+    a clock put back took the day folders with the rollup just made of them)."""
     dest = Path(dest)
     state = read_state(dest)
-    today = (today or date.today()).isoformat()
-    safe_rollup_days = {d for r in state["rollups"].values()
-                        if r.get("tested") and (r.get("remote") or not has_remote)
+    today = (today or _today()).isoformat()
+    now = _clock()
+    when = {r: made_at(dest, r, state["rollups"].get(r) or {}) for r in rollups(dest)}
+    local = sorted(when, key=lambda r: (when[r], r))
+    counted = [r for r in local if r in made or when[r] <= now]
+    kept = set(counted[-keep_rollups:]) if keep_rollups else set()
+    old = [r for r in counted if r not in kept and r not in made and (
+        (state["rollups"].get(r) or {}).get("remote") or not has_remote)]
+    # Without a remote, a day's copy is a rollup that is here and stays: not one deleted in
+    # this pass, nor one deleted before (its days then stay as they are, folders). But
+    # keep_rollups 0 (no job's setting: they take 1 or more) asks for no local copy at
+    # all, and there the days go with their rollups, as they always did.
+    stays = set(when) - set(old) if keep_rollups else None
+    safe_rollup_days = {d for name, r in state["rollups"].items()
+                        if r.get("tested") and (r.get("remote") or not has_remote and (
+                            stays is None or name in stays))
                         for d in r["days"]}
     deleted = Retired()
     for d in days(dest):
@@ -514,19 +565,25 @@ def retire(dest, policy, has_remote, keep_rollups=12, today=None):
         if policy == "after_upload" and has_remote and uploaded or \
                 policy == "after_rollup" and uploaded and d in safe_rollup_days:
             _delete_unless_read(dest, d, dest / d, fsutil.rmtree, deleted)
-    local = sorted(rollups(dest), key=lambda r: (
-        made_at(dest, r, state["rollups"].get(r) or {}), r))
-    for r in local[:-keep_rollups] if keep_rollups else local:
-        entry = state["rollups"].get(r) or {}
-        if entry.get("remote") or not has_remote:
-            _delete_unless_read(dest, r, dest / "rollups" / r, Path.unlink, deleted)
+    for r in old:
+        _delete_unless_read(dest, r, dest / "rollups" / r, Path.unlink, deleted)
     return deleted
+
+
+def _clock():
+    # the one clock of this module (what "today" and "now" are), so that a test can put it
+    # back as a wrong system clock would
+    return time.time()
+
+
+def _today():
+    return date.fromtimestamp(_clock())
 
 
 def _now(precise=False):
     # precise: rollups made in one run (or within a second) still order by when they were
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ" if precise
-                                      else "%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(_clock(), UTC).strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ" if precise else "%Y-%m-%dT%H:%M:%SZ")
 
 
 # --- restore -----------------------------------------------------------------------------

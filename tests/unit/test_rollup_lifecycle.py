@@ -275,3 +275,113 @@ def test_run_date_makes_and_rolls_up_a_given_day_and_refuses_bad_ones(tmp_path, 
     code, out, _ = main(capsys, *base, "run", "daily", "--if-due")
     assert code == 0 and f"day folder {date.today().isoformat()}" in out
     assert status(tmp_path, "daily")["last_success"] is not None
+
+
+def restorable(dest, tmp_path, made):
+    """Every day made so far comes back whole, from its folder or from a rollup."""
+    for d in made:
+        target = tmp_path / f"back-{len(list(tmp_path.glob('back-*')))}"
+        assert rollups.restore(dest, target, day=d)["days"] == [d]
+        assert (target / d / "notes/plan.md").read_text() == f"plan of {d}\n"
+
+
+def test_a_rollup_made_while_the_clock_is_behind_keeps_it_and_its_days(tmp_path, capsys,
+                                                                       monkeypatch):
+    # no remote, one rollup kept: only the rollups here hold the days packed into them
+    notes, dest, base = setup(tmp_path, remote=False, keep_rollups=1)
+    today, made = date.today(), []
+
+    def run(job, day=None):
+        if day:
+            (notes / "plan.md").write_text(f"plan of {day}\n")
+            made.append(day)
+        code, out, _ = main(capsys, *base, "run", job, *(["--date", day] if day else []))
+        assert code == 0, out
+        restorable(dest, tmp_path, made)
+        return out
+
+    for n in (12, 11, 10):
+        run("daily", (today - timedelta(days=n)).isoformat())
+    run("weekly")
+    first = rollups.rollups(dest)
+    assert len(first) == 1 and rollups.days(dest) == []
+    # the clock put back 30 days (as a wrong system clock would): the rollup just made
+    # reads as older than the first, and the first as made in the future
+    real = rollups._clock()
+    monkeypatch.setattr(rollups, "_clock", lambda: real - 30 * 86400)
+    behind = today - timedelta(days=30)
+    for n in (2, 1):
+        run("daily", (behind - timedelta(days=n)).isoformat())
+    out = run("weekly")
+    packed = span((behind - timedelta(days=2)).isoformat(), 2)
+    second = rollups.rollup_name(packed)
+    assert f"packed 2 day(s) into {second}" in out
+    assert sorted(rollups.rollups(dest)) == sorted([*first, second])
+    # its day folders go, safe in the rollup that stays; no rollup goes
+    assert f"deleted locally (safe elsewhere): {', '.join(packed)}\n" in out + "\n"
+    assert status(tmp_path, "weekly")["deleted"] == packed
+    run("weekly")  # and again: the one from the future takes no place of the kept one
+    assert sorted(rollups.rollups(dest)) == sorted([*first, second])
+
+
+def test_rollups_made_in_a_run_are_not_retired_by_it(tmp_path, capsys):
+    notes, dest, base = setup(tmp_path, remote=False, keep_rollups=1, per_rollup=3)
+    for d in span("2020-03-01", 3):
+        make(notes, dest, d)
+    assert main(capsys, *base, "run", "weekly")[0] == 0
+    # a leftover older day, and new days: two rollups in one run, one place kept
+    make(notes, dest, "2020-02-20")
+    for d in span("2020-03-04", 2):
+        make(notes, dest, d)
+    code, out, _ = main(capsys, *base, "run", "weekly")
+    assert code == 0
+    leftover, newest = "weekly_20200220_20200220.tar.zst", "weekly_20200304_20200305.tar.zst"
+    assert rollups.rollups(dest) == [leftover, newest]
+    assert status(tmp_path, "weekly")["deleted"] == [
+        "2020-02-20", *span("2020-03-04", 2), "weekly_20200301_20200303.tar.zst"]
+    for d in ["2020-02-20", *span("2020-03-04", 2)]:
+        assert rollups.restore(dest, tmp_path / d, day=d)["days"] == [d]
+        assert (tmp_path / d / d / "notes/plan.md").read_text() == f"plan of {d}\n"
+
+
+@pytest.mark.parametrize("strict", ["daily", "weekly"])
+def test_delete_days_never_on_either_job_keeps_the_days(tmp_path, capsys, strict):
+    notes, dest, base = setup(tmp_path, remote=False)
+    other = {"daily": "weekly", "weekly": "daily"}[strict]
+    with open(tmp_path / "conf/jobs" / f"{strict}.yml", "a") as fh:
+        fh.write("  delete_days: never\n")
+    days_ = span("2020-03-01", 3)
+    for d in days_[:2]:
+        (notes / "plan.md").write_text(f"plan of {d}\n")
+        assert main(capsys, *base, "run", "daily", "--date", d)[0] == 0
+    code, out, _ = main(capsys, *base, "run", "weekly")
+    assert code == 0 and "packed 2 day(s)" in out
+    (notes / "plan.md").write_text(f"plan of {days_[2]}\n")
+    code, out2, _ = main(capsys, *base, "run", "daily", "--date", days_[2])
+    assert code == 0
+    # neither job deleted a day: the rollup job's run, nor the daily job's after it
+    assert rollups.days(dest) == days_
+    assert status(tmp_path, "weekly")["deleted"] == status(tmp_path, "daily")["deleted"] == []
+    # the job without a setting says whose policy it went by
+    said = {"weekly": out, "daily": out2}[other]
+    assert (f"delete_days: never, as job {strict} has it for {dest} "
+            "(this job: after_rollup, by default)") in said
+    assert status(tmp_path, other)["delete_days"] == {"policy": "never", "from": strict}
+    assert status(tmp_path, strict)["delete_days"] == {"policy": "never", "from": strict}
+    assert "delete_days:" not in {"weekly": out, "daily": out2}[strict]
+    recorded = rollups.read_state(dest)["delete_days"]
+    assert {j: (e["policy"], e["explicit"]) for j, e in recorded.items()} == {
+        strict: ("never", True), other: ("after_rollup", False)}
+
+
+def test_state_without_policy_records_retires_as_before(tmp_path, capsys):
+    notes, dest, base = setup(tmp_path, remote=False)
+    for d in span("2020-03-01", 2):
+        make(notes, dest, d)
+    rollups.make_rollup(dest, 7)
+    state = rollups.read_state(dest)
+    assert "delete_days" not in state  # as a dest from before the records
+    code, out, _ = main(capsys, *base, "run", "weekly")
+    assert code == 0 and "delete_days:" not in out
+    assert status(tmp_path, "weekly")["deleted"] == span("2020-03-01", 2)
+    assert rollups.read_state(dest)["delete_days"]["weekly"]["policy"] == "after_rollup"
