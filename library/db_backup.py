@@ -150,11 +150,14 @@ def main():
             module.exit_json(changed=out["changed"], action=out["action"],
                              key=out.get("key"), msg=out["message"])
         if module.check_mode:
-            keys = d.versions()
-            if p["only_if_changed"] and keys and \
-                    d.metadata(keys[-1])["content_sha256"] == d.local_sha():
-                module.exit_json(changed=False, key=keys[-1],
-                                 msg=f"the newest version {keys[-1]} holds this content")
+            held = d.listing()
+            newest = max(held, default=None)
+            # as backup() judges it: a newest version without readable metadata holds
+            # nothing we can vouch for, so a real run would put a new one on top
+            meta = d.read_metadata(newest, held[newest])[0] if newest else None
+            if p["only_if_changed"] and meta and meta["content_sha256"] == d.local_sha():
+                module.exit_json(changed=False, key=newest,
+                                 msg=f"the newest version {newest} holds this content")
             module.exit_json(changed=True, msg="would upload a new version")
         with d.lock(600):
             out = d.backup(reason="ansible", only_if_changed=p["only_if_changed"])

@@ -17,8 +17,8 @@ from . import config
 from .errors import ERROR, OK, WARNING, StrongroomError
 from .table import human_bytes, render
 
-EPILOG = ("exit codes: 0 ok, 1 warning (offline: nothing changed), 2 error or conflict "
-          "(nothing changed), 11 locked")
+EPILOG = ("exit codes: 0 ok, 1 warning (offline: nothing changed; or a version without "
+          "readable metadata, named), 2 error or conflict (nothing changed), 11 locked")
 ENV_REMOTE = "strongroomenv"
 
 
@@ -83,20 +83,30 @@ def _emit(args, obj, text):
 
 
 def cmd_db(args):
-    from .dbsync import Conflict
+    from .dbsync import Conflict, unreadable_message
 
     d = settings(args)
     if args.verb == "list":
         # the sizes come with the listing itself; only --long reads each version's metadata
         held = d.listing()
-        rows = [dict(d.metadata(k), key=k) for k in sorted(held)] if args.long or args.json \
-            else [{"key": k, "size": held[k]} for k in sorted(held)]
+        rows, bad = [{"key": k, "size": held[k]} for k in sorted(held)], []
+        if args.long or args.json:
+            for row in rows:
+                # one version without readable metadata is named; the others still list
+                meta, problem = d.read_metadata(row["key"], row["size"])
+                if meta is None:
+                    bad.append(unreadable_message(row["key"], problem))
+                    row.update(unreadable=problem)
+                else:
+                    row.update(meta, key=row["key"])
         head = ["KEY", "SIZE", "REASON"] if args.long else ["KEY", "SIZE"]
         _emit(args, rows, render(head, [
             [r["key"], human_bytes(r["size"]) if r.get("size") is not None else "-",
              r.get("reason", "-")][:len(head)] for r in rows])
             if rows else f"no versions under {d.prefix}")
-        return OK
+        for line in bad:
+            print(f"warning: {line}", file=sys.stderr)
+        return WARNING if bad else OK
     if args.verb == "status":
         out = d.status()
         held = "unknown (offline)" if out.get("offline") else out["versions"]
@@ -107,15 +117,21 @@ def cmd_db(args):
                  f"local vs remote: {'same' if out['in_sync'] else 'different'} "
                  f"({ours} / {theirs})",
                  f"pending operations: {out['pending_ops']}"]
+        lines += [f"warning: {u['message']}" for u in out.get("unreadable") or ()]
+        if out.get("unreadable") and out.get("newest"):
+            lines.append(f"remote content is that of {out['newest']}, the newest version "
+                         "with readable metadata")
         _emit(args, out, "\n".join(lines))
-        return WARNING if out.get("offline") else OK
+        return WARNING if out.get("offline") or out.get("unreadable") else OK
     with d.lock(args.wait):
         if args.verb == "backup":
             out = d.backup(reason=args.reason)
             _emit(args, out, f"unchanged: the newest version {out['key']} already holds this "
                   "content; nothing uploaded" if out["unchanged"] else
                   f"{out['key']} ({human_bytes(out['size'])}, "
-                  f"{sum(out['tables'].values())} rows); pruned {len(out['pruned'])}")
+                  f"{sum(out['tables'].values())} rows); pruned {len(out['pruned'])}"
+                  + (f"; it replaces {out['replaces_unreadable']}, which has no readable "
+                     "metadata, as the newest version" if out["replaces_unreadable"] else ""))
             return OK
         if args.verb == "restore":
             out = d.restore(args.key)

@@ -13,7 +13,12 @@ same content digest. Sync compares content digests, a backup uploads nothing whe
 newest version already holds its content, and `keep` counts distinct contents (a version
 holding the same content as a newer one takes no slot). The state file
 (<state>/db/<db>-<id>.json) remembers the version this machine last agreed with the remote
-on (`current`, `synced_sha256`) and the pending operations.
+on (`current`, `synced_sha256`, `current_file_sha256`) and the pending operations.
+
+A new version's key sorts after every version its backup listed, whatever the clocks say.
+A version whose metadata is missing or damaged is never pulled, restored or counted as
+holding any content: sync and status work from the newest version with readable metadata
+and name the others.
 """
 
 import hashlib
@@ -25,7 +30,7 @@ import socket
 import sqlite3
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from . import fsutil, remote, sqlite
@@ -35,6 +40,8 @@ from .upload import Upload
 
 META = ".metadata.json"
 TS_RE = re.compile(r"^(\d{8}T\d{6}\.\d{6}Z)_")
+KEY_TIME = "%Y%m%dT%H%M%S.%fZ"
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class DbError(StrongroomError):
@@ -104,11 +111,55 @@ class DbSync:
         return sorted(self.listing())
 
     def metadata(self, key):
+        meta, problem = self.read_metadata(key)
+        if meta is None:
+            raise DbError(unreadable_message(key, problem))
+        return meta
+
+    def read_metadata(self, key, size=None):
+        """(metadata, None), or (None, what is wrong with it). Readable means: JSON that
+        describes this version, with well-formed digests, the size of the stored copy
+        (`size`, from the listing, when known), and, for the version this machine last
+        agreed on, the digests it agreed on (a version is never rewritten, so metadata
+        that disagrees with them was damaged since)."""
         proc = self.rclone.run("cat", remote.join(self.prefix, key + META), check=False)
+        if proc.returncode != 0:
+            return None, "is missing" if "not found" in proc.stderr else \
+                f"cannot be read ({remote._tail(proc.stderr, 1)})"
         try:
-            return json.loads(proc.stdout)
+            meta = json.loads(proc.stdout)
         except ValueError:
-            raise DbError(f"version {key} has no readable metadata ({key}{META})") from None
+            return None, "is not JSON"
+        if not isinstance(meta, dict):
+            return None, "is not a JSON object"
+        if meta.get("key", key) != key:
+            return None, f"describes another version ({meta.get('key')})"
+        for field in ("sha256", "content_sha256"):
+            if not isinstance(meta.get(field), str) or not HEX64.match(meta[field]):
+                return None, f"has no valid {field}"
+        if size is not None and meta.get("size") not in (None, size):
+            return None, f"gives a size of {meta.get('size')} bytes, the copy has {size}"
+        st = self.state()
+        if key == st.get("current"):
+            for field, agreed in (("content_sha256", st.get("synced_sha256")),
+                                  ("sha256", st.get("current_file_sha256"))):
+                if agreed and meta[field] != agreed:
+                    return None, (f"gives a {field} of {meta[field][:12]}, not the "
+                                  f"{agreed[:12]} this machine agreed on")
+        return meta, None
+
+    def readable_head(self, held=None):
+        """(key, metadata, [(key, problem)]): the newest version with readable metadata
+        and every newer one without. A version without readable metadata cannot be
+        checked, so it is never pulled or restored; work goes on from the one before."""
+        held = self.listing() if held is None else held
+        bad = []
+        for key in sorted(held, reverse=True):
+            meta, problem = self.read_metadata(key, held[key])
+            if meta is not None:
+                return key, meta, bad[::-1]
+            bad.append((key, problem))
+        return None, None, bad[::-1]
 
     def contents(self, keys):
         """{key: content digest, or None when its metadata is unreadable}. One `cat` of
@@ -167,12 +218,21 @@ class DbSync:
         out of the `keep` newest."""
         with tempfile.TemporaryDirectory(prefix=".strongroom-db-", dir=self.db.parent) as t:
             path, sha, rep = self.copy(t)
-            held = self.listing() if only_if_changed else None
-            newest = max(held or (), default=None)
-            if newest and self._newest_holds(newest, sha):
-                return self._unchanged(newest, sha, rep, reason, held[newest])
+            held = self.listing()
+            newest = max(held, default=None)
+            replaces = None
+            if newest and only_if_changed:
+                # a version without readable metadata never counts as holding this content,
+                # even the one the state agreed on: answered `unchanged`, nothing would ever
+                # replace it, and sync, status and restore would go on without a checkable
+                # newest version. A new version goes on top of it instead.
+                seen, _problem = self.read_metadata(newest, held[newest])
+                if seen is not None and seen["content_sha256"] == sha:
+                    return self._unchanged(newest, sha, rep, reason, held[newest],
+                                           seen["sha256"])
+                replaces = newest if seen is None else None
             at = _now()
-            key = f"{at.strftime('%Y%m%dT%H%M%S.%fZ')}_{self.host}_{self.name}"
+            key = self._new_key(at, newest)
             stage = Path(t) / "stage"
             stage.mkdir()
             os.rename(path, stage / key)
@@ -186,33 +246,40 @@ class DbSync:
             self._upload(stage / (key + META))  # ... then what describes it
         # the listing taken before the upload, with this version: one round trip fewer (a
         # version another host uploaded meanwhile only makes this prune keep more)
-        pruned = self.prune(protect=set(protect) | {key},
-                            keys=None if held is None else sorted({*held, key}))
+        pruned = self.prune(protect=set(protect) | {key}, keys=sorted({*held, key}))
         st = self.state()
-        st.update(current=key, synced_sha256=sha, last_backup={"key": key, "at": _iso(at),
-                                                               "reason": reason},
+        st.update(current=key, synced_sha256=sha, current_file_sha256=meta["sha256"],
+                  last_backup={"key": key, "at": _iso(at), "reason": reason},
                   last_check={"key": key, "at": _iso(at)})
         self.save_state(st)
         return {"key": key, "content_sha256": sha, "size": meta["size"], "tables": rep["tables"],
-                "reason": reason, "pruned": pruned, "unchanged": False}
+                "reason": reason, "pruned": pruned, "unchanged": False,
+                "replaces_unreadable": replaces}
 
-    def _newest_holds(self, newest, sha):
-        """Whether the version `newest` holds content `sha`. The state names the version
-        this machine last agreed on with its content digest (versions are never rewritten),
-        so only someone else's newer version needs its metadata read."""
-        st = self.state()
-        if newest == st.get("current") and st.get("synced_sha256"):
-            return st["synced_sha256"] == sha
-        return self._content(newest) == sha
+    def _new_key(self, at, newest):
+        """The key of a version made at `at`. Versions are ordered by the time in their
+        key, so one made while a clock ran ahead (here or on another host) would stay the
+        newest: every later version would sort before it, sync would pull it back over
+        newer work, and prune would count the newer work as the older. A new version
+        sorts after every version its backup saw: it takes the clock's time, or one
+        microsecond after the newest key's when that would not sort after it."""
+        key = f"{at.strftime(KEY_TIME)}_{self.host}_{self.name}"
+        if newest and key <= newest:
+            after = datetime.strptime(TS_RE.match(newest).group(1), KEY_TIME).replace(
+                tzinfo=UTC) + timedelta(microseconds=1)
+            key = f"{after.strftime(KEY_TIME)}_{self.host}_{self.name}"
+        return key
 
-    def _unchanged(self, key, sha, rep, reason, size):
+    def _unchanged(self, key, sha, rep, reason, size, file_sha):
         """The newest version `key` holds this content: this machine agrees with it, and the
         check counts for the hours trigger (else every later tick would look again)."""
         st = self.state()
-        st.update(current=key, synced_sha256=sha, last_check={"key": key, "at": _iso(_now())})
+        st.update(current=key, synced_sha256=sha, current_file_sha256=file_sha,
+                  last_check={"key": key, "at": _iso(_now())})
         self.save_state(st)
         return {"key": key, "content_sha256": sha, "size": size,
-                "tables": rep["tables"], "reason": reason, "pruned": [], "unchanged": True}
+                "tables": rep["tables"], "reason": reason, "pruned": [], "unchanged": True,
+                "replaces_unreadable": None}
 
     def prune(self, protect=(), keys=None):
         """Delete the versions older than the newest `keep` distinct contents, never a
@@ -235,9 +302,9 @@ class DbSync:
             self.rclone.run("deletefile", remote.join(self.prefix, k + META), check=False)
         return doomed
 
-    def _fetch(self, key, into):
+    def _fetch(self, key, into, meta=None):
         """Download a version and check it against its metadata and integrity_check."""
-        meta = self.metadata(key)
+        meta = meta or self.metadata(key)
         out = Path(into) / key
         self.rclone.run("copyto", remote.join(self.prefix, key), str(out))
         got = fsutil.sha256_file(out)
@@ -280,10 +347,16 @@ class DbSync:
 
         The download is checked before anything else is done: a refused restore uploads
         nothing, prunes nothing and leaves the database and the state as they were."""
-        if key not in self.versions():
+        held = self.listing()
+        if key not in held:
             raise DbError(f"no version {key} under {self.prefix}")
+        meta, problem = self.read_metadata(key, held[key])
+        if meta is None:
+            raise DbError(f"cannot restore {key}: {key}{META} {problem}, so its download "
+                          "cannot be checked; nothing changed. Restore another version "
+                          "(`strongroom db list --long` shows which are readable)")
         with tempfile.TemporaryDirectory(prefix=".strongroom-db-", dir=self.db.parent) as t:
-            path, meta = self._fetch(key, t)
+            path, meta = self._fetch(key, t, meta)
             before = self.backup(reason="pre-restore", protect={key}) if self.db.exists() \
                 else None
             self._replace(path)
@@ -294,59 +367,85 @@ class DbSync:
 
     def plan_sync(self):
         """('none'|'pull'|'push'|'adopt', head key, detail); Conflict when both changed."""
-        keys = self.versions()
-        head = keys[-1] if keys else None
+        return self._plan()[:3]
+
+    def _plan(self):
+        """plan_sync's answer, the head's metadata and [(key, problem)] of the versions
+        newer than the head without readable metadata. The head is the newest version with
+        readable metadata: one without cannot be checked, so it is never pulled."""
+        held = self.listing()
+        head, meta, bad = self.readable_head(held)
         st = self.state()
         local = self.local_sha()
-        head_sha = self.metadata(head)["content_sha256"] if head else None
+        head_sha = meta["content_sha256"] if meta else None
         if local is None and head is None:
-            raise DbError(f"{self.db} does not exist and {self.prefix} holds no version")
+            raise DbError(f"{self.db} does not exist and {self.prefix} holds no version"
+                          + "".join(f"; {unreadable_message(k, p)}" for k, p in bad))
+        cur, synced = st.get("current"), st.get("synced_sha256")
         if local == head_sha:
-            return ("adopt" if st.get("current") != head else "none"), head, "in sync"
+            return ("adopt" if cur != head else "none"), head, "in sync", meta, bad
         if local is None:
-            return "pull", head, "no local database"
+            return "pull", head, "no local database", meta, bad
         if head is None:
-            return "push", None, "the remote holds no version"
-        synced = st.get("synced_sha256")
+            return "push", None, "the remote holds no version with readable metadata" \
+                if bad else "the remote holds no version", meta, bad
         local_changed = synced is None or local != synced
-        remote_changed = head != st.get("current") and head_sha != synced
+        # the version agreed on sorts after every readable one: its metadata was lost
+        # since, and the remote did not move past it (the older head is no newer work)
+        behind = cur in held and head < cur
+        remote_changed = head != cur and head_sha != synced and not behind
         if local_changed and remote_changed:
-            meta = self.metadata(head)
             raise Conflict(
                 f"both sides changed: {self.db} differs from the version last synced "
-                f"({st.get('current') or 'none yet'}), and the remote's newest is {head} "
+                f"({cur or 'none yet'}), and the remote's newest is {head} "
                 f"from {meta.get('host')} ({meta.get('reason')}). Nothing was changed. Keep "
                 f"yours with `strongroom db backup`, or take theirs with `strongroom db "
                 f"restore {head}` (which backs yours up first).")
-        return ("push", head, "local changes") if local_changed else \
-            ("pull", head, "a newer version on the remote")
+        if local_changed:
+            return "push", head, "local changes", meta, bad
+        if remote_changed:
+            return "pull", head, "a newer version on the remote", meta, bad
+        # neither changed, yet they differ: the version agreed on lost its metadata. Its
+        # content is this database's: uploaded again, it is a checkable newest version.
+        return "push", head, f"the version last synced ({cur}) has no readable metadata; " \
+            "this database goes up again as the newest version", meta, bad
 
     def sync(self, dry_run=False):
         try:
-            action, head, why = self.plan_sync()
+            action, head, why, meta, bad = self._plan()
         except remote.RemoteError as exc:
             return {"action": "offline", "changed": False, "exit_code": WARNING,
                     "message": f"offline: cannot reach {self.prefix}; nothing changed "
                                f"({str(exc)[:200]})"}
+        # a push puts a checkable version on top of the unreadable ones; otherwise they stay
+        # the newest and are said so (exit 1) until the host that made them backs up again
         out = {"action": action, "head": head, "why": why, "changed": action != "none",
-               "exit_code": OK, "dry_run": dry_run}
+               "exit_code": WARNING if bad and (dry_run or action != "push") else OK,
+               "dry_run": dry_run, "unreadable": [k for k, _ in bad]}
+        note = "".join(f"; {unreadable_message(k, p)}" for k, p in bad)
+        if bad and head:
+            note += f"; worked from {head}, the newest version with readable metadata"
         if dry_run or action == "none":
-            out["message"] = f"{'would ' if dry_run else ''}{action}: {why}"
+            out["message"] = f"{'would ' if dry_run else ''}{action}: {why}{note}"
             return out
         if action == "adopt":
             st = self.state()
-            st.update(current=head, synced_sha256=self.metadata(head)["content_sha256"])
+            st.update(current=head, synced_sha256=meta["content_sha256"],
+                      current_file_sha256=meta["sha256"])
             self.save_state(st)
         elif action == "push":
             out["key"] = self.backup(reason="sync")["key"]
         else:  # pull: the local content is on the remote already, or is backed up first
             self.db.parent.mkdir(parents=True, exist_ok=True)
             st = self.state()
-            kept = st.get("current") in self.versions() and \
-                self.metadata(st["current"])["content_sha256"] == st.get("synced_sha256")
+            cur = st.get("current")
+            held = self.listing()
+            agreed = self.read_metadata(cur, held[cur])[0] if cur in held else None
+            kept = agreed is not None and agreed["content_sha256"] == st.get("synced_sha256")
             with tempfile.TemporaryDirectory(prefix=".strongroom-db-",
                                              dir=self.db.parent) as t:
-                path, meta = self._fetch(head, t)  # checked first: a refusal changes nothing
+                # checked first: a refusal changes nothing
+                path, meta = self._fetch(head, t, meta)
                 pre = None
                 if self.db.exists() and not kept:  # its version was pruned: keep it anyway
                     pre = self.backup(reason="pre-sync", protect={head})["key"]
@@ -359,9 +458,10 @@ class DbSync:
                 out["key"] = self.backup(reason=f"pull of {head}", protect={head, pre})["key"]
             else:
                 st = self.state()
-                st.update(current=head, synced_sha256=meta["content_sha256"])
+                st.update(current=head, synced_sha256=meta["content_sha256"],
+                          current_file_sha256=meta["sha256"])
                 self.save_state(st)
-        out["message"] = f"{action}: {why}"
+        out["message"] = f"{action}: {why}{note}"
         return out
 
     def tick(self, ops=1):
@@ -396,15 +496,27 @@ class DbSync:
                "last_backup": st.get("last_backup"), "current": st.get("current"),
                "local_sha256": self.local_sha()}
         try:
-            keys = self.versions()
-            out["versions"] = len(keys)
-            out["remote_sha256"] = self.metadata(keys[-1])["content_sha256"] if keys else None
-            out["newest"] = keys[-1] if keys else None
+            held = self.listing()
+            head, meta, bad = self.readable_head(held)
+            # the newest version with readable metadata, and each newer one without
+            out.update(versions=len(held), newest=head,
+                       remote_sha256=meta["content_sha256"] if meta else None,
+                       unreadable=[{"key": k, "problem": p, "message": unreadable_message(k, p)}
+                                   for k, p in bad])
         except remote.RemoteError:
             out.update(versions=None, remote_sha256=None, offline=True)
         out["in_sync"] = out["local_sha256"] is not None and \
             out["local_sha256"] == out.get("remote_sha256")
         return out
+
+
+def unreadable_message(key, problem):
+    """What is wrong with a version's metadata, and what to do about it."""
+    host = key[len(TS_RE.match(key).group(0)):].split("_", 1)[0] if TS_RE.match(key) \
+        else "its host"
+    return (f"version {key} has no readable metadata ({key}{META} {problem}), so it is "
+            f"never pulled or restored: a `strongroom db backup` on {host} puts a new, "
+            "checked version of that database on top of it")
 
 
 def content_digest(path):

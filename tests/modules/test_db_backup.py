@@ -26,10 +26,19 @@ def test_backup_only_when_the_content_changed_and_check_mode_writes_nothing(tmp_
     res = ok(args)
     assert res["changed"] is True and res["key"].endswith("_alpha_app.db")
     assert ok(args)["changed"] is False  # same content: no new version
+    assert ok(args, check_mode=True)["changed"] is False
+    # the newest version's metadata lost: check mode says what a real run does, no crash
+    meta = next((tmp_path / "remote").rglob("*.metadata.json"))
+    meta.write_text("{not json")
+    assert ok(args, check_mode=True)["changed"] is True
+    res = ok(args)
+    assert res["changed"] is True  # a checked version goes on top of the damaged one
+    meta.unlink()
     add(dbfile, 1)
     assert ok(args)["changed"] is True
     status = ok(dict(args, operation="status"))
-    assert status["changed"] is False and status["versions"] == 2 and status["in_sync"]
+    # the damaged version stays (as distinct content) below the two checked ones
+    assert status["changed"] is False and status["versions"] == 3 and status["in_sync"]
 
 
 def test_sync_check_mode_and_a_conflict(tmp_path, remotes):

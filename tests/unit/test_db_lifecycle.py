@@ -185,3 +185,88 @@ def test_db_list_shows_sizes_without_long(capsys, place):
     assert [line.split()[0] for line in lines[1:]] == made
     for line, key in zip(lines[1:], made, strict=True):
         assert line.split()[1:] == [f"{sizes[key] / 1024:.1f}", "KiB"]
+
+
+def test_a_version_made_while_the_clock_ran_ahead_does_not_stay_the_newest(
+        place, monkeypatch):
+    from strongroom import dbsync
+    d = engine(place)
+    real = dbsync._now
+    monkeypatch.setattr(dbsync, "_now", lambda: real() + timedelta(days=30))
+    ahead = d.backup()["key"]  # 5 rows, made under a clock 30 days ahead
+    monkeypatch.setattr(dbsync, "_now", real)
+    add(place["db"], 1, "second")
+    later = d.backup()["key"]  # 6 rows, made under the right clock
+    assert d.versions() == [ahead, later]  # it sorts after every version it saw
+    assert d.sync()["action"] == "none" and rows(place["db"]) == 6  # nothing pulled back
+    held = remote_files(place)
+    assert d.backup()["unchanged"] and remote_files(place) == held  # nothing uploaded
+    add(place["db"], 1, "third")
+    newest = d.backup()["key"]  # keep 2: the one made ahead is pruned, nothing else
+    assert d.versions() == [later, newest] and newest > later
+    assert rows(place["db"]) == rows(place["folder"] / newest) == 7
+    assert rows(place["folder"] / later) == 6  # every row is still held remotely
+
+
+def damage(place, key, how):
+    meta = place["folder"] / (key + ".metadata.json")
+    if how == "deleted":
+        meta.unlink()
+    elif how == "not JSON":
+        meta.write_text('{"key": "' + key + '", "sha2')
+    else:  # a wrong digest of the file in otherwise sound JSON
+        doc = json.loads(meta.read_text())
+        meta.write_text(json.dumps(dict(doc, sha256="0" * 64)))
+
+
+PROBLEM = {"deleted": "is missing", "not JSON": "is not JSON",
+           "wrong sha": "gives a sha256 of 000000000000, not the"}
+
+
+@pytest.mark.parametrize("how", sorted(PROBLEM))
+def test_a_newest_version_without_readable_metadata_is_named_and_replaced(
+        capsys, place, how):
+    d, (old, new) = seed(place)
+    damage(place, new, how)
+    said = f"version {new} has no readable metadata ({new}.metadata.json {PROBLEM[how]}"
+    todo = "a `strongroom db backup` on alpha puts a new, checked version"
+    code, out, err = main(capsys, place, "db", "list", "--long", *db_args(place))
+    assert code == 1 and said in err and todo in err
+    assert [line.split()[0] for line in out.strip().splitlines()[1:]] == [old, new]
+    code, out, _ = main(capsys, place, "db", "status", *db_args(place))
+    assert code == 1 and said in out and f"that of {old}, the newest version" in out
+    code, out, err = main(capsys, place, "db", "restore", new, *db_args(place))
+    assert code == 2 and f"cannot restore {new}: {new}.metadata.json {PROBLEM[how]}" in err
+    assert rows(place["db"]) == 6 and d.versions() == [old, new]
+    # the state agreed on `new`, yet it does not count as holding this content
+    code, out, _ = main(capsys, place, "db", "backup", *db_args(place, "--keep", "2"))
+    fresh = d.versions()[-1]
+    assert code == 0 and fresh not in (old, new)
+    assert f"it replaces {new}, which has no readable metadata" in out
+    # keep 2 counts an unreadable version as a distinct content; one whose content digest
+    # is intact holds the same content as `fresh`, and takes no slot
+    assert d.versions() == ([old, new, fresh] if how == "wrong sha" else [new, fresh])
+    assert rows(place["folder"] / fresh) == rows(place["db"]) == 6  # no row lost
+    code, out, _ = main(capsys, place, "db", "sync", *db_args(place))
+    assert (code, out.strip()) == (0, "none: in sync")
+    assert main(capsys, place, "db", "status", *db_args(place))[0] == 0
+
+
+def test_sync_puts_the_agreed_content_back_on_top_and_another_host_keeps_working(
+        capsys, place, tmp_path):
+    d, (old, new) = seed(place, keep=3)
+    b = engine(place, db=tmp_path / "b/casman.db", state=tmp_path / "sb", host="beta")
+    damage(place, new, "not JSON")
+    # beta never saw `new`: it works from `old`, never pulls the unreadable one, and says so
+    out = b.sync()
+    assert out["action"] == "pull" and out["head"] == old and out["exit_code"] == 1
+    assert f"version {new} has no readable metadata" in out["message"] and rows(b.db) == 5
+    # alpha agreed on `new`: its content goes up again, not `old` pulled over it
+    code, text, _ = main(capsys, place, "db", "sync", *db_args(place, "--keep", "3"))
+    fresh = d.versions()[-1]
+    assert code == 0 and text.startswith(f"push: the version last synced ({new}) has no "
+                                         "readable metadata")
+    assert rows(place["db"]) == rows(place["folder"] / fresh) == 6
+    assert d.versions() == [old, new, fresh]
+    assert b.sync()["action"] == "pull" and rows(b.db) == 6
+    assert d.sync()["action"] == "none"
