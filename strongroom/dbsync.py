@@ -52,6 +52,17 @@ class Conflict(DbError):
     pass
 
 
+def _key_time(name):
+    """The time a version's key starts with, or None for a name that is no key of ours
+    (another file in the folder, or a time no calendar has): such a name is not a
+    version, and must not break the ordering every new key is placed by."""
+    m = TS_RE.match(name)
+    try:
+        return datetime.strptime(m.group(1), KEY_TIME).replace(tzinfo=UTC) if m else None
+    except ValueError:
+        return None
+
+
 def _now():
     return datetime.now(UTC)
 
@@ -104,7 +115,7 @@ class DbSync:
             raise remote.RemoteError(f"cannot list {self.prefix}: "
                                      f"{remote._tail(proc.stderr, 3)}")
         return {e["Name"]: e.get("Size") for e in json.loads(proc.stdout or "[]")
-                if TS_RE.match(e["Name"]) and e["Name"].endswith("_" + self.name)}
+                if _key_time(e["Name"]) and e["Name"].endswith("_" + self.name)}
 
     def versions(self):
         """Every version, oldest first."""
@@ -265,8 +276,11 @@ class DbSync:
         microsecond after the newest key's when that would not sort after it."""
         key = f"{at.strftime(KEY_TIME)}_{self.host}_{self.name}"
         if newest and key <= newest:
-            after = datetime.strptime(TS_RE.match(newest).group(1), KEY_TIME).replace(
-                tzinfo=UTC) + timedelta(microseconds=1)
+            try:
+                after = _key_time(newest) + timedelta(microseconds=1)
+            except OverflowError:  # a key dated 9999-12-31 23:59:59.999999
+                raise DbError(f"version {newest} is dated at the end of time; no version "
+                              "can sort after it: move it out of the way") from None
             key = f"{after.strftime(KEY_TIME)}_{self.host}_{self.name}"
         return key
 

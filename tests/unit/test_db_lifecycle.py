@@ -208,6 +208,20 @@ def test_a_version_made_while_the_clock_ran_ahead_does_not_stay_the_newest(
     assert rows(place["folder"] / later) == 6  # every row is still held remotely
 
 
+def test_files_that_are_no_versions_never_break_the_ordering(place):
+    d, (first,) = seed(place, n=1)
+    # a name with a time no calendar has is no version; one dated at the end of time is
+    for name in ("99999999T999999.999999Z_x_casman.db", "notes.txt"):
+        (place["folder"] / name).write_text("not ours\n")
+    add(place["db"], 1, "more")
+    assert d.versions()[0] == first and d.backup()["key"] in d.versions()
+    (place["folder"] / "99991231T235959.999999Z_x_casman.db").write_text("x")
+    add(place["db"], 1, "again")
+    with pytest.raises(DbError, match="is dated at the end of time; no version can sort"):
+        d.backup()
+    assert rows(place["db"]) == 7
+
+
 def damage(place, key, how):
     meta = place["folder"] / (key + ".metadata.json")
     if how == "deleted":
