@@ -142,7 +142,7 @@ def test_killed_syncs_leave_no_partial_files_and_the_next_run_completes(tmp_path
     full_time = time.monotonic() - t0
     rng = random.Random(20261121)
     kills = 0
-    # 20 rounds in the main run; scripts/test-pythons asks for fewer on the other Pythons,
+    # 20 rounds on the first host Python; scripts/test-pythons asks for fewer on the others,
     # where what is proved is that the same code behaves the same there
     rounds = int(os.environ.get("STRONGROOM_KILL_ROUNDS", "20"))
     for i in range(rounds):
