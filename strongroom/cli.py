@@ -24,6 +24,7 @@ from . import (
     report,
 )
 from .errors import ERROR, OK, WARNING, StrongroomError
+from .lock import seconds
 from .table import human_bytes, render
 
 EPILOG = "exit codes: 0 ok, 1 warning, 2 error, 3 incomplete, 11 locked by another run"
@@ -553,7 +554,7 @@ def _common(p, store=True, wait=True):
     p.add_argument("--rclone-config", dest="rclone_config",
                    help="rclone.conf to use (default <config-dir>/rclone.conf if present)")
     if wait:
-        p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+        p.add_argument("--wait", type=seconds, default=0.0, metavar="SECONDS",
                        help="wait this long for another run's lock instead of exiting 11")
 
 
@@ -667,7 +668,7 @@ def build_parser():
     run.add_argument("--if-due", action="store_true",
                      help="run only when there was no successful run since the last "
                           "scheduled time")
-    run.add_argument("--wait", type=float, default=None, metavar="SECONDS",
+    run.add_argument("--wait", type=seconds, default=None, metavar="SECONDS",
                      help="wait up to this long, in all, for every lock the job takes (its "
                           "own, then the store, sync or snapshot lock it works under) "
                           "instead of exiting 11; it replaces the job's lock_wait (default: "
@@ -703,7 +704,7 @@ def build_parser():
                     help="restore from the local store, from the remote alone, or both "
                          "(default local)")
     dr.add_argument("--scratch", help="scratch directory (default <state-dir>/drill)")
-    dr.add_argument("--wait", type=float, default=300.0, metavar="SECONDS",
+    dr.add_argument("--wait", type=seconds, default=300.0, metavar="SECONDS",
                     help="wait this long for a store's lock (default 300)")
     dr.add_argument("--json", action="store_true", help="machine-readable output")
     dr.set_defaults(func=cmd_drill)
@@ -815,7 +816,7 @@ def build_parser():
         p.add_argument("--policy", action="append", metavar="PATTERN=POLICY",
                        help="conflict policy: append, block or primary-wins")
         if verb != "status":  # status reads without the sync lock
-            p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+            p.add_argument("--wait", type=seconds, default=0.0, metavar="SECONDS",
                            help="wait this long for another sync's lock instead of exiting "
                                 "11")
         p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -6,6 +6,7 @@ import sys
 
 from . import config
 from .errors import ERROR, OK, WARNING, StrongroomError
+from .lock import seconds
 from .table import human_bytes, render
 
 EPILOG = "exit codes: 0 ok, 1 warning, 2 error, 11 locked by another run"
@@ -219,7 +220,7 @@ def add_parser(sub):
                           "default) records it")
     now.add_argument("--format", choices=["zst", "gz"], help="archive format (default zst)")
     now.add_argument("--large", metavar="SIZE", help="list files above this (default 50M)")
-    now.add_argument("--wait", type=float, metavar="SECONDS",
+    now.add_argument("--wait", type=seconds, metavar="SECONDS",
                      help="wait this long for another snapshot's lock instead of exiting 11 "
                           "(default: the job's lock_wait, else 0)")
     ls = bsub.add_parser("list", help="id, age, size, immutable, last verified",

@@ -5,6 +5,7 @@ import sys
 
 from . import config
 from .errors import OK, WARNING
+from .lock import seconds
 
 EPILOG = ("exit codes: 0 ok, 1 conflicts (both copies kept), 2 error (stopped; nothing "
           "deleted), 11 locked")
@@ -36,7 +37,7 @@ def add_parser(sub):
     b.add_argument("--force", action="store_true",
                    help="let this run delete more than max_delete percent")
     b.add_argument("--dry-run", action="store_true", help="say what would change")
-    b.add_argument("--wait", type=float, metavar="SECONDS",
+    b.add_argument("--wait", type=seconds, metavar="SECONDS",
                    help="wait this long for a running bisync of this job instead of exiting "
                         "11 (default: the job's lock_wait, else 0)")
     b.add_argument("--json", action="store_true", help="machine-readable output")

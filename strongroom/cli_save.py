@@ -8,6 +8,7 @@ from pathlib import Path
 from . import config
 from .cli_backup import _size
 from .errors import ERROR, OK, WARNING, StrongroomError
+from .lock import seconds
 from .table import human_bytes, render
 
 EPILOG = "exit codes: 0 ok, 1 warning, 2 error, 11 locked by another run"
@@ -175,7 +176,7 @@ def add_parser(sub):
                    help="leave out (and warn about) files above this (default 50M)")
     s.add_argument("--keep-days", type=float, metavar="D",
                    help="then delete checkpoints older than D days (the newest always stays)")
-    s.add_argument("--wait", type=float, metavar="SECONDS",
+    s.add_argument("--wait", type=seconds, metavar="SECONDS",
                    help="wait this long for another save's lock instead of exiting 11 "
                         "(default: the job's lock_wait, else 0)")
     s.add_argument("--json", action="store_true", help="machine-readable output")
@@ -219,7 +220,7 @@ def add_parser(sub):
     pp.add_argument("remote", nargs="?", default="", help="the remote's name (from git)")
     pp.add_argument("url", nargs="?", default="", help="the remote's URL (from git)")
     pp.add_argument("--max-size", type=int, required=True, metavar="BYTES")
-    pp.add_argument("--wait", type=float, metavar="SECONDS",
+    pp.add_argument("--wait", type=seconds, metavar="SECONDS",
                     help="wait this long for the snapshot lock (default: the job's "
                          "lock_wait, else 120)")
     group = pp.add_mutually_exclusive_group(required=True)

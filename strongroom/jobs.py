@@ -264,10 +264,17 @@ def _rollup_job(job, paths, pack):
                          f"job: {o.get('delete_days') or rollups.DEFAULT_POLICY}"
                          f"{'' if o.get('delete_days') else ', by default'})")
         extra["delete_days"] = {"policy": policy, "from": by or job["name"]}
-        gone = rollups.retire(dest, policy, bool(o.get("remote")), o.get("keep_rollups", 12),
+        # keep_rollups likewise (rollups.keep_rollups_for): the largest set for this dest
+        keep, kby = rollups.keep_rollups_for(dest, job["name"], o.get("keep_rollups"))
+        if kby:
+            own = o.get("keep_rollups")
+            lines.append(f"keep_rollups: {keep}, as job {kby} has it for {dest} (this job: "
+                         + (f"{own})" if own is not None else
+                            f"{rollups.DEFAULT_KEEP_ROLLUPS}, by default)"))
+        extra["keep_rollups"] = {"count": keep, "from": kby or job["name"]}
+        gone = rollups.retire(dest, policy, bool(o.get("remote")), keep,
                               today=day, made=[n for n, _ in made] if pack else ())
-        if gone:
-            lines.append(f"deleted locally (safe elsewhere): {', '.join(gone)}")
+        lines += rollups.retired_lines(dest, gone, bool(o.get("remote")), keep)
         lines += gone.messages()  # what a restore was reading stays until the next run
         extra["deleted"] = list(gone)
         if gone.in_use:

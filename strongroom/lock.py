@@ -20,6 +20,7 @@ import json
 import os
 import socket
 import stat
+import sys
 import time
 from contextlib import contextmanager
 
@@ -40,6 +41,22 @@ def wait_until(deadline):
         yield
     finally:
         _DEADLINE.reset(token)
+
+
+def seconds(text):
+    """--wait SECONDS: a finite number, 0 or more (NaN compares false with every deadline,
+    so `--wait nan` would wait forever; a negative wait means nothing)."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds, 0 or more, "
+                                         f"got {text!r}")
+    return value
 
 
 class Lock:
@@ -171,7 +188,7 @@ def _in_use_dir(folder, create):
         return None
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise StrongroomError(f"{path} is a symlink or not a directory; refusing to "
+            raise _Unusable(f"{path} is a symlink or not a directory; refusing to "
                                   "use it for in-use marks (remove it)") from None
         raise
 
@@ -195,14 +212,14 @@ def _open_in_use(dir_fd, name, create):
             continue
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise StrongroomError(f"in-use lock {IN_USE_DIR}/{fname} is a symlink; "
+                raise _Unusable(f"in-use lock {IN_USE_DIR}/{fname} is a symlink; "
                                       "refusing to use it (remove it)") from None
             raise
     if fd is None:
         raise PermissionError(errno.EACCES, "cannot open the in-use lock", fname)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise StrongroomError(f"in-use lock {IN_USE_DIR}/{fname} is not a regular file; "
+        raise _Unusable(f"in-use lock {IN_USE_DIR}/{fname} is not a regular file; "
                               "remove it")
     return fd
 
@@ -226,6 +243,10 @@ def _remove_held(folder, dir_fd, name, fd):
             os.unlink(_in_use_name(name), dir_fd=dir_fd)
     with contextlib.suppress(OSError):  # not empty: others' marks are in it
         os.rmdir(os.path.join(folder, IN_USE_DIR))
+
+
+class _Unusable(StrongroomError):
+    """.in-use or a mark in it is a link or not what it should be: never used."""
 
 
 class _Busy(Exception):
@@ -257,7 +278,10 @@ def _take(folder, name, exclusive, create=True):
             os.close(dir_fd)
             return None, None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
+            if exclusive:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            else:
+                _share_within(fd, folder, name)
             if _still_named(dir_fd, name, fd):
                 return dir_fd, fd
         except BlockingIOError:
@@ -275,6 +299,26 @@ def _take(folder, name, exclusive, create=True):
                           "keeps being removed")
 
 
+# A deleter holds the exclusive lock only while it deletes one artifact: seconds. One
+# that holds it far longer is stopped or hung, and a restore must say so, not wait forever.
+READ_WAIT = 600.0
+
+
+def _share_within(fd, folder, name, limit=None):
+    deadline = time.monotonic() + (READ_WAIT if limit is None else limit)
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise StrongroomError(
+                    f"{name} in {folder} has been held by a prune or retire for over "
+                    f"{READ_WAIT:g} s ({os.path.join(folder, IN_USE_DIR, _in_use_name(name))} "
+                    "is locked exclusively); is one stopped? Nothing was read") from None
+            time.sleep(0.05)
+
+
 @contextmanager
 def reading(folder, name, by="restore"):
     """Hold artifact NAME of FOLDER as in use for the block: a prune or retire keeps it.
@@ -289,6 +333,11 @@ def reading(folder, name, by="restore"):
     except OSError as exc:
         if exc.errno not in _READ_ONLY:
             raise
+        dir_fd = fd = None
+    except _Unusable as exc:
+        # a stray link or file where the marks live must not stop a restore: it reads
+        # unmarked, as from a read-only disk; prune still refuses to delete through it
+        print(f"warning: {exc}; reading {name} without an in-use mark", file=sys.stderr)
         dir_fd = fd = None
     if fd is None:
         yield False

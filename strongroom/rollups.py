@@ -512,19 +512,75 @@ def delete_days_for(dest, job, setting):
     conservative applies: deleting is what cannot be taken back. A record stays after its
     job is gone or moved to another dest, and errs on the side of keeping. State from
     before these records holds none, and the job's own setting applies as it did."""
-    own = setting or DEFAULT_POLICY
+    return _reconcile(dest, "delete_days", "policy", job, setting or DEFAULT_POLICY,
+                      bool(setting), lambda v: v in POLICIES, POLICIES.index)
+
+
+def _reconcile(dest, key, field, job, own, explicit, valid, rank):
+    """Record the job's own value under state[key][job] and return (the value that
+    applies, the other job it comes from or None): of the values set explicitly (none
+    set: of all recorded), the one ranked most conservative. See delete_days_for."""
     state = read_state(dest)
-    recorded = state.get("delete_days")
+    recorded = state.get(key)
     recorded = dict(recorded) if isinstance(recorded, dict) else {}
-    recorded[job] = {"policy": own, "explicit": bool(setting), "recorded": _now()}
-    state["delete_days"] = recorded
+    recorded[job] = {field: own, "explicit": explicit, "recorded": _now()}
+    state[key] = recorded
     write_state(dest, state)
-    valid = {name: e for name, e in recorded.items()
-             if isinstance(e, dict) and e.get("policy") in POLICIES}
-    pool = {n: e for n, e in valid.items() if e.get("explicit") is True} or valid
+    ok = {name: e for name, e in recorded.items()
+          if isinstance(e, dict) and valid(e.get(field))}
+    pool = {n: e for n, e in ok.items() if e.get("explicit") is True} or ok
     # ties go to the job's own record, so another job is named only when it decides
-    name = max(pool, key=lambda n: (POLICIES.index(pool[n]["policy"]), n == job))
-    return pool[name]["policy"], (None if name == job else name)
+    name = max(pool, key=lambda n: (rank(pool[n][field]), n == job))
+    return pool[name][field], (None if name == job else name)
+
+
+DEFAULT_KEEP_ROLLUPS = 12
+
+
+def keep_rollups_for(dest, job, setting):
+    """The keep_rollups a job's retire goes by: (count, the other job it comes from or
+    None), reconciled as delete_days is (delete_days_for). Both jobs of a dest retire its
+    rollups, and without a remote those are the only copies of the days packed into
+    them: the daily job's default 12 deleted what a rollup job's `keep_rollups: 20` kept.
+    So of the values set explicitly for the dest (none set: of the defaults) the largest
+    applies. Recorded under `keep_rollups` in the state."""
+    return _reconcile(dest, "keep_rollups", "count", job,
+                      DEFAULT_KEEP_ROLLUPS if setting is None else setting,
+                      setting is not None,
+                      lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                      lambda v: v)
+
+
+def retired_lines(dest, gone, has_remote, keep_rollups):
+    """What a retire deleted, in words that are true: with a remote all of it is verified
+    there; without one a day folder's day is held by a rollup kept here, and a rollup
+    beyond keep_rollups takes with it the days no day folder or other rollup here holds."""
+    if not gone:
+        return []
+    if has_remote:
+        return [f"deleted locally (safe elsewhere): {', '.join(gone)}"]
+    state = read_state(Path(dest))
+    here = set(rollups(dest))
+    held = {r: set(e["days"]) for r, e in state["rollups"].items() if r in here}
+    gone_days = [n for n in gone if DAY_RE.match(n)]
+    gone_rolls = [n for n in gone if not DAY_RE.match(n)]
+    lines = []
+    if gone_days:
+        holders = sorted(r for r, ds in held.items() if ds & set(gone_days))
+        lines.append(f"deleted day folder(s) {', '.join(gone_days)}: no remote; "
+                     + (f"their days are held by the rollup(s) kept here: "
+                        f"{', '.join(holders)}" if holders else
+                        "no rollup holding them is kept (keep_rollups 0)"))
+    if gone_rolls:
+        kept_days = set(days(dest)).union(*held.values())
+        lost = sorted({d for r in gone_rolls for d in
+                       (state["rollups"].get(r) or {}).get("days", [])} - kept_days)
+        lines.append(f"deleted rollup(s) beyond keep_rollups {keep_rollups}: "
+                     f"{', '.join(gone_rolls)}: no remote; "
+                     + (f"{len(lost)} day(s) no longer kept anywhere: {', '.join(lost)}"
+                        if lost else "their days are still here as day folders or in "
+                                     "other rollups"))
+    return lines
 
 
 def retire(dest, policy, has_remote, keep_rollups=12, today=None, made=()):

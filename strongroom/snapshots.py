@@ -738,7 +738,22 @@ def plan_prune(dest, keep_last, keep_days, now=None):
     return keep, delete
 
 
+PRUNE_WAIT = 120.0  # another prune of the same dest: seconds at most, lifting +i and deleting
+
+
 def prune(dest, keep_last, keep_days, dry_run=False, now=None):
+    """One prune of a dest at a time (DEST/.prune.lock): two at once, each with its own
+    plan, would each fingerprint what the other is deleting. A dry run changes nothing
+    and takes no lock."""
+    if dry_run:
+        return _prune(dest, keep_last, keep_days, True, now)
+    from .lock import Lock
+
+    with Lock(Path(dest) / ".prune.lock", f"pruning of {dest}").acquire(PRUNE_WAIT):
+        return _prune(dest, keep_last, keep_days, False, now)
+
+
+def _prune(dest, keep_last, keep_days, dry_run=False, now=None):
     """Delete what plan_prune chose, except a snapshot a restore or verification is reading
     (lock.reading): that one is kept this time, said so in `in_use`, and goes on a later
     run. Its in-use lock is held exclusively while it is deleted, so no restore starts on

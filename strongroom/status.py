@@ -49,6 +49,7 @@ def rows(paths, now=None, factor=STALE_FACTOR):
             "duration_seconds": st.get("duration_seconds"),
             "exit_code": st.get("exit_code"),
             "bytes": st.get("bytes", 0),
+            "changed": bool(st.get("changed", False)),  # whether the last run changed anything
             "last_success": st.get("last_success"),
             "next_due": jobs.iso(next_due) if next_due else None,
             # a scheduled job with no success since its last slot (or ever): `--if-due`

@@ -73,6 +73,40 @@ SET = {"vault_ntfy_topic": "topic-canary-1c", "vault_smtp_user": "alice",
        "vault_restic_password": "restic-canary-5a"}
 
 
+def site_yml(tmp_path, host, vault):
+    inv = tmp_path / "example"
+    shutil.copytree(ROOT / "inventory" / "example", inv)
+    (inv / "group_vars" / "all" / "vault.yml").write_text(
+        "".join(f"{k}: {v!r}\n" for k, v in vault.items()))
+    home = tmp_path / "home"
+    home.mkdir()
+    env = dict(ENV, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), LC_ALL="C.UTF-8",
+               ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run(
+        [str(VENV_BIN / "ansible-playbook"), "-i", str(inv), str(ROOT / "playbooks/site.yml"),
+         "--limit", host, "-e", "ansible_connection=local",
+         "-e", f"ansible_python_interpreter={VENV_BIN / 'python'}",
+         "-e", "strongroom_install_mode=user", "-e", f"strongroom_home={home}",
+         "-e", f"strongroom_state_dir={home}/state", "-e", f"strongroom_config_dir={home}/etc",
+         "-e", f"strongroom_venv={home}/venv", "-e", f"strongroom_log_dir={home}/log"],
+        capture_output=True, text=True, env=env, check=False)
+    return proc, home
+
+
+def test_a_vault_variable_set_to_nothing_is_refused_by_name(tmp_path):
+    """A URL is a template with a fixed prefix: an empty topic leaves `ntfys://ntfy.sh/`,
+    which is not empty, so the variables themselves are checked."""
+    proc, home = site_yml(tmp_path, "laptop", dict(SET, vault_ntfy_topic="",
+                                                    vault_r2_access_key_id=" "))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert ("vault variables set to nothing: vault_ntfy_topic, vault_r2_access_key_id; "
+            "rclone remote settings with no value: offsite.access_key_id") in out
+    assert list(home.iterdir()) == []
+    for name, value in SET.items():
+        assert value not in out, name
+
+
 @pytest.mark.parametrize(("host", "missing"), [
     ("laptop", "vault_ntfy_topic"), ("laptop", "vault_smtp_password"),
     ("laptop", "vault_r2_secret_access_key"), ("server", "vault_restic_password")])

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -217,7 +218,7 @@ claim.release()
     assert not (tmp_path / "back").exists() and lock_files(dest) == []
 
 
-def test_an_in_use_lock_is_never_followed_through_a_link(tmp_path):
+def test_an_in_use_lock_is_never_followed_through_a_link(tmp_path, capsys):
     dest, old, new = two_snapshots(tmp_path, immutable="off")
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me\n")
@@ -225,15 +226,46 @@ def test_an_in_use_lock_is_never_followed_through_a_link(tmp_path):
     (dest / IN_USE_DIR / f"{old}.lock").symlink_to(victim)
     with pytest.raises(StrongroomError, match="is a symlink; refusing to use it"):
         prune(dest)
-    with pytest.raises(StrongroomError, match="is a symlink; refusing to use it"):
-        snapshot_restore.restore_full(dest, old, tmp_path / "back")
+    # a restore is never stopped by a stray link: it reads unmarked, and says so
+    snapshot_restore.restore_full(dest, old, tmp_path / "back")
+    assert (tmp_path / "back" / "notes.txt").read_text() == "the notes\n"
+    assert "is a symlink; refusing to use it (remove it); reading" in capsys.readouterr().err
     assert victim.read_text() == "keep me\n" and snapshots.snapshot_ids(dest) == [old, new]
     (dest / IN_USE_DIR / f"{old}.lock").unlink()
     os.rmdir(dest / IN_USE_DIR)
     (dest / IN_USE_DIR).symlink_to(tmp_path)
     with pytest.raises(StrongroomError, match="is a symlink or not a directory"):
         prune(dest)
+    snapshot_restore.restore_critical(dest, old, tmp_path / "crit")
+    assert (tmp_path / "crit" / ".env").read_text() == "KEY=canary\n"
     assert snapshots.snapshot_ids(dest) == [old, new] and not (tmp_path / f"{old}.lock").exists()
+
+
+def test_a_restore_behind_a_stopped_prune_says_so_instead_of_waiting_forever(
+        tmp_path, monkeypatch):
+    from strongroom import lock
+
+    dest, old, new = two_snapshots(tmp_path, immutable="off")
+    (dest / IN_USE_DIR).mkdir()
+    mark = dest / IN_USE_DIR / f"{old}.lock"
+    mark.touch()
+    holder = subprocess.Popen(["flock", "-x", str(mark), "sleep", "30"])
+    try:
+        for _ in range(200):  # until flock holds it
+            try:
+                with open(mark) as f:
+                    fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                break
+            time.sleep(0.01)
+        monkeypatch.setattr(lock, "READ_WAIT", 0.3)
+        with pytest.raises(StrongroomError, match="has been held by a prune or retire for "
+                                                  "over 0.3 s .* is one stopped"):
+            snapshot_restore.restore_full(dest, old, tmp_path / "back")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (tmp_path / "back").exists() and snapshots.snapshot_ids(dest) == [old, new]
 
 
 def test_the_restore_lock_is_shared_so_two_restores_of_one_snapshot_run_together(tmp_path):
@@ -350,3 +382,29 @@ def test_a_real_rollup_restore_holds_what_it_reads_against_retire(tmp_path, monk
     monkeypatch.undo()
     assert held in rollups.retire(dest, "after_rollup", False, keep_rollups=0)
     assert lock_files(dest) == []
+
+
+def test_one_prune_of_a_dest_at_a_time(tmp_path, monkeypatch):
+    """Two prunes at once, each with its own plan, fingerprinted what the other deleted
+    and failed with a raw 'No such file'; the second now waits, then says who holds it."""
+    from strongroom.errors import LockedError
+
+    dest, old, new = two_snapshots(tmp_path, immutable="off")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from strongroom.lock import Lock; "
+         f"lock = Lock({str(dest / '.prune.lock')!r}, 'prune').acquire(); "
+         "print('held', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(snapshots, "PRUNE_WAIT", 0.2)
+        with pytest.raises(LockedError, match=f"pruning of {dest} is locked by PID "
+                                              f"{holder.pid}"):
+            prune(dest)
+        assert snapshots.snapshot_ids(dest) == [old, new]
+        # a dry run changes nothing and needs no lock
+        assert snapshots.prune(dest, keep_last=1, keep_days=0, dry_run=True)["deleted"] == [old]
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=10)
+    assert prune(dest)["deleted"] == [old]

@@ -291,3 +291,14 @@ def test_verbs_without_a_lock_refuse_wait(argv, capsys):
         cli.build_parser().parse_args([*argv, "--wait", "5"])
     assert exc.value.code == 2
     assert "unrecognized arguments: --wait" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "soon"])
+def test_a_wait_that_is_no_finite_number_of_seconds_is_refused(value, capsys):
+    # NaN compares false with every deadline: `--wait nan` waited forever
+    for argv in (["run", "job"], ["backup", "now", "--source", "/s", "--dest", "/d"],
+                 ["bisync", "--job", "j"]):
+        with pytest.raises(SystemExit) as exc:
+            cli.build_parser().parse_args([*argv, "--wait", value])
+        assert exc.value.code == 2
+        assert "expected a" in capsys.readouterr().err and "seconds" in value + "seconds"

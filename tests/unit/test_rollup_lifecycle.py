@@ -318,7 +318,9 @@ def test_a_rollup_made_while_the_clock_is_behind_keeps_it_and_its_days(tmp_path,
     assert f"packed 2 day(s) into {second}" in out
     assert sorted(rollups.rollups(dest)) == sorted([*first, second])
     # its day folders go, safe in the rollup that stays; no rollup goes
-    assert f"deleted locally (safe elsewhere): {', '.join(packed)}\n" in out + "\n"
+    assert (f"deleted day folder(s) {', '.join(packed)}: no remote; their days are held "
+            f"by the rollup(s) kept here: {second}\n") in out + "\n"
+    assert "safe elsewhere" not in out
     assert status(tmp_path, "weekly")["deleted"] == packed
     run("weekly")  # and again: the one from the future takes no place of the kept one
     assert sorted(rollups.rollups(dest)) == sorted([*first, second])
@@ -385,3 +387,72 @@ def test_state_without_policy_records_retires_as_before(tmp_path, capsys):
     assert code == 0 and "delete_days:" not in out
     assert status(tmp_path, "weekly")["deleted"] == span("2020-03-01", 2)
     assert rollups.read_state(dest)["delete_days"]["weekly"]["policy"] == "after_rollup"
+
+
+def test_keep_rollups_of_the_rollup_job_holds_for_the_daily_job_without_a_remote(tmp_path,
+                                                                                  capsys):
+    # the daily job sets no keep_rollups (default 12), the rollup job 20, one day each;
+    # without a remote the rollups are the only copies of their days
+    notes, dest, base = setup(tmp_path, remote=False, keep_rollups=20, per_rollup=1)
+    today, made = date.today(), []
+    outs = []
+
+    def run(job, day=None):
+        if day:
+            (notes / "plan.md").write_text(f"plan of {day}\n")
+            made.append(day)
+        code, out, _ = main(capsys, *base, "run", job, *(["--date", day] if day else []))
+        assert code == 0, out
+        outs.append(out)
+        assert "safe elsewhere" not in out  # nothing here is elsewhere
+        restorable(dest, tmp_path, made)
+        return out
+
+    past = [(today - timedelta(days=n)).isoformat() for n in range(16, 1, -1)]
+    for d in past:
+        run("daily", d)
+    out = run("weekly")
+    assert len(rollups.rollups(dest)) == 15 and rollups.days(dest) == []
+    assert (f"deleted day folder(s) {', '.join(past)}: no remote; their days are held by "
+            f"the rollup(s) kept here: {', '.join(map(rollups.rollup_name, ([d] for d in past)))}"
+            ) in out
+    (notes / "plan.md").write_text(f"plan of {today.isoformat()}\n")
+    made.append(today.isoformat())
+    out = run("daily")
+    # the daily job's default 12 would delete three of the fifteen: those days then lost
+    assert len(rollups.rollups(dest)) == 15
+    assert status(tmp_path, "daily")["deleted"] == []
+    assert (f"keep_rollups: 20, as job weekly has it for {dest} (this job: 12, by default)"
+            in out)
+    assert status(tmp_path, "daily")["keep_rollups"] == {"count": 20, "from": "weekly"}
+    assert status(tmp_path, "weekly")["keep_rollups"] == {"count": 20, "from": "weekly"}
+    assert "keep_rollups:" not in outs[len(past)]  # the rollup job went by its own
+    recorded = rollups.read_state(dest)["keep_rollups"]
+    assert {j: (e["count"], e["explicit"]) for j, e in recorded.items()} == {
+        "weekly": (20, True), "daily": (12, False)}
+
+
+def test_the_largest_keep_rollups_set_applies_and_a_lost_day_is_said(tmp_path, capsys):
+    notes, dest, base = setup(tmp_path, remote=False, keep_rollups=1, per_rollup=1)
+    with open(tmp_path / "conf/jobs/daily.yml", "a") as fh:
+        fh.write("  keep_rollups: 2\n")
+    days_ = span("2020-03-01", 4)
+    for d in days_:
+        (notes / "plan.md").write_text(f"plan of {d}\n")
+        assert main(capsys, *base, "run", "daily", "--date", d)[0] == 0
+    code, out, _ = main(capsys, *base, "run", "weekly")
+    assert code == 0 and len(rollups.rollups(dest)) == 4  # made in this run: all stay
+    assert "keep_rollups: 2, as job daily has it" in out  # the rollup job's 1 is smaller
+    code, out, _ = main(capsys, *base, "run", "daily", "--date", "2020-03-05")
+    assert code == 0 and "keep_rollups:" not in out  # its own, the largest
+    names = [rollups.rollup_name([d]) for d in days_]
+    assert rollups.rollups(dest) == names[2:]
+    assert (f"deleted rollup(s) beyond keep_rollups 2: {', '.join(names[:2])}: no remote; "
+            f"2 day(s) no longer kept anywhere: {', '.join(days_[:2])}") in out
+    assert "safe elsewhere" not in out
+    for d in days_[2:]:
+        assert rollups.restore(dest, tmp_path / d, day=d)["days"] == [d]
+    code, out, _ = main(capsys, *base, "run", "weekly")
+    # it packs 2020-03-05 and keeps two, as the daily job has it: not one, its own
+    assert code == 0 and rollups.rollups(dest) == [names[3], rollups.rollup_name(["2020-03-05"])]
+    assert f"keep_rollups: 2, as job daily has it for {dest} (this job: 1)" in out
