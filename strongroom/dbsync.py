@@ -141,23 +141,27 @@ class DbSync:
             meta = json.loads(proc.stdout)
         except ValueError:
             return None, "is not JSON"
+        problem = self._problem(key, meta, size, self.state())
+        return (None, problem) if problem else (meta, None)
+
+    def _problem(self, key, meta, size, st):
+        """What makes `meta` no readable metadata of `key` (see read_metadata), or None."""
         if not isinstance(meta, dict):
-            return None, "is not a JSON object"
+            return "is not a JSON object"
         if meta.get("key", key) != key:
-            return None, f"describes another version ({meta.get('key')})"
+            return f"describes another version ({meta.get('key')})"
         for field in ("sha256", "content_sha256"):
             if not isinstance(meta.get(field), str) or not HEX64.match(meta[field]):
-                return None, f"has no valid {field}"
+                return f"has no valid {field}"
         if size is not None and meta.get("size") not in (None, size):
-            return None, f"gives a size of {meta.get('size')} bytes, the copy has {size}"
-        st = self.state()
+            return f"gives a size of {meta.get('size')} bytes, the copy has {size}"
         if key == st.get("current"):
             for field, agreed in (("content_sha256", st.get("synced_sha256")),
                                   ("sha256", st.get("current_file_sha256"))):
                 if agreed and meta[field] != agreed:
-                    return None, (f"gives a {field} of {meta[field][:12]}, not the "
-                                  f"{agreed[:12]} this machine agreed on")
-        return meta, None
+                    return (f"gives a {field} of {meta[field][:12]}, not the "
+                            f"{agreed[:12]} this machine agreed on")
+        return None
 
     def readable_head(self, held=None):
         """(key, metadata, [(key, problem)]): the newest version with readable metadata
@@ -179,7 +183,7 @@ class DbSync:
         proc = self.rclone.run("cat", self.prefix, "--max-depth", "1", "--include",
                                "*" + META, check=False)
         found, text, at = {}, proc.stdout or "", 0
-        dec = json.JSONDecoder()
+        dec, st = json.JSONDecoder(), self.state()
         while True:
             while at < len(text) and text[at].isspace():
                 at += 1
@@ -190,7 +194,9 @@ class DbSync:
             except ValueError:
                 break  # a damaged object: the rest is read one by one below
             if isinstance(obj, dict) and isinstance(obj.get("key"), str):
-                found[obj["key"]] = obj.get("content_sha256")
+                # the checks read_metadata makes (but the size): readable means the same
+                found[obj["key"]] = None if self._problem(obj["key"], obj, None, st) \
+                    else obj["content_sha256"]
         return {k: found[k] if k in found else self._content(k) for k in keys}
 
     def _content(self, key):
@@ -298,18 +304,26 @@ class DbSync:
     def prune(self, protect=(), keys=None):
         """Delete the versions older than the newest `keep` distinct contents, never a
         protected one. A version holding the same content as a newer one takes no slot
-        (a restore re-uploads an old content; it must not push another version out)."""
+        (a restore re-uploads an old content; it must not push another version out).
+
+        Only versions with readable metadata count: one without can never be restored, so
+        it takes no slot (versions whose metadata upload failed would otherwise push every
+        restorable one out). Those older than the oldest readable version kept go with the
+        pruned ones; newer ones stay (they may be repaired, or be an upload in flight)."""
         keys = self.versions() if keys is None else keys
         cut = 0
         if self.keep and len(keys) > self.keep:
             digests = self.contents(keys)
-            seen = set()
+            seen, oldest = set(), len(keys)
             for i in range(len(keys) - 1, -1, -1):
-                d = digests[keys[i]] or ("unreadable", keys[i])  # unknown: distinct
+                d = digests[keys[i]]
+                if d is None:
+                    continue  # unreadable: no slot
                 if d not in seen and len(seen) == self.keep:
-                    cut = i + 1  # keys[i] would be one distinct content too many
+                    cut = oldest  # keys[i] would be one distinct content too many
                     break
                 seen.add(d)
+                oldest = i
         doomed = [k for k in keys[:cut] if k not in protect]
         for k in doomed:
             self.rclone.run("deletefile", remote.join(self.prefix, k))
@@ -404,6 +418,22 @@ class DbSync:
             return "push", None, "the remote holds no version with readable metadata" \
                 if bad else "the remote holds no version", meta, bad
         local_changed = synced is None or local != synced
+        # a version newer than any this machine agreed on, made by another host, that
+        # cannot be read: it may hold that host's newer work. Pushed over, it would stop
+        # being the newest, and that host's next sync would pull this content over its own
+        theirs = [(k, p) for k, p in bad if _key_host(k) not in (None, self.host)
+                  and (cur is None or k > cur)]
+        if local_changed and theirs:
+            key, problem = theirs[-1]
+            host = _key_host(key)
+            raise Conflict(
+                f"both sides may have changed: {self.db} differs from the version last "
+                f"synced ({cur or 'none yet'}), and the remote's newest version {key}, "
+                f"made on {host}, has no readable metadata ({key}{META} {problem}), so "
+                "what it holds cannot be checked. Nothing was changed. A `strongroom db "
+                f"backup` on {host} puts a checked version on top; sync here then. Or "
+                "keep yours with `strongroom db backup` (then that host's next sync pulls "
+                "it over its own database, after backing its own up).")
         # the version agreed on sorts after every readable one: its metadata was lost
         # since, and the remote did not move past it (the older head is no newer work)
         behind = cur in held and head < cur
@@ -476,6 +506,13 @@ class DbSync:
                           current_file_sha256=meta["sha256"])
                 self.save_state(st)
         out["message"] = f"{action}: {why}{note}"
+        if out.get("pre_sync_backup"):
+            pre = out["pre_sync_backup"]
+            out["exit_code"] = WARNING  # this database's content was held by no checkable
+            out["message"] += (       # version: it was kept, and said so
+                f"; this database before the pull was held by no version with readable "
+                f"metadata, so it was backed up first as {pre}: `strongroom db restore "
+                f"{pre}` brings it back")
         return out
 
     def tick(self, ops=1):
@@ -522,6 +559,12 @@ class DbSync:
         out["in_sync"] = out["local_sha256"] is not None and \
             out["local_sha256"] == out.get("remote_sha256")
         return out
+
+
+def _key_host(key):
+    """The host a version's key names, or None for a name that is no key of ours."""
+    m = TS_RE.match(key)
+    return key[len(m.group(0)):].split("_", 1)[0] if m else None
 
 
 def unreadable_message(key, problem):

@@ -257,9 +257,9 @@ def test_a_newest_version_without_readable_metadata_is_named_and_replaced(
     fresh = d.versions()[-1]
     assert code == 0 and fresh not in (old, new)
     assert f"it replaces {new}, which has no readable metadata" in out
-    # keep 2 counts an unreadable version as a distinct content; one whose content digest
-    # is intact holds the same content as `fresh`, and takes no slot
-    assert d.versions() == ([old, new, fresh] if how == "wrong sha" else [new, fresh])
+    # keep 2 counts versions with readable metadata only: `new` takes no slot, and stays
+    # as it is newer than `old`, the oldest readable version kept
+    assert d.versions() == [old, new, fresh]
     assert rows(place["folder"] / fresh) == rows(place["db"]) == 6  # no row lost
     code, out, _ = main(capsys, place, "db", "sync", *db_args(place))
     assert (code, out.strip()) == (0, "none: in sync")
@@ -284,3 +284,80 @@ def test_sync_puts_the_agreed_content_back_on_top_and_another_host_keeps_working
     assert d.versions() == [old, new, fresh]
     assert b.sync()["action"] == "pull" and rows(b.db) == 6
     assert d.sync()["action"] == "none"
+
+
+def restorable(d, key, into):
+    """The rows of `key` after the checks a restore makes (download digest, integrity)."""
+    return rows(d._fetch(key, into)[0])
+
+
+def test_unreadable_versions_take_no_keep_slot_and_push_no_restorable_one_out(
+        place, tmp_path):
+    d, good = seed(place, n=3, keep=3)  # 5, 6, 7 rows
+    failed, pruned = [], []
+    for i in range(3):  # the copy went up, its metadata did not
+        add(place["db"], 1, f"lost{i}")
+        made = d.backup()
+        failed.append(made["key"])
+        pruned += made["pruned"]  # the first one prunes good[0]: its metadata was there
+        (place["folder"] / (failed[-1] + ".metadata.json")).unlink()
+    add(place["db"], 1, "last")
+    out = d.backup()
+    # keep 3 counts the readable versions only: out, good[2], good[1]; the unreadable ones
+    # take no slot, and stay as they are newer than the oldest readable one kept
+    assert pruned + out["pruned"] == [good[0]]
+    assert d.versions() == [*good[1:], *failed, out["key"]]
+    held = d.listing()
+    readable = [k for k in held if d.read_metadata(k, held[k])[0] is not None]
+    assert readable == [*good[1:], out["key"]]
+    assert [restorable(d, k, tmp_path) for k in readable] == [6, 7, 11] == \
+        [6, 7, rows(place["db"])]
+
+
+def test_sync_does_not_push_over_a_newer_version_of_another_host_it_cannot_read(
+        capsys, place, tmp_path):
+    a, (a1,) = seed(place, n=1, keep=3)
+    b = engine(place, db=tmp_path / "b/casman.db", state=tmp_path / "sb", host="beta",
+               keep=3)
+    assert b.sync()["action"] == "pull" and rows(b.db) == 5
+    add(place["db"], 1, "a2")
+    a2 = a.backup()["key"]
+    damage(place, a2, "not JSON")
+    out = b.sync()
+    assert (out["action"], out["exit_code"]) == ("none", 1)
+    add(b.db, 1, "b3")
+    held = remote_files(place)
+    beta = ["--db", b.db, "--remote", place["remote"], "--host", "beta",
+            "--rclone-config", place["conf"], "--keep", "3"]
+    code, text, _ = main(capsys, place, "db", "sync", *beta, state=tmp_path / "sb")
+    assert code == 2 and text.startswith("conflict: both sides may have changed")
+    assert f"{a2}, made on alpha, has no readable metadata" in text
+    assert "`strongroom db backup` on alpha puts a checked version on top" in text
+    assert remote_files(place) == held  # nothing pushed over a2
+    assert rows(b.db) == 6 and rows(place["db"]) == 6 and rows(place["folder"] / a2) == 6
+    # alpha agreed on a2: its content goes up again, checked, on top
+    code, text, _ = main(capsys, place, "db", "sync", *db_args(place, "--keep", "3"))
+    top = a.versions()[-1]
+    assert code == 0 and text.startswith(f"push: the version last synced ({a2})")
+    assert a.versions() == [a1, a2, top] and rows(place["folder"] / top) == 6
+    # now beta sees both changes, and still changes nothing
+    code, text, _ = main(capsys, place, "db", "sync", *beta, state=tmp_path / "sb")
+    assert code == 2 and text.startswith("conflict: both sides changed")
+    assert rows(b.db) == 6 and rows(place["db"]) == 6 and a.versions() == [a1, a2, top]
+
+
+def test_a_pull_that_backs_up_first_names_that_backup_and_warns(capsys, place, tmp_path):
+    a, (a1,) = seed(place, n=1, keep=3)
+    b = engine(place, db=tmp_path / "b/casman.db", state=tmp_path / "sb", host="beta",
+               keep=3)
+    assert b.sync()["action"] == "pull"
+    damage(place, a1, "not JSON")  # the version both agreed on
+    add(b.db, 1, "b2")
+    out = b.sync()  # a1 is beta's own agreed version: no conflict, its work goes on top
+    assert out["action"] == "push" and rows(place["folder"] / out["key"]) == 6
+    code, text, _ = main(capsys, place, "db", "sync", *db_args(place, "--keep", "3"))
+    pre = next(k for k in a.versions() if a.read_metadata(k)[0] and
+               a.metadata(k)["reason"] == "pre-sync")
+    assert code == 1 and text.startswith("pull: a newer version on the remote")
+    assert f"backed up first as {pre}" in text and f"`strongroom db restore {pre}`" in text
+    assert rows(place["db"]) == 6 and rows(place["folder"] / pre) == 5  # no row lost
