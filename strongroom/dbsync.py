@@ -510,8 +510,9 @@ class DbSync:
             pre = out["pre_sync_backup"]
             out["exit_code"] = WARNING  # this database's content was held by no checkable
             out["message"] += (       # version: it was kept, and said so
-                f"; this database before the pull was held by no version with readable "
-                f"metadata, so it was backed up first as {pre}: `strongroom db restore "
+                f"; this database before the pull was held by no checkable version on "
+                f"the remote (its own was pruned, or its metadata is unreadable), so it "
+                f"was backed up first as {pre}: `strongroom db restore "
                 f"{pre}` brings it back")
         return out
 
