@@ -114,27 +114,12 @@ def test_a_missing_vault_variable_stops_site_yml_by_name_before_any_change(
         tmp_path, host, missing):
     """No placeholder stands in for a secret: failure messages sent to a public
     ntfy topic, or a restic repository keyed 'CHANGE-ME', are worse than stopping."""
-    inv = tmp_path / "example"
-    shutil.copytree(ROOT / "inventory" / "example", inv)
-    (inv / "group_vars" / "all" / "vault.yml").write_text(
-        "".join(f"{k}: {v}\n" for k, v in SET.items() if k != missing))
-    home = tmp_path / "home"
-    home.mkdir()
-    env = dict(ENV, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), LC_ALL="C.UTF-8",
-               ANSIBLE_NOCOLOR="1")
     # the host is this machine, reached locally; everything it would write is under home
-    proc = subprocess.run(
-        [str(VENV_BIN / "ansible-playbook"), "-i", str(inv), str(ROOT / "playbooks/site.yml"),
-         "--limit", host, "-e", "ansible_connection=local",
-         "-e", f"ansible_python_interpreter={VENV_BIN / 'python'}",
-         "-e", "strongroom_install_mode=user", "-e", f"strongroom_home={home}",
-         "-e", f"strongroom_state_dir={home}/state", "-e", f"strongroom_config_dir={home}/etc",
-         "-e", f"strongroom_venv={home}/venv", "-e", f"strongroom_log_dir={home}/log"],
-        capture_output=True, text=True, env=env, check=False)
+    proc, home = site_yml(tmp_path, host, {k: v for k, v in SET.items() if k != missing})
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2, out
     assert f"'{missing}' is undefined" in out
     assert "changed=0" in out and list(home.iterdir()) == []
     for name, value in SET.items():
         assert value not in out, name
-    assert "CHANGE-ME" not in (inv / "group_vars" / "all" / "main.yml").read_text()
+    assert "CHANGE-ME" not in (ROOT / "inventory/example/group_vars/all/main.yml").read_text()

@@ -285,6 +285,18 @@ def restorable(dest, tmp_path, made):
         assert (target / d / "notes/plan.md").read_text() == f"plan of {d}\n"
 
 
+def run_and_check(capsys, base, notes, dest, tmp_path, made, job, day=None):
+    """Run a job (as on `day`, with a note of that day); then every day made so far must
+    still be restorable."""
+    if day:
+        (notes / "plan.md").write_text(f"plan of {day}\n")
+        made.append(day)
+    code, out, _ = main(capsys, *base, "run", job, *(["--date", day] if day else []))
+    assert code == 0, out
+    restorable(dest, tmp_path, made)
+    return out
+
+
 def test_a_rollup_made_while_the_clock_is_behind_keeps_it_and_its_days(tmp_path, capsys,
                                                                        monkeypatch):
     # no remote, one rollup kept: only the rollups here hold the days packed into them
@@ -292,13 +304,7 @@ def test_a_rollup_made_while_the_clock_is_behind_keeps_it_and_its_days(tmp_path,
     today, made = date.today(), []
 
     def run(job, day=None):
-        if day:
-            (notes / "plan.md").write_text(f"plan of {day}\n")
-            made.append(day)
-        code, out, _ = main(capsys, *base, "run", job, *(["--date", day] if day else []))
-        assert code == 0, out
-        restorable(dest, tmp_path, made)
-        return out
+        return run_and_check(capsys, base, notes, dest, tmp_path, made, job, day)
 
     for n in (12, 11, 10):
         run("daily", (today - timedelta(days=n)).isoformat())
@@ -398,14 +404,9 @@ def test_keep_rollups_of_the_rollup_job_holds_for_the_daily_job_without_a_remote
     outs = []
 
     def run(job, day=None):
-        if day:
-            (notes / "plan.md").write_text(f"plan of {day}\n")
-            made.append(day)
-        code, out, _ = main(capsys, *base, "run", job, *(["--date", day] if day else []))
-        assert code == 0, out
+        out = run_and_check(capsys, base, notes, dest, tmp_path, made, job, day)
         outs.append(out)
         assert "safe elsewhere" not in out  # nothing here is elsewhere
-        restorable(dest, tmp_path, made)
         return out
 
     past = [(today - timedelta(days=n)).isoformat() for n in range(16, 1, -1)]
