@@ -111,7 +111,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 try:
     from strongroom import manifest
-    from strongroom.errors import StrongroomError
+    from strongroom.core.errors import StrongroomError
 
     HAS_STRONGROOM = True
     IMPORT_ERROR = None

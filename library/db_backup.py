@@ -98,10 +98,10 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 try:
-    from strongroom import paths
-    from strongroom.dbsync import Conflict, DbSync
-    from strongroom.errors import StrongroomError
-    from strongroom.remote import Rclone
+    from strongroom.core import paths
+    from strongroom.core.errors import StrongroomError
+    from strongroom.core.remote import Rclone
+    from strongroom.dbversions import Conflict, DbSync
 
     HAS_STRONGROOM = True
     IMPORT_ERROR = None

@@ -149,9 +149,10 @@ from pathlib import Path
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 try:
-    from strongroom import bundles, chain
-    from strongroom.errors import StrongroomError
-    from strongroom.gitcmd import read_refs
+    from strongroom import bundles
+    from strongroom.bundles import chain
+    from strongroom.core.errors import StrongroomError
+    from strongroom.core.gitcmd import read_refs
 
     HAS_STRONGROOM = True
     IMPORT_ERROR = None

@@ -162,8 +162,8 @@ from pathlib import Path
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 try:
-    from strongroom import gitsync
-    from strongroom.errors import StrongroomError
+    from strongroom import sync
+    from strongroom.core.errors import StrongroomError
 
     HAS_STRONGROOM = True
     IMPORT_ERROR = None
@@ -173,21 +173,21 @@ except ImportError:
 
 
 def settings(p):
-    return gitsync.Settings(repo=Path(p["repo"]), role=p["role"], remote=p["remote"],
+    return sync.Settings(repo=Path(p["repo"]), role=p["role"], remote=p["remote"],
                             branch=p["branch"], include=list(p["include"] or []),
                             exclude=list(p["exclude"] or []),
                             policies=dict(p["policies"] or {}))
 
 
-def sync(module, s):
+def push_or_pull(module, s):
     p = module.params
-    changes = gitsync.install_policies(s, p["engine"], dry_run=module.check_mode)
+    changes = sync.install_policies(s, p["engine"], dry_run=module.check_mode)
     if module.check_mode:
-        out = gitsync.preview(s, p["operation"])
+        out = sync.preview(s, p["operation"])
         module.exit_json(changed=out["would_change"] or bool(changes), message=out["message"],
                          head=out["head"], remote_head=out["remote_head"], dirty=out["dirty"],
                          policy_changes=changes)
-    result = gitsync.push(s) if p["operation"] == "push" else gitsync.pull(s)
+    result = sync.push(s) if p["operation"] == "push" else sync.pull(s)
     out = {k: result[k] for k in ("head", "message", "incoming", "conflicts",
                                   "kept_side_by_side", "rollback") if k in result}
     out["policy_changes"] = changes
@@ -223,28 +223,28 @@ def main():
     p = module.params
     try:
         s = settings(p)
-        gitsync.check_repo(s)
+        sync.check_repo(s)
         if p["operation"] == "status":
-            st = gitsync.status(s)
+            st = sync.status(s)
             module.exit_json(changed=False, status=st, dirty=st["dirty"])
         if p["operation"] == "policies":
-            changes = gitsync.install_policies(s, p["engine"], dry_run=module.check_mode)
+            changes = sync.install_policies(s, p["engine"], dry_run=module.check_mode)
             module.exit_json(changed=bool(changes), policy_changes=changes)
         if p["operation"] == "rollback":
-            info = gitsync.snapshot_info(s)
+            info = sync.snapshot_info(s)
             if info is None:
                 module.fail_json(msg=f"{p['repo']}: no snapshot to roll back to")
-            gitsync.refuse_rollback_over_user_commits(s)
+            sync.refuse_rollback_over_user_commits(s)
             if module.check_mode:
-                out = gitsync.rollback(s, dry_run=True, keep_newer=False)
+                out = sync.rollback(s, dry_run=True, keep_newer=False)
             else:
-                with gitsync.sync_lock(s):
-                    out = gitsync.rollback(s, keep_newer=False)
+                with sync.sync_lock(s):
+                    out = sync.rollback(s, keep_newer=False)
             module.exit_json(changed=bool(out["changed_files"] or out["head_moved"]),
                              head=out["head"], changed_files=out["changed_files"],
                              kept=out.get("set_aside", []), kept_dir=out.get("kept_dir"),
                              message=f"snapshot of {info['taken']}")
-        sync(module, s)
+        push_or_pull(module, s)
     except StrongroomError as exc:
         module.fail_json(msg=str(exc))
 

@@ -148,7 +148,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 try:
     from strongroom import snapshots
-    from strongroom.errors import StrongroomError
+    from strongroom.core.errors import StrongroomError
 
     HAS_STRONGROOM = True
     IMPORT_ERROR = None
@@ -169,7 +169,7 @@ def present(module):
                 f"the newest snapshot {ids[-1]} is {age:.1f} h old"))
     if module.check_mode:
         module.exit_json(changed=True, msg="would take a snapshot")
-    from strongroom import cli_backup
+    from strongroom.cli import backup as cli_backup
 
     rep = cli_backup.take({"source": p["source"], "dest": p["dest"], "critical": p["critical"],
                            "db": p["db"], "exclude": p["exclude"], "immutable": p["immutable"],

@@ -111,8 +111,9 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 try:
-    from strongroom import notify, paths
-    from strongroom.errors import StrongroomError
+    from strongroom import notify
+    from strongroom.core import paths
+    from strongroom.core.errors import StrongroomError
 
     HAS_STRONGROOM = True
     IMPORT_ERROR = None

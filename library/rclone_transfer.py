@@ -119,8 +119,8 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 try:
-    from strongroom.errors import StrongroomError
-    from strongroom.remote import Rclone
+    from strongroom.core.errors import StrongroomError
+    from strongroom.core.remote import Rclone
     from strongroom.upload import Upload
 
     HAS_STRONGROOM = True

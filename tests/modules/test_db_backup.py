@@ -77,8 +77,8 @@ def test_a_copy_of_unchanged_content_takes_no_keep_slot(tmp_path, remotes):
 
 def test_state_dir_defaults_to_the_engine_default_of_the_user_it_runs_as(tmp_path, remotes,
                                                                         monkeypatch):
-    from strongroom import paths
-    from strongroom.dbsync import DbSync
+    from strongroom.core import paths
+    from strongroom.dbversions import DbSync
 
     dbfile = make_db(tmp_path / "app.db")
     monkeypatch.delenv("STRONGROOM_STATE_DIR", raising=False)

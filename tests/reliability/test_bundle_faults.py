@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from strongroom import bundles, chain
-from strongroom.fsutil import sha256_file
+from strongroom import bundles
+from strongroom.bundles import chain
+from strongroom.core.fsutil import sha256_file
 from tests.helpers import (
     ENV,
     VENV_BIN,

@@ -6,7 +6,8 @@ import os
 import stat
 import subprocess
 
-from strongroom import bundles, chain
+from strongroom import bundles
+from strongroom.bundles import chain
 from tests.helpers import ENV, by_name, commit, g, init, refs, rich_repo, strongroom, sync_json
 from tests.reliability.test_bundle_faults import damage
 from tests.unit.test_bundle_chains import assert_restores_exactly

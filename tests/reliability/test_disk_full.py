@@ -203,7 +203,7 @@ def test_at_every_fill_level_a_bundle_sync_leaves_no_temp_and_no_unrecorded_bund
     manifest, at the pack, at the chain manifest) differs by how full it was: each level
     must end with exit 0 or 2, no temp, nothing under a final name the manifest does not
     record, and a chain that verifies."""
-    from strongroom import chain
+    from strongroom.bundles import chain
 
     fs = small_fs(4)
     root = tmp_path / "root"

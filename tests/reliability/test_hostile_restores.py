@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from strongroom import chain
+from strongroom.bundles import chain
 from tests.helpers import commit, init, strongroom, sync_json
 
 SNAP = "20260101-000000-nogit"

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from strongroom import chain, fsutil, rollups
+from strongroom import rollups
+from strongroom.bundles import chain
+from strongroom.core import fsutil
 from tests.helpers import commit, g, init, rich_repo, strongroom, sync_json
 from tests.reliability.test_chain_trust import legacy_repo
 from tests.reliability.test_hostile_restores import (

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from strongroom import chain, rollups
+from strongroom import rollups
+from strongroom.bundles import chain
 from tests.helpers import (
     ENV,
     VENV_BIN,
@@ -249,7 +250,7 @@ def test_a_killed_bundle_restore_is_cleaned_up_by_the_next_one(tmp_path):
 def deep_cleanup(tmp_path):
     """pytest's own clean-up of old temp folders recurses: deep trees go when done."""
     yield
-    from strongroom import fsutil
+    from strongroom.core import fsutil
 
     for child in tmp_path.iterdir():
         fsutil.rmtree_quiet(child)

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
-from strongroom import gitsync
+from strongroom import sync
 from tests.helpers import VENV_BIN, g
 
 SIDES = ("desk", "lap")
@@ -82,7 +82,7 @@ class TwoMachines(RuleBasedStateMachine):
         g(desk, "add", "-A")
         g(desk, "commit", "-q", "-m", "start")
         g(desk, "push", "-q", "origin", "main")
-        self.settings = {s: gitsync.Settings(repo=self.repo[s], policies=dict(POLICIES),
+        self.settings = {s: sync.Settings(repo=self.repo[s], policies=dict(POLICIES),
                                              role="primary" if s == "desk" else "secondary",
                                              timeout=20)
                          for s in SIDES}
@@ -91,9 +91,9 @@ class TwoMachines(RuleBasedStateMachine):
         self.blocked = {s: set() for s in SIDES}
         self.n = 0
         self.ready = False
-        self._op("desk", gitsync.push)
+        self._op("desk", sync.push)
         g(self.tmp, "clone", "-q", str(self.remote), str(self.repo["lap"]))
-        self._op("lap", gitsync.pull)
+        self._op("lap", sync.pull)
         self.ready = True
 
     def teardown(self):
@@ -103,7 +103,7 @@ class TwoMachines(RuleBasedStateMachine):
 
     def _op(self, side, fn, *args):
         s = self.settings[side]
-        gitsync.install_policies(s, str(VENV_BIN / "strongroom"))
+        sync.install_policies(s, str(VENV_BIN / "strongroom"))
         before = fingerprint(self.repo[side])
         result = fn(s, *args)
         if result["result"] == "error":
@@ -180,8 +180,8 @@ class TwoMachines(RuleBasedStateMachine):
         pushes, the first pulls."""
         second = "lap" if first == "desk" else "desk"
         results = [self._op(side, op) for side, op in (
-            (first, gitsync.push), (second, gitsync.pull), (second, gitsync.push),
-            (first, gitsync.pull))]
+            (first, sync.push), (second, sync.pull), (second, sync.push),
+            (first, sync.pull))]
         if all(r["result"] == "ok" for r in results):
             # met: both machines hold every line either one appended, as often as in all
             total = self.appended["desk"] + self.appended["lap"]
@@ -195,11 +195,11 @@ class TwoMachines(RuleBasedStateMachine):
 
     @rule(side=st.sampled_from(SIDES))
     def push(self, side):
-        self._op(side, gitsync.push)
+        self._op(side, sync.push)
 
     @rule(side=st.sampled_from(SIDES))
     def pull(self, side):
-        self._op(side, gitsync.pull)
+        self._op(side, sync.pull)
 
     @rule(side=st.sampled_from(SIDES), how=st.sampled_from(["hand", "ours", "theirs"]))
     def resolve(self, side, how):
@@ -213,7 +213,7 @@ class TwoMachines(RuleBasedStateMachine):
                         c.superseded = True
             if how == "hand":
                 self._change(side, rel, f"merged by hand on {side} #{self.n}\n")
-        result = self._op(side, gitsync.resolve, paths if how == "hand" else [],
+        result = self._op(side, sync.resolve, paths if how == "hand" else [],
                           None if how == "hand" else how)
         assert result["result"] == "ok", result
         if how != "hand":
@@ -227,7 +227,7 @@ class TwoMachines(RuleBasedStateMachine):
         away = self.tmp / "remote-away"
         os.rename(self.remote, away)
         try:
-            result = self._op(side, getattr(gitsync, op))
+            result = self._op(side, getattr(sync, op))
         finally:
             os.rename(away, self.remote)
         assert result["result"] == "error"
@@ -239,7 +239,7 @@ class TwoMachines(RuleBasedStateMachine):
         script.chmod(0o755)
         g(self.repo[side], "config", "remote.origin.uploadpack", str(script))
         try:
-            self._op(side, gitsync.pull)  # fails, or gets all it needed: both are fine
+            self._op(side, sync.pull)  # fails, or gets all it needed: both are fine
         finally:
             g(self.repo[side], "config", "--unset", "remote.origin.uploadpack")
 
@@ -248,7 +248,7 @@ class TwoMachines(RuleBasedStateMachine):
         path = self.repo[side] / "data.json"
         good = path.read_text()
         path.write_text('{"broken": ')
-        result = self._op(side, gitsync.push)
+        result = self._op(side, sync.push)
         # refused before anything moves: for the damage, or first for a block that waits
         assert result["result"] == "error" and ("not valid JSON" in result["message"] or
                                                 "a blocked merge is unresolved" in
@@ -259,14 +259,14 @@ class TwoMachines(RuleBasedStateMachine):
         ["pull-after-fetch", "pull-after-commit", "pull-after-merge", "push-after-commit"]))
     def killed_between_steps(self, side, point):
         s = self.settings[side]
-        gitsync.install_policies(s, str(VENV_BIN / "strongroom"))
+        sync.install_policies(s, str(VENV_BIN / "strongroom"))
         before = fingerprint(self.repo[side])
         os.environ["STRONGROOM_TEST_CRASH"] = point
         try:
-            (gitsync.pull if point.startswith("pull") else gitsync.push)(s)
-        except gitsync._Crash:
+            (sync.pull if point.startswith("pull") else sync.push)(s)
+        except sync._Crash:
             # no handler ran; what the next run does first is this rollback
-            gitsync.rollback(s)
+            sync.rollback(s)
             assert fingerprint(self.repo[side]) == before
         finally:
             del os.environ["STRONGROOM_TEST_CRASH"]
@@ -278,16 +278,16 @@ class TwoMachines(RuleBasedStateMachine):
         """The machine dies mid-sync, the user works on before the next run: that run's
         recovery undoes the killed step, never the work done since."""
         s = self.settings[side]
-        gitsync.install_policies(s, str(VENV_BIN / "strongroom"))
+        sync.install_policies(s, str(VENV_BIN / "strongroom"))
         os.environ["STRONGROOM_TEST_CRASH"] = point
         try:
-            (gitsync.pull if point.startswith("pull") else gitsync.push)(s)
-        except gitsync._Crash:
+            (sync.pull if point.startswith("pull") else sync.push)(s)
+        except sync._Crash:
             pass
         finally:
             del os.environ["STRONGROOM_TEST_CRASH"]
         self._change(side, rel, self._unique(side))
-        result = gitsync.pull(s)
+        result = sync.pull(s)
         if result.get("blocked"):
             self.blocked[side] = set(result["conflicts"])
         elif result["result"] != "error":

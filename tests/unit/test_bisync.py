@@ -3,7 +3,7 @@
 import json
 import os
 
-from strongroom.lock import Lock
+from strongroom.core.lock import Lock
 from tests.helpers import strongroom
 
 

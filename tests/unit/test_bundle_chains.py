@@ -3,7 +3,8 @@
 import json
 from datetime import timedelta
 
-from strongroom import bundles, chain
+from strongroom import bundles
+from strongroom.bundles import chain
 from tests.helpers import (
     by_name,
     commit,

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from strongroom import checkpoints
-from strongroom.lock import Lock
+from strongroom.core.lock import Lock
 from tests.helpers import ENV, VENV_BIN, commit, g, init, strongroom
 
 

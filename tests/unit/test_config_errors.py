@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from strongroom import config
-from strongroom.errors import ConfigError
+from strongroom.core.errors import ConfigError
+from strongroom.jobs import config
 from tests.helpers import ENV, strongroom
 
 CAP = 1024 * 1024  # the largest job file read

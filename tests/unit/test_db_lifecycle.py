@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from strongroom import cli
-from strongroom.dbsync import DbError, DbSync
-from strongroom.remote import Rclone
+from strongroom.cli import app as cli
+from strongroom.core.remote import Rclone
+from strongroom.dbversions import DbError, DbSync
 from tests.unit.test_dbsync import add, make_db, rows
 
 
@@ -189,12 +189,12 @@ def test_db_list_shows_sizes_without_long(capsys, place):
 
 def test_a_version_made_while_the_clock_ran_ahead_does_not_stay_the_newest(
         place, monkeypatch):
-    from strongroom import dbsync
+    from strongroom import dbversions
     d = engine(place)
-    real = dbsync._now
-    monkeypatch.setattr(dbsync, "_now", lambda: real() + timedelta(days=30))
+    real = dbversions._now
+    monkeypatch.setattr(dbversions, "_now", lambda: real() + timedelta(days=30))
     ahead = d.backup()["key"]  # 5 rows, made under a clock 30 days ahead
-    monkeypatch.setattr(dbsync, "_now", real)
+    monkeypatch.setattr(dbversions, "_now", real)
     add(place["db"], 1, "second")
     later = d.backup()["key"]  # 6 rows, made under the right clock
     assert d.versions() == [ahead, later]  # it sorts after every version it saw

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from strongroom import gitcmd
-from strongroom.gitcmd import GitTimeout, git
+from strongroom.core import gitcmd
+from strongroom.core.gitcmd import GitTimeout, git
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -192,7 +192,7 @@ def test_an_interrupt_stops_the_group_and_is_raised_again(repo, tmp_path):
 DRIVER = """\
 import sys
 sys.path.insert(0, {root!r})
-from strongroom import gitcmd
+from strongroom.core import gitcmd
 if sys.argv[3] == "no-watchdog":
     gitcmd._start_watchdog = lambda: None
 gitcmd.git(sys.argv[1], "-c", "alias.x=!sh " + sys.argv[2], "x", timeout=30)

@@ -14,16 +14,17 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from strongroom import checkpoints, rollups, snapshot_restore, snapshots
-from strongroom.errors import StrongroomError
+from strongroom import checkpoints, rollups, snapshots
+from strongroom.core.errors import StrongroomError
+from strongroom.snapshots import restore as snapshot_restore
 from tests.helpers import commit, init, strongroom
 
-IN_USE_DIR = ".in-use"  # where the marks live, beside the artifacts (strongroom.lock)
+IN_USE_DIR = ".in-use"  # where the marks live, beside the artifacts (strongroom.core.lock)
 
 # a reader as a restore is one: holds the in-use lock until its stdin is closed
 READER = """
 import sys
-from strongroom.lock import reading
+from strongroom.core.lock import reading
 with reading(sys.argv[1], sys.argv[2], sys.argv[3]) as held:
     print("held" if held else "unmarked", flush=True)
     sys.stdin.read()
@@ -195,7 +196,7 @@ def test_a_prune_under_way_makes_a_restore_wait_then_say_the_snapshot_is_gone(tm
     dest, old, new = two_snapshots(tmp_path, immutable="off")
     holder = subprocess.Popen([sys.executable, "-c", """
 import sys
-from strongroom.lock import Deleting
+from strongroom.core.lock import Deleting
 claim = Deleting(sys.argv[1], sys.argv[2])
 assert claim.acquire()
 print("deleting", flush=True)
@@ -243,7 +244,7 @@ def test_an_in_use_lock_is_never_followed_through_a_link(tmp_path, capsys):
 
 def test_a_restore_behind_a_stopped_prune_says_so_instead_of_waiting_forever(
         tmp_path, monkeypatch):
-    from strongroom import lock
+    from strongroom.core import lock
 
     dest, old, new = two_snapshots(tmp_path, immutable="off")
     (dest / IN_USE_DIR).mkdir()
@@ -387,11 +388,11 @@ def test_a_real_rollup_restore_holds_what_it_reads_against_retire(tmp_path, monk
 def test_one_prune_of_a_dest_at_a_time(tmp_path, monkeypatch):
     """Two prunes at once, each with its own plan, fingerprinted what the other deleted
     and failed with a raw 'No such file'; the second now waits, then says who holds it."""
-    from strongroom.errors import LockedError
+    from strongroom.core.errors import LockedError
 
     dest, old, new = two_snapshots(tmp_path, immutable="off")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from strongroom.lock import Lock; "
+        [sys.executable, "-c", "import sys; from strongroom.core.lock import Lock; "
          f"lock = Lock({str(dest / '.prune.lock')!r}, 'prune').acquire(); "
          "print('held', flush=True); sys.stdin.read()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

@@ -8,7 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from strongroom import jobs
-from strongroom.lock import Lock
+from strongroom.core.lock import Lock
 from tests.helpers import ENV, VENV_BIN, big_repo, commit, strongroom
 
 
@@ -102,7 +102,7 @@ def test_a_running_job_gives_exit_11_and_a_dead_owners_lock_is_taken_over(bed):
     # a holder killed with SIGKILL leaves its PID in the file; the next run takes over
     holder = subprocess.Popen(
         [str(VENV_BIN / "python"), "-c",
-         "import sys, time; from strongroom.lock import Lock; "
+         "import sys, time; from strongroom.core.lock import Lock; "
          f"Lock({str(state / 'locks' / 'bundles.lock')!r}, 'job').acquire(); "
          "print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True, env=ENV)

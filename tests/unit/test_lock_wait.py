@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from strongroom import cli
+from strongroom.cli import app as cli
 from tests.helpers import ENV, VENV_BIN, commit, g, init, strongroom
 
 
@@ -26,7 +26,7 @@ class Holder:
             [
                 str(VENV_BIN / "python"),
                 "-c",
-                "import sys; from strongroom.lock import Lock; "
+                "import sys; from strongroom.core.lock import Lock; "
                 f"lock = Lock({self.path!r}, {what!r}).acquire(); "
                 "print('held', flush=True); sys.stdin.readline(); lock.release()",
             ],

@@ -4,7 +4,7 @@ import hashlib
 
 import pytest
 
-from strongroom.remote import Rclone, RemoteError, join
+from strongroom.core.remote import Rclone, RemoteError, join
 
 
 def sha(data):

@@ -6,7 +6,7 @@ import json
 import os
 
 from strongroom import restic
-from strongroom.errors import INCOMPLETE, OK
+from strongroom.core.errors import INCOMPLETE, OK
 from strongroom.restic import Restic
 from tests.helpers import ENV, strongroom
 

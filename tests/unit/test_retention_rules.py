@@ -8,7 +8,8 @@ import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from strongroom import bundles, chain, checkpoints, snapshots
+from strongroom import bundles, checkpoints, snapshots
+from strongroom.bundles import chain
 from tests.helpers import commit, g, init, refs
 
 

@@ -11,7 +11,8 @@ from datetime import date, timedelta
 
 import pytest
 
-from strongroom import cli, rollups
+from strongroom import rollups
+from strongroom.cli import app as cli
 
 
 def main(capsys, *args):

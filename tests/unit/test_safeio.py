@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from strongroom import fsutil, safeio
+from strongroom.core import fsutil, safeio
 
 
 def tar_of(*members):

@@ -10,7 +10,7 @@ import pytest
 from croniter import croniter
 
 from strongroom import schedule
-from strongroom.errors import ConfigError
+from strongroom.core.errors import ConfigError
 from tests.helpers import strongroom
 
 BASE = datetime(2026, 1, 30, 12, 34)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from strongroom import fsutil, snapshots, sqlite
+from strongroom import snapshots
+from strongroom.core import fsutil, sqlite
 from tests.helpers import ENV, VENV_BIN, g, strongroom
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="chattr +i needs root; this test "

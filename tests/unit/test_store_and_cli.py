@@ -5,8 +5,9 @@ import subprocess
 
 import pytest
 
-from strongroom import chain, config
-from strongroom.errors import ConfigError
+from strongroom.bundles import chain
+from strongroom.core.errors import ConfigError
+from strongroom.jobs import config
 from tests.helpers import by_name, commit, init, refs, rich_repo, strongroom, sync_json
 
 

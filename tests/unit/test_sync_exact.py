@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from strongroom.sync_merge import merge_additions
+from strongroom.sync.merge import merge_additions
 from tests.helpers import ENV, VENV_BIN, g, strongroom
 
 POLICIES = ["--policy", "log.md=append", "--policy", "clients/*/tasks.json=block"]
@@ -121,10 +121,10 @@ def test_sync_rollback_puts_back_the_index_and_the_deletions(pair):
     remote, desk, lap = pair
     make_a_mess(desk)
     before = state(desk)
-    from strongroom import gitsync
+    from strongroom import sync
 
-    s = gitsync.Settings(repo=desk, role="primary")
-    gitsync.snapshot(s)
+    s = sync.Settings(repo=desk, role="primary")
+    sync.snapshot(s)
     g(desk, "add", "-A")
     g(desk, "-c", "user.name=x", "-c", "user.email=x@y", "commit", "-qm", "oops")
     (desk / "many/f001.txt").write_text("back from the dead\n")
@@ -267,9 +267,9 @@ def test_primary_wins_needs_the_role_and_never_guesses(pair):
                       check=2)
     assert "the primary-wins policy for 'notes/*' depends on which machine this is: give " \
            "--role primary or --role secondary" in proc.stderr
-    from strongroom import gitsync
+    from strongroom import sync
 
-    gitsync.install_policies(gitsync.Settings(repo=lap, policies={"notes/*": "primary-wins"}))
+    sync.install_policies(sync.Settings(repo=lap, policies={"notes/*": "primary-wins"}))
     driver = g(lap, "config", "merge.strongroom-primary-wins.driver").strip()
     assert driver.endswith("sync merge-driver block %O %A %B %P")  # blocks, never wins
 

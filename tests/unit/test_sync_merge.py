@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from strongroom.sync_merge import merge_additions
+from strongroom.sync.merge import merge_additions
 
 
 def lines_of(data):

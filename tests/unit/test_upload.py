@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from strongroom.remote import Rclone, RemoteError
+from strongroom.core.remote import Rclone, RemoteError
 from strongroom.upload import Upload
 from tests.helpers import ENV, VENV_BIN, strongroom
 

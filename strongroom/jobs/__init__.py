@@ -1,0 +1,575 @@
+"""The job runner: lock -> run -> status -> log, for the schedulers and for people.
+
+`strongroom run JOB` takes the job's lock (PID inside; a dead owner's lock is taken
+over), runs the job, writes <state>/status/JOB.json atomically and appends to
+<log>/JOB.log, which rotates by size. `--if-due` runs only when there has been no
+successful run since the most recent scheduled time, so cron and anacron together never
+run a job twice in a period, and a failed run leaves the job due.
+"""
+
+import contextlib
+import io
+import json
+import os
+import signal
+import socket
+import time
+import traceback
+from contextlib import redirect_stdout
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from .. import bundles, drill, notify, schedule
+from ..bundles import report
+from ..core import fsutil, remote
+from ..core.errors import ERROR, INCOMPLETE, LOCKED, OK, WARNING, LockedError, StrongroomError
+from ..core.lock import Lock, wait_until
+from . import config
+
+RESULTS = {OK: "ok", WARNING: "warning", ERROR: "error", INCOMPLETE: "incomplete",
+           LOCKED: "locked"}
+LOG_MAX_BYTES = 50 * 1024 * 1024
+LOG_KEEP = 3
+
+
+class Terminated(Exception):
+    def __init__(self, signum):
+        super().__init__(f"terminated by signal {signum}")
+        self.signum = signum
+
+
+def iso(dt):
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(text):
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def local_naive(dt):
+    """Schedules speak the host's local wall-clock time, as cron, systemd and launchd do."""
+    return dt.astimezone().replace(tzinfo=None)
+
+
+class Paths:
+    def __init__(self, config_dir, state_dir, log_dir):
+        self.config_dir, self.state_dir, self.log_dir = (Path(config_dir), Path(state_dir),
+                                                         Path(log_dir))
+
+    def status(self, job):
+        return self.state_dir / "status" / f"{job}.json"
+
+    def lock(self, job):
+        return self.state_dir / "locks" / f"{job}.lock"
+
+    def log(self, job):
+        return self.log_dir / f"{job}.log"
+
+
+def read_status(paths, job):
+    try:
+        return json.loads(paths.status(job).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+job_names = config.job_names
+
+
+# --- when a job is due ----------------------------------------------------------------------
+
+
+def due(job, status, now):
+    """(is_due, reason, next_due) from the last *successful* run's start."""
+    spec = job.get("schedule")
+    last = status.get("last_success_started")
+    if not spec:
+        return True, "no schedule: runs whenever asked", None
+    sched = schedule.parse(spec)
+    if not last:
+        return True, "never succeeded", now
+    last_dt = parse_iso(last)
+    if sched.is_interval:
+        # a run started by the scheduler a few seconds late must not skip the next slot
+        slack = timedelta(seconds=min(60, sched.interval / 10))
+        next_due = last_dt + timedelta(seconds=sched.interval) - slack
+        return now >= next_due, f"last success {last}", next_due
+    nxt = sched.next_times(local_naive(last_dt), 1)
+    next_due = nxt[0].astimezone(UTC) if nxt else None
+    prev = sched.previous_time(local_naive(now))
+    is_due = prev is not None and local_naive(last_dt) < prev
+    return is_due, f"last success {last}", next_due
+
+
+# --- running ----------------------------------------------------------------------------
+
+
+def rotate_log(path, max_bytes, keep):
+    """path -> path.1 -> ... -> path.<keep>; what was path.<keep> is dropped."""
+    try:
+        if path.stat().st_size < max_bytes:
+            return
+    except FileNotFoundError:
+        return
+    generation = [path] + [path.with_name(f"{path.name}.{i}") for i in range(1, keep + 1)]
+    for i in range(keep - 1, -1, -1):
+        if generation[i].exists():
+            os.replace(generation[i], generation[i + 1])
+
+
+def _log(paths, job, lines, max_bytes, keep):
+    path = paths.log(job)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rotate_log(path, max_bytes, keep)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    with open(path, "a", encoding="utf-8") as fh:
+        for line in lines:
+            fh.write(f"{stamp} {line}\n")
+
+
+def run_bundle_sync(job, paths):
+    opts = bundles.options_from(job["options"], paths.config_dir)
+    results, code = bundles.sync(job["options"]["root"], job["options"]["store"], opts)
+    counts = {"repositories": len(results)}
+    for r in results:
+        counts[r.action] = counts.get(r.action, 0) + 1
+    text = report.sync_table(results, opts.remote)
+    summary = report.sync_summary(results, job["options"]["root"])
+    return {
+        "exit_code": code,
+        "message": summary,
+        "bytes": sum(r.bytes_written for r in results),
+        "counts": counts,
+        "changed": any(r.changed for r in results),
+        "output": (text + "\n" if text else "") + summary,
+    }
+
+
+def run_restore_drill(job, paths):
+    opts = job.get("options") or {}
+    plan_list, notes = drill.plans(paths.config_dir, opts.get("jobs"),
+                                   opts.get("source", "local"))
+    scratch = opts.get("scratch") or paths.state_dir / "drill"
+    artifacts, code, summary = drill.run(plan_list, scratch, opts.get("lock_wait", 300.0))
+    lines = ([drill.summary_table(artifacts)] if artifacts else []) + notes + [summary]
+    return {
+        "exit_code": code,
+        "message": summary,
+        "counts": {"restored": sum(a.result != "error" for a in artifacts),
+                   "failed": sum(a.result == "error" for a in artifacts)},
+        "artifacts": [a.as_dict() for a in artifacts],
+        "output": "\n".join(lines),
+    }
+
+
+def offsite(paths, options):
+    """The upload path every job's off-site copy goes through (strongroom upload)."""
+    from ..cli.upload import rclone_config
+    from ..upload import Upload
+
+    rc = remote.Rclone(rclone_config(options.get("rclone_config"), paths.config_dir),
+                       bwlimit=options.get("bwlimit"), retries=options.get("retries", 3),
+                       low_level_retries=options.get("low_level_retries", 3))
+    return Upload(rc, journal_dir=paths.state_dir / "uploads")
+
+
+def run_snapshot(job, paths):
+    """Take a snapshot; then, when keep_last and keep_days are set, prune."""
+    from .. import snapshots
+    from ..cli import backup as cli_backup
+
+    o = dict(job["options"])
+    rep = cli_backup.take(o)
+    lines = [f"snapshot {rep['id']}: {rep['counts']['files']} files, archive "
+             f"{rep['bytes']['archive']} bytes, immutable: {rep['applied']}"]
+    extra = {"snapshot": {"id": rep["id"], "path": rep["path"], "immutable": rep["applied"],
+                          "warning": rep.get("warning")}}
+    code = WARNING if rep.get("warning") else OK
+    if rep.get("warning"):
+        lines.append(f"warning: {rep['warning']}")
+    if o.get("remote"):  # the off-site copy: immutable, proven by hash
+        up = offsite(paths, o).run(rep["path"], remote.join(o["remote"], rep["id"]),
+                                   immutable=True)
+        extra["offsite"] = {k: up[k] for k in ("dest", "files", "bytes_moved", "verified_by")}
+        lines.append(f"copied off-site to {up['dest']}, verified by {up['verified_by']}")
+    if o.get("keep_last") and o.get("keep_days") is not None:
+        pr = snapshots.prune(o["dest"], o["keep_last"], o["keep_days"])
+        extra["prune"] = pr
+        lines.append(f"pruned {len(pr['deleted'])}, kept {len(pr['kept'])}")
+        lines += [f"{i}: {m}" for i, m in pr.get("in_use", {}).items()]
+        if pr["problems"]:
+            code = ERROR
+            lines += pr["problems"]
+    return {"exit_code": code, "message": lines[-1] if code != OK else lines[0],
+            "changed": True, "extra": extra, "bytes": rep["bytes"]["archive"],
+            "counts": rep["counts"], "output": "\n".join(lines)}
+
+
+def run_checkpoint(job, paths):
+    """Save uncommitted work; then, when keep_days is set, drop old checkpoints."""
+    from ..cli import save as cli_save
+
+    rep = cli_save.take_checkpoint(dict(job["options"]))
+    msg = (f"checkpoint {rep['name']}: {len(rep['files'])} file(s), "
+           f"{len(rep['deleted'])} deletion(s)" if rep["saved"] else rep["reason"])
+    lines = [msg] + ([f"warning: {rep['warning']}"] if rep.get("warning") else [])
+    if rep.get("prune", {}).get("deleted"):
+        lines.append(f"deleted {len(rep['prune']['deleted'])} old checkpoint(s)")
+    lines += [f"{n}: {m}" for n, m in sorted(rep.get("prune", {}).get("in_use", {}).items())]
+    return {"exit_code": WARNING if rep.get("warning") else OK,
+            "message": lines[1] if rep.get("warning") else msg, "changed": rep["saved"],
+            "extra": {"checkpoint": {k: rep.get(k) for k in ("name", "path", "head",
+                                                              "saved", "warning")}},
+            "bytes": rep.get("bytes", 0), "counts": {"files": len(rep["files"])},
+            "output": "\n".join(lines)}
+
+
+def _rollup_job(job, paths, pack):
+    """The daily and rollup jobs: one at a time per dest, so they queue instead of racing."""
+    from .. import rollups
+
+    o = job["options"]
+    dest = Path(o["dest"])
+    dest.mkdir(parents=True, exist_ok=True)
+    lines, extra, changed = [], {}, False
+    day = rollups.dated_day()  # `strongroom run JOB --date D`; None: today
+    if day:
+        lines.append(f"run as on {day.isoformat()} (--date)")
+        extra["date"] = day.isoformat()
+    with Lock(dest / ".rollups.lock", f"daily folders in {dest}").acquire(
+            o.get("lock_wait", 600)):
+        if pack:
+            made = rollups.make_rollup(dest, o.get("days", 7), today=day)
+            lines += [f"packed {len(p)} day(s) into {n}" for n, p in made] or [
+                "nothing to roll up"]
+            name, packed = made[-1] if made else (None, [])  # the newest, as before
+            extra["rollup"] = {"name": name, "days": packed}
+            extra["rollups"] = [{"name": n, "days": p} for n, p in made]
+        else:
+            doc = rollups.make_day(o["sources"], dest, o.get("db") or [],
+                                   o.get("exclude") or [], today=day)
+            lines.append(f"day folder {doc['day']}: {len(doc['files'])} file(s)" if doc
+                         else f"{day.isoformat()} has its folder already (here, on the "
+                              "remote or in a rollup)" if day
+                         else "today's folder exists already")
+            extra["day"] = doc and {"day": doc["day"], "files": len(doc["files"])}
+        changed = bool(extra.get("rollup", {}).get("name") or extra.get("day"))
+        if o.get("remote"):
+            sent = rollups.upload_pending(dest, offsite(paths, o), o["remote"])
+            if sent:
+                lines.append(f"uploaded and verified: {', '.join(sent)}")
+            extra["uploaded"] = sent
+            changed = changed or bool(sent)
+        # the most conservative delete_days set for this dest, by this job or the other
+        # (see rollups.delete_days_for): neither job's default undoes the other's setting
+        policy, by = rollups.delete_days_for(dest, job["name"], o.get("delete_days"))
+        if by:
+            lines.append(f"delete_days: {policy}, as job {by} has it for {dest} (this "
+                         f"job: {o.get('delete_days') or rollups.DEFAULT_POLICY}"
+                         f"{'' if o.get('delete_days') else ', by default'})")
+        extra["delete_days"] = {"policy": policy, "from": by or job["name"]}
+        # keep_rollups likewise (rollups.keep_rollups_for): the largest set for this dest
+        keep, kby = rollups.keep_rollups_for(dest, job["name"], o.get("keep_rollups"))
+        if kby:
+            own = o.get("keep_rollups")
+            lines.append(f"keep_rollups: {keep}, as job {kby} has it for {dest} (this job: "
+                         + (f"{own})" if own is not None else
+                            f"{rollups.DEFAULT_KEEP_ROLLUPS}, by default)"))
+        extra["keep_rollups"] = {"count": keep, "from": kby or job["name"]}
+        gone = rollups.retire(dest, policy, bool(o.get("remote")), keep,
+                              today=day, made=[n for n, _ in made] if pack else ())
+        lines += rollups.retired_lines(dest, gone, bool(o.get("remote")), keep)
+        lines += gone.messages()  # what a restore was reading stays until the next run
+        extra["deleted"] = list(gone)
+        if gone.in_use:
+            extra["in_use"] = gone.in_use
+    return {"exit_code": OK, "message": "; ".join(lines), "changed": changed or bool(gone),
+            "extra": extra, "output": "\n".join(lines)}
+
+
+def run_daily(job, paths):
+    return _rollup_job(job, paths, pack=False)
+
+
+def run_rollup(job, paths):
+    return _rollup_job(job, paths, pack=True)
+
+
+def run_bisync(job, paths, resync=False, force=False, dry_run=False):
+    from .. import bisync
+    from ..cli.upload import rclone_config
+
+    o = job["options"]
+    rc = remote.Rclone(rclone_config(o.get("rclone_config"), paths.config_dir))
+    out = bisync.run(o["local"], o["remote"], paths.state_dir / "bisync" / job["name"], rc,
+                     max_delete=o.get("max_delete", 50), check_access=o.get("check_access",
+                                                                            True),
+                     resync=resync, force=force, dry_run=dry_run,
+                     lock_wait=o.get("lock_wait", 0))
+    msg = (f"{'resync' if out['resync'] else 'bisync'}: {out['copied']} copied, "
+           f"{out['deleted']} deleted")
+    if out["conflicts"]:
+        msg += f"; {len(out['conflicts'])} conflict(s) kept as ..path1/..path2: " + \
+            ", ".join(out["conflicts"][:5])
+    return {"exit_code": WARNING if out["conflicts"] else OK, "message": msg,
+            "changed": out["changed"], "extra": {"bisync": out}, "output": msg}
+
+
+def run_restic(job, paths):
+    from .. import restic
+    from ..cli.upload import rclone_config
+
+    o = job["options"]
+    code, rep = restic.run_job(o, paths.state_dir, job["name"],
+                               rclone_config(o.get("rclone_config"), paths.config_dir))
+    msg = (f"snapshot {rep['snapshot']}: {rep['files_new']} new, {rep['files_changed']} "
+           f"changed, {rep['bytes_added']} bytes added; kept {o.get('keep_weekly', 8)} "
+           f"weekly; data subset {rep['checked_subset']} re-read and checked")
+    if rep["incomplete"]:
+        msg = "some files could not be read (see the log); " + msg
+    return {"exit_code": code, "message": msg, "changed": True, "extra": {"restic": rep},
+            "bytes": rep["bytes_added"], "output": msg}
+
+
+def run_db_backup(job, paths):
+    """The scheduled run is a tick without operations: it fires on the hours trigger."""
+    import argparse
+
+    from ..cli import db as cli_db
+
+    args = argparse.Namespace(job=job["name"], config_dir=str(paths.config_dir),
+                              state_dir=str(paths.state_dir))
+    d = cli_db.settings(args)
+    with d.lock(600):
+        out = d.tick(0)
+    msg = cli_db.tick_text(out) or f"not due; {out['ops']} operation(s) pending"
+    # a due run that found the newest version already holding this content uploaded nothing
+    uploaded = bool(out["backup"]) and not out["backup"]["unchanged"]
+    return {"exit_code": OK, "message": msg, "changed": uploaded,
+            "extra": {"db": {"key": out["backup"] and out["backup"]["key"],
+                             "pending_ops": out["ops"]}}, "output": msg}
+
+
+def run_git_sync(job, paths):
+    from .. import sync
+
+    o = job["options"]
+    s = sync.Settings(repo=Path(o["repo"]).expanduser(), role=o["role"],
+                         timeout=float(o.get("timeout", sync.TRANSPORT_TIMEOUT)),
+                         remote=o.get("remote", "origin"), branch=o.get("branch"),
+                         include=list(o.get("include") or []),
+                         exclude=list(o.get("exclude") or []),
+                         policies=dict(o.get("policies") or {}))
+    sync.check_repo(s)
+    sync.install_policies(s)
+    result = (sync.push if o["direction"] == "push" else sync.pull)(s)
+    extra = {"sync": {k: result.get(k) for k in ("operation", "head", "conflicts",
+                                                  "kept_side_by_side") if k in result}}
+    if result.get("rollback"):
+        extra["rollback"] = result["rollback"]  # notified as rollback_done
+    return {"exit_code": sync.exit_code(result),
+            "message": result["message"] + (f"; {result['rollback']}"
+                                             if result.get("rollback") else ""),
+            "changed": bool(result.get("changed")),
+            "extra": extra,
+            "output": f"{result['operation']}: {result['result']}: {result['message']}"
+                      + (f"\n{result['rollback']}" if result.get("rollback") else "")
+                      + (f"\n{result['recovered']}" if result.get("recovered") else "")}
+
+
+def run_status_check(job, paths):
+    """Every job's staleness; alert each stale job once, then every remind_hours."""
+    from .. import status as status_mod
+
+    opts = job.get("options") or {}
+    rows = [r for r in status_mod.rows(paths, factor=opts.get("stale_factor", 2.0))
+            if r["job"] != job["name"]]
+    if opts.get("prometheus"):
+        status_mod.write_prometheus(opts["prometheus"], rows)
+    now = datetime.now(UTC)
+    remind = timedelta(hours=opts.get("remind_hours", 24))
+    alerted = read_status(paths, job["name"]).get("stale_alerted", {})
+    stale = [r for r in rows if r["stale"]]
+    due_alert = [r for r in stale if r["job"] not in alerted or (
+        remind and now - parse_iso(alerted[r["job"]]) >= remind)]
+    sent = status_mod.notify_stale(paths, due_alert)
+    # a job that recovers is forgotten, so it is alerted again the next time it goes stale
+    alerted = {r["job"]: alerted[r["job"]] for r in stale if r["job"] in alerted}
+    alerted.update({r["job"]: iso(now) for r in due_alert})
+    names = ", ".join(r["job"] for r in stale)
+    message = (f"{len(stale)} of {len(rows)} jobs stale: {names}" if stale
+               else f"none of {len(rows)} jobs stale")
+    lines = [f"stale alert for {n['target']}: "
+             + ("delivered" if n["delivered"] else "FAILED") for n in sent]
+    # a job file that cannot be read is an error of the host's configuration, said by
+    # name; every other job was still checked above
+    invalid = [r for r in rows if not r["valid"]]
+    if invalid:
+        message += "; invalid job files: " + "; ".join(r["error"] for r in invalid)
+    return {
+        "exit_code": ERROR if invalid else WARNING if stale else OK,
+        "message": message,
+        "counts": {"jobs": len(rows), "stale": len(stale), "alerted": len(due_alert),
+                   "invalid": len(invalid)},
+        "extra": {"stale_alerted": alerted, "stale_alerts": sent},
+        "output": "\n".join(lines + [message]),
+    }
+
+
+HANDLERS = {"bundle_sync": run_bundle_sync, "restore_drill": run_restore_drill,
+            "status_check": run_status_check, "git_sync": run_git_sync,
+            "snapshot": run_snapshot, "checkpoint": run_checkpoint, "daily": run_daily,
+            "rollup": run_rollup, "bisync": run_bisync, "restic": run_restic,
+            "db_backup": run_db_backup}
+
+
+def _on_signal(signum, _frame):
+    raise Terminated(signum)
+
+
+def run(paths, name, if_due=False, wait=None, now=None):
+    """Run one job. Returns (exit_code, status dict, human output)."""
+    job = config.load_job(paths.config_dir, name)
+    prev = read_status(paths, name)
+    now = now or datetime.now(UTC)
+    if if_due:
+        is_due, why, next_due = due(job, prev, now)
+        if not is_due:
+            when = iso(next_due) if next_due else "unknown"
+            return OK, prev, f"{name}: not due ({why}; next due {when})"
+    for d in (paths.status(name).parent, paths.lock(name).parent):
+        d.mkdir(parents=True, exist_ok=True)
+    log_cfg = job.get("log") or {}
+    max_bytes = log_cfg.get("max_bytes", LOG_MAX_BYTES)
+    keep = log_cfg.get("keep", LOG_KEEP)
+    # --wait is one deadline for every lock the run takes: the job's own here, then any
+    # store, sync or snapshot lock the job takes inside (a manual `bundle sync` or a drill
+    # holding the store must not make a waiting run exit 11 at once)
+    # (without --wait: the job's own lock is not waited for, and each lock inside keeps
+    # its job's lock_wait or its default)
+    deadline = None if wait is None else time.monotonic() + max(wait, 0.0)
+    try:
+        lock = Lock(paths.lock(name), f"job {name}").acquire(wait or 0.0)
+    except LockedError as exc:
+        _log(paths, name, [f"not started: {exc}"], max_bytes, keep)
+        raise
+    old_handlers = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
+    started = datetime.now(UTC)
+    t0 = time.monotonic()
+    running = {**prev, "running": True, "pid": os.getpid(), "current_started": iso(started)}
+    fsutil.atomic_write_json(paths.status(name), running)
+    log_lines = [f"run started (pid {os.getpid()})"]
+    if lock.previous_owner:
+        log_lines.append(f"took over the lock of PID {lock.previous_owner}, which is gone")
+    try:
+        buf = io.StringIO()
+        with redirect_stdout(buf), (wait_until(deadline) if deadline is not None
+                                    else contextlib.nullcontext()):
+            outcome = HANDLERS[job["type"]](job, paths)
+    except Terminated as exc:
+        outcome = {"exit_code": 128 + exc.signum, "message": str(exc), "output": str(exc)}
+    except StrongroomError as exc:
+        outcome = {"exit_code": exc.exit_code, "message": str(exc), "output": str(exc)}
+    except Exception as exc:  # a bug must still leave a status and a log saying so
+        log_lines += traceback.format_exc().splitlines()
+        outcome = {"exit_code": ERROR, "message": f"internal error: {exc!r}",
+                   "output": f"internal error: {exc!r}"}
+    finally:
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+    code = outcome["exit_code"]
+    finished = datetime.now(UTC)
+    status = {
+        "job": name,
+        "type": job["type"],
+        "host": socket.gethostname(),
+        "schedule": job.get("schedule"),
+        "running": False,
+        "started": iso(started),
+        "finished": iso(finished),
+        "duration_seconds": round(time.monotonic() - t0, 3),
+        "result": RESULTS.get(code, "error"),
+        "exit_code": code,
+        "bytes": outcome.get("bytes", 0),
+        "counts": outcome.get("counts", {}),
+        "changed": outcome.get("changed", False),
+        "message": outcome["message"],
+        "last_success": prev.get("last_success"),
+        "last_success_started": prev.get("last_success_started"),
+        "consecutive_failures": 0,
+    }
+    if "artifacts" in outcome:  # restore drills: each artifact's result and duration
+        status["artifacts"] = outcome["artifacts"]
+    status.update(outcome.get("extra", {}))
+    from .. import rollups
+
+    # a run as on another day (--date) catches that day up; it is not today's scheduled
+    # run, so --if-due and staleness still wait for one
+    if code in (OK, WARNING):
+        if rollups.dated_day() is None:
+            status["last_success"] = iso(finished)
+            status["last_success_started"] = iso(started)
+        else:  # a good catch-up run is no failure, but leaves the count as it was
+            status["consecutive_failures"] = prev.get("consecutive_failures", 0)
+    else:
+        status["consecutive_failures"] = prev.get("consecutive_failures", 0) + 1
+    _, _, next_due = due(job, status, finished)
+    status["next_due"] = iso(next_due) if next_due else None
+    output = outcome.get("output", "")
+    log_lines += output.splitlines()
+    log_lines.append(f"run finished: result={status['result']} exit={code} "
+                     f"duration={status['duration_seconds']}s bytes={status['bytes']}")
+    _log(paths, name, log_lines, max_bytes, keep)
+    # The outcome is recorded before anyone is told: a SIGTERM or SIGHUP while a slow
+    # target is being reached (our handlers are gone by now) must not leave the status
+    # saying `running` with the previous run's result.
+    fsutil.atomic_write_json(paths.status(name), {**status, "notifications": "pending"})
+    # After the log (a failure message quotes its tail), then the status again (which
+    # records the deliveries). A failed delivery never changes the job's result.
+    try:
+        sent = notify.notify_job(paths.config_dir, job, status, prev.get("result"),
+                                 paths.log(name))
+    except Exception as exc:  # telling someone must never cost the job its status
+        sent = [{"target": "-", "event": "-", "delivered": False,
+                 "error": f"notification failed internally: {type(exc).__name__}"}]
+    status["notifications"] = sent
+    fsutil.atomic_write_json(paths.status(name), status)
+    failed = [n for n in sent if not n["delivered"]]
+    if sent:
+        _log(paths, name, [f"notification {n['event']} to {n['target']}: "
+                           + ("delivered" if n["delivered"] else
+                              "FAILED" + (f" ({n['error']})" if n.get("error") else ""))
+                           for n in sent], max_bytes, keep)
+    if failed:
+        output += "\nNotification failed: " + ", ".join(n["target"] for n in failed)
+    lock.release()
+    return code, status, output
+
+
+def list_jobs(paths, now=None):
+    now = now or datetime.now(UTC)
+    rows = []
+    for name in job_names(paths.config_dir):
+        row = {"job": name}
+        try:
+            job = config.load_job(paths.config_dir, name)
+        except StrongroomError as exc:
+            rows.append({**row, "valid": False, "error": str(exc)})
+            continue
+        st = read_status(paths, name)
+        is_due, why, next_due = due(job, st, now)
+        running = bool(st.get("running")) and fsutil.pid_alive(st.get("pid") or 0)
+        rows.append({
+            **row,
+            "valid": True,
+            "type": job["type"],
+            "schedule": job.get("schedule") or "manual",
+            "last_result": ("running" if running else
+                            ("killed?" if st.get("running") else st.get("result", "never run"))),
+            "last_run": st.get("finished"),
+            "last_success": st.get("last_success"),
+            "next_due": iso(next_due) if next_due else None,
+            # a manual job runs whenever asked; calling it due would read as overdue
+            "due": bool(job.get("schedule")) and is_due,
+        })
+    return rows

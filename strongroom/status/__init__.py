@@ -1,0 +1,142 @@
+"""Every job's state at a glance, staleness, and a Prometheus textfile.
+
+A job is stale when it has had no successful run within FACTOR x its period (default 2).
+A job that never succeeded is measured from when its job file was installed, so a job
+whose scheduler never started it goes stale too. Jobs without a schedule never do.
+"""
+
+import socket
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from .. import jobs, schedule
+from ..core import fsutil
+from ..core.errors import StrongroomError
+from ..jobs import config
+
+STALE_FACTOR = 2.0
+
+
+def _age(text, now):
+    return (now - jobs.parse_iso(text)).total_seconds() if text else None
+
+
+def rows(paths, now=None, factor=STALE_FACTOR):
+    now = now or datetime.now(UTC)
+    out = []
+    for name in jobs.job_names(paths.config_dir):
+        row = {"job": name, "host": socket.gethostname()}
+        try:
+            job = config.load_job(paths.config_dir, name)
+        except StrongroomError as exc:
+            out.append({**row, "valid": False, "error": str(exc), "stale": True})
+            continue
+        st = jobs.read_status(paths, name)
+        spec = job.get("schedule")
+        period = schedule.parse(spec).period() if spec else None
+        installed = datetime.fromtimestamp(
+            (Path(paths.config_dir) / "jobs" / f"{name}.yml").stat().st_mtime, UTC)
+        since = jobs.parse_iso(st["last_success"]) if st.get("last_success") else installed
+        limit = period * factor if period else None
+        stale = bool(limit) and now - since > limit
+        is_due, _, next_due = jobs.due(job, st, now)
+        out.append({
+            **row,
+            "valid": True,
+            "type": job["type"],
+            "schedule": spec or "manual",
+            "result": st.get("result", "never run"),
+            "finished": st.get("finished"),
+            "age_seconds": _age(st.get("finished"), now),
+            "duration_seconds": st.get("duration_seconds"),
+            "exit_code": st.get("exit_code"),
+            "bytes": st.get("bytes", 0),
+            "changed": bool(st.get("changed", False)),  # whether the last run changed anything
+            "last_success": st.get("last_success"),
+            "next_due": jobs.iso(next_due) if next_due else None,
+            # a scheduled job with no success since its last slot (or ever): `--if-due`
+            # would run it now; next_due is then the slot it fell due at, or now
+            "due": bool(spec) and is_due,
+            "stale": stale,
+            "stale_after_seconds": int(limit.total_seconds()) if limit else None,
+        })
+    return out
+
+
+def human_age(seconds):
+    if seconds is None:
+        return "-"
+    delta = timedelta(seconds=int(seconds))
+    if delta.days:
+        return f"{delta.days}d {delta.seconds // 3600}h"
+    if delta.seconds >= 3600:
+        return f"{delta.seconds // 3600}h {delta.seconds % 3600 // 60}m"
+    return f"{delta.seconds // 60}m"
+
+
+def _num(v):
+    v = float(v)
+    return str(int(v)) if v.is_integer() else repr(v)
+
+
+def prometheus_text(rows_):
+    """node_exporter textfile-collector format."""
+    metrics = [
+        ("strongroom_last_success_timestamp_seconds", "Unix time of the last successful run",
+         lambda r: jobs.parse_iso(r["last_success"]).timestamp() if r.get("last_success")
+         else 0),
+        ("strongroom_last_duration_seconds", "Duration of the last run",
+         lambda r: r.get("duration_seconds") or 0),
+        ("strongroom_last_exit_code", "Exit code of the last run (-1: never ran)",
+         lambda r: -1 if r.get("exit_code") is None else r["exit_code"]),
+        ("strongroom_last_bytes", "Bytes written by the last run", lambda r: r.get("bytes", 0)),
+        ("strongroom_stale", "1 when the job had no success within its stale limit",
+         lambda r: int(bool(r.get("stale")))),
+        ("strongroom_job_file_valid", "0 when the job file cannot be read or is invalid",
+         lambda r: int(bool(r.get("valid")))),
+    ]
+    every_row = ("strongroom_stale", "strongroom_job_file_valid")
+    lines = []
+    for metric, help_text, value in metrics:
+        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge"]
+        for r in rows_:
+            # an invalid job file has no type or figures, but still counts as stale and
+            # invalid here, so an alert on either metric sees it (it must not just vanish)
+            if r.get("valid"):
+                labels = f'job="{_label(r["job"])}",type="{_label(r["type"])}"'
+            elif metric in every_row:
+                labels = f'job="{_label(r["job"])}"'
+            else:
+                continue
+            lines.append(f"{metric}{{{labels}}} {_num(value(r))}")
+    return "\n".join(lines) + "\n"
+
+
+def _label(value):
+    """A label value as the text format escapes it."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def write_prometheus(path, rows_):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fsutil.atomic_write_bytes(path, prometheus_text(rows_).encode(), mode=0o644)
+
+
+def notify_stale(paths, rows_):
+    from .. import notify
+
+    stale = [r for r in rows_ if r["stale"]]
+    if not stale:
+        return []
+    targets, _ = notify.load(paths.config_dir)
+    results = []
+    for r in stale:
+        if not r["valid"]:  # it cannot run until its file is fixed: say why, not "never run"
+            r = {**r, "result": f"invalid job file: {r['error']}", "schedule": "unknown"}
+        title, body = notify.render("backup_stale", {"job": r["job"], "severity": "error",
+                                                     "status": r, "log_tail": []})
+        results += notify.send(targets, "backup_stale", "error", title, body)
+    return results
+
+
