@@ -1,4 +1,5 @@
-"""site.yml across three hosts over real SSH, then every host checked with testinfra.
+"""site.yml across three hosts over real SSH, then every host checked with testinfra
+(by hand here, and by `make verify`'s checks in verify/).
 
 desktop uses cron + anacron (its `bundles` job runs every minute, so the real cron daemon
 must run it), laptop launchd agents (rendered and checked with plistlib; launchd itself
@@ -18,7 +19,7 @@ import pytest
 import testinfra
 
 from strongroom import schedule
-from tests.fleet.bed import HOSTS, Bed, as_user
+from tests.fleet.bed import HOSTS, ROOT, Bed, as_user
 
 pytestmark = pytest.mark.slow
 VENV_BIN = str(Path(sys.executable).parent)
@@ -159,6 +160,16 @@ def test_a_forced_run_leaves_a_fresh_successful_status(bed):
         assert datetime.strptime(st["finished"], "%Y-%m-%dT%H:%M:%SZ").replace(
             tzinfo=UTC) >= before
         assert st["counts"]["repositories"] == 2
+
+
+def test_every_host_passes_verify(bed):
+    """`make verify`'s checks (verify/) across the bed: engine, job files, each host's
+    scheduler entries, secret file modes, and no stale job (every host just ran bundles)."""
+    proc = subprocess.run([str(ROOT / "scripts/verify"), str(bed.inventory)],
+                          capture_output=True, text=True, check=False, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "verify: every check passed on 3 host(s): desktop, laptop, server" in out, out
 
 
 def test_the_real_cron_daemon_runs_the_installed_job(bed, cron_daemon):
