@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+INVENTORY ?= inventory/local
 
-.PHONY: run test test-pythons deps venv lint bench clean
+.PHONY: run test test-pythons deps venv lint bench clean collection verify
 
 run: deps venv
 	@scripts/run-local
@@ -28,6 +29,14 @@ $(STAMP): pyproject.toml
 	@echo "Installing the engine and its tools into $(VENV) ..."
 	@$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $@
+
+# the Ansible collection strongroom.backup, built from library/, roles/ and playbooks/
+collection: deps venv
+	@scripts/collection
+
+# testinfra checks of every host of INVENTORY over its own connection (default: this machine)
+verify: deps venv
+	@scripts/verify $(INVENTORY)
 
 lint: venv
 	@scripts/lint

@@ -15,9 +15,10 @@ description:
   - The same engine as C(strongroom manifest create|update|verify).
 version_added: "0.1.0"
 author: Strongroom contributors
-requirements:
-  - the strongroom engine importable by the module's Python (installed by the strongroom
-    role; point C(ansible_python_interpreter) at its virtualenv)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - strongroom.backup.engine
+  - strongroom.backup.engine.attributes
 options:
   root:
     description: The directory the manifest describes.
@@ -59,21 +60,26 @@ attributes:
     details: Hashes and compares, writes nothing.
   diff_mode:
     support: full
-    details: Lists added, removed and changed paths.
+    details:
+      - With O(state=present), the files added, removed and changed since the recorded
+        manifest, as C(sha256sum) lines (hash, two spaces, path) - a changed file shows its
+        old hash before and its new one after - and the include and exclude patterns when
+        they changed.
 """
 
 EXAMPLES = r"""
 - name: Record the critical files of the notes tree
-  ansible.legacy.checksum_manifest:
+  strongroom.backup.checksum_manifest:
     root: /home/alice/brain
     path: /home/alice/brain/.sync-checksums.json
     include: ["clients/*/tasks.json", "data/state/*.json"]
 
 - name: Check it, re-hashing everything
-  ansible.legacy.checksum_manifest:
+  strongroom.backup.checksum_manifest:
     root: /home/alice/brain
     path: /home/alice/brain/.sync-checksums.json
     state: verified
+    engine_venv: /home/alice/.local/share/strongroom/venv
 """
 
 RETURN = r"""
@@ -97,6 +103,18 @@ changed_paths:
   returned: when state is present
   type: list
   elements: str
+diff:
+  description:
+    - What changed since the recorded manifest, as C(sha256sum) lines - removed and changed
+      files with their recorded hash in C(before), added and changed files with their hash
+      now in C(after) - and the patterns when they changed.
+  returned: when state is present and diff mode is on
+  type: dict
+  sample:
+    before: "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03  notes/a.md\n"
+    after: "0b7d1f4ee2e5c3b6d2f1e9e84c6b2f1cd0a4d4a5f2f7d0c3a4c1c9e1b8f0a2d3  notes/a.md\n"
+    before_header: /home/alice/brain/.sync-checksums.json (recorded)
+    after_header: /home/alice/brain/.sync-checksums.json (now)
 verdict:
   description: The check (state=verified) - passed, mismatched, missing, new.
   returned: when state is verified
@@ -104,23 +122,41 @@ verdict:
   sample: {passed: false, mismatched: [a.json], missing: [], new: [b.json], hashed: 3}
 """
 
-import traceback
 from pathlib import Path
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.strongroom.backup.plugins.module_utils.strongroom_engine import (
+    engine_argument_spec,
+    require_engine,
+)
 
-try:
+
+def hash_diff(old, new, old_selection, selection):
+    """Ansible's before/after for the manifest: sha256sum lines of the removed and changed
+    files as recorded, of the added and changed ones as they are now (unchanged files are
+    left out: a tree has thousands), preceded by the patterns when they changed."""
     from strongroom import manifest
-    from strongroom.core.errors import StrongroomError
 
-    HAS_STRONGROOM = True
-    IMPORT_ERROR = None
-except ImportError:
-    HAS_STRONGROOM = False
-    IMPORT_ERROR = traceback.format_exc()
+    changes = manifest.diff(old, new)
+    before = manifest.sha256sum_lines(
+        {"checksums": {r: old[r] for r in changes["removed"] + changes["changed"]}})
+    after = manifest.sha256sum_lines(
+        {"checksums": {r: new[r] for r in changes["added"] + changes["changed"]}})
+    if old_selection is not None and (old_selection.include, old_selection.exclude) != (
+            selection.include, selection.exclude):
+        before = patterns_text(old_selection) + before
+        after = patterns_text(selection) + after
+    return before, after
+
+
+def patterns_text(selection):
+    return (f"# include: {' '.join(selection.include) or '(every file)'}\n"
+            f"# exclude: {' '.join(selection.exclude) or '(none)'}\n")
 
 
 def present(module):
+    from strongroom import manifest
+
     p = module.params
     old = None
     try:
@@ -142,9 +178,9 @@ def present(module):
     out = {"changed": changed, "files": len(data["checksums"]), "added": changes["added"],
            "removed": changes["removed"], "changed_paths": changes["changed"]}
     if module._diff:
-        out["diff"] = {"before": "".join(f"{r}\n" for r in sorted(old["checksums"]))
-                       if old else "",
-                       "after": "".join(f"{r}\n" for r in data["checksums"]),
+        before, after = hash_diff(old["checksums"] if old else {}, data["checksums"],
+                                  manifest.selection_of(old) if old else None, selection)
+        out["diff"] = {"before": before, "after": after,
                        "before_header": f"{p['path']} (recorded)",
                        "after_header": f"{p['path']} (now)"}
     if changed and not module.check_mode:
@@ -153,6 +189,8 @@ def present(module):
 
 
 def verified(module):
+    from strongroom import manifest
+
     p = module.params
     data = manifest.load(p["path"])
     v = manifest.verify(p["root"], data, fast=p["mode"] == "fast",
@@ -173,7 +211,7 @@ def verified(module):
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
+        argument_spec=engine_argument_spec(
             root=dict(type="path", required=True),
             path=dict(type="path", required=True),
             state=dict(type="str", default="present", choices=["present", "verified"]),
@@ -184,12 +222,9 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if not HAS_STRONGROOM:
-        module.fail_json(msg=missing_required_lib(
-            "strongroom", reason="to hash trees",
-            url="run playbooks/site.yml to install the engine, and set "
-                "ansible_python_interpreter to its virtualenv's python"),
-            exception=IMPORT_ERROR)
+    require_engine(module, "to hash trees")
+    from strongroom.core.errors import StrongroomError
+
     try:
         (present if module.params["state"] == "present" else verified)(module)
     except StrongroomError as exc:

@@ -22,10 +22,12 @@ description:
     C(strongroom db).
 version_added: "0.1.0"
 author: Strongroom contributors
-requirements:
-  - rclone
-  - the strongroom engine importable by the module's Python (installed by the strongroom
-    role; point C(ansible_python_interpreter) at its virtualenv)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - strongroom.backup.engine
+  - strongroom.backup.engine.rclone
+  - strongroom.backup.engine.transfer
+  - strongroom.backup.engine.attributes
 options:
   db:
     description: The SQLite database file.
@@ -61,58 +63,143 @@ options:
         set, else C(/var/lib/strongroom) as root, else C($XDG_STATE_HOME/strongroom)
         (C(~/.local/state/strongroom)).
     type: path
-  rclone_config:
-    description: rclone.conf to use.
-    type: path
-notes:
-  - Secrets stay in the rclone config (0600); they are never module arguments.
+attributes:
+  check_mode:
+    support: full
+    details:
+      - O(operation=backup) takes a consistent copy in a temporary folder beside O(db) to
+        compare its content with the newest version's, then removes it; nothing is
+        uploaded, pruned or recorded. O(operation=sync) reports the action it would take.
+  diff_mode:
+    support: none
 """
 
 EXAMPLES = r"""
 - name: Back up the application database before the upgrade
-  db_backup:
+  strongroom.backup.db_backup:
     db: /srv/app/data/app.db
     remote: offsite:app-db
     rclone_config: /etc/strongroom/rclone.conf
-  vars:
-    ansible_python_interpreter: /opt/strongroom/venv/bin/python
+    bwlimit: 4M
+    engine_venv: /opt/strongroom/venv
+
+- name: Pull the newest version unless this copy changed too
+  strongroom.backup.db_backup:
+    db: /home/alice/notes.db
+    remote: offsite:notes-db
+    operation: sync
 """
 
 RETURN = r"""
 key:
-  description: The version uploaded (backup, or a sync that pushed).
+  description:
+    - The version uploaded (O(operation=backup), or a sync that pushed); for a backup that
+      uploaded nothing, the newest version, which holds this content already.
   type: str
-  returned: when a version was uploaded
+  returned: when a version was uploaded, or already held this content
+  sample: 20261121T031500.000000Z_alpha_app.db
+content_sha256:
+  description: SHA-256 of the database's content (without SQLite's change counter).
+  type: str
+  returned: when a backup uploaded a version
+size:
+  description: Bytes of the version uploaded.
+  type: int
+  returned: when a backup uploaded a version
+tables:
+  description: Rows per table of the copy, as its integrity check counted them.
+  type: dict
+  returned: when a backup uploaded a version
+reason:
+  description: Why the version was made (C(ansible)).
+  type: str
+  returned: when a backup uploaded a version
+pruned:
+  description: Versions deleted after the upload (older than the newest O(keep) contents).
+  type: list
+  elements: str
+  returned: when a backup uploaded a version
+unchanged:
+  description: Whether the newest version already held this content (always false here).
+  type: bool
+  returned: when a backup uploaded a version
+replaces_unreadable:
+  description: The newest version whose metadata could not be read, put under the new one.
+  type: str
+  returned: when a backup uploaded a version
 action:
-  description: For sync, none, adopt, pull, push or offline.
+  description: For sync, none, adopt, pull, push or offline; conflict when it failed so.
   type: str
   returned: with operation=sync
-versions:
-  description: For status, how many versions the remote holds.
+head:
+  description: For sync, the remote's newest version with readable metadata.
+  type: str
+  returned: with operation=sync, when the remote could be read
+database:
+  description: For status, the database file.
+  type: str
+  returned: with operation=status
+remote:
+  description: For status, where the versions live (C(REMOTE:PATH/backups/<db>)).
+  type: str
+  returned: with operation=status
+pending_ops:
+  description: For status, operations counted since the last backup.
   type: int
+  returned: with operation=status
+last_backup:
+  description: For status, the last version this machine uploaded (key, at, reason).
+  type: dict
+  returned: with operation=status
+current:
+  description: For status, the version this machine last agreed with.
+  type: str
+  returned: with operation=status
+local_sha256:
+  description: For status, the local database's content SHA-256 (null when it is absent).
+  type: str
+  returned: with operation=status
+versions:
+  description: For status, how many versions the remote holds (null when offline).
+  type: int
+  returned: with operation=status
+newest:
+  description: For status, the newest version with readable metadata.
+  type: str
+  returned: with operation=status, when the remote could be read
+remote_sha256:
+  description: For status, the content SHA-256 of that newest version.
+  type: str
+  returned: with operation=status
+unreadable:
+  description: For status, the versions newer than that one without readable metadata.
+  type: list
+  elements: dict
+  returned: with operation=status, when the remote could be read
+offline:
+  description: For status, true when the remote could not be reached.
+  type: bool
+  returned: with operation=status, when the remote could not be reached
+in_sync:
+  description: For status, whether the local content is the newest version's.
+  type: bool
   returned: with operation=status
 """
 
-import traceback
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.strongroom.backup.plugins.module_utils.strongroom_engine import (
+    engine_argument_spec,
+    require_engine,
+)
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-try:
-    from strongroom.core import paths
-    from strongroom.core.errors import StrongroomError
-    from strongroom.core.remote import Rclone
-    from strongroom.dbversions import Conflict, DbSync
-
-    HAS_STRONGROOM = True
-    IMPORT_ERROR = None
-except ImportError:
-    HAS_STRONGROOM = False
-    IMPORT_ERROR = traceback.format_exc()
+# what a backup that uploaded a version returns (RETURN), besides changed
+BACKUP_KEYS = ("key", "content_sha256", "size", "tables", "reason", "pruned", "unchanged",
+               "replaces_unreadable")
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
+        argument_spec=engine_argument_spec(
             db=dict(type="path", required=True),
             remote=dict(type="str", required=True),
             operation=dict(type="str", default="backup", choices=["backup", "sync", "status"]),
@@ -121,20 +208,24 @@ def main():
             host=dict(type="str"),
             state_dir=dict(type="path"),
             rclone_config=dict(type="path"),
+            bwlimit=dict(type="str"),
+            retries=dict(type="int", default=3),
+            low_level_retries=dict(type="int", default=3),
         ),
         supports_check_mode=True,
     )
-    if not HAS_STRONGROOM:
-        module.fail_json(msg=missing_required_lib(
-            "strongroom", reason="to back up databases",
-            url="run playbooks/site.yml to install the engine, and set "
-                "ansible_python_interpreter to its virtualenv's python"),
-            exception=IMPORT_ERROR)
+    require_engine(module, "to back up databases")
+    from strongroom.core import paths
+    from strongroom.core.errors import StrongroomError
+    from strongroom.core.remote import Rclone
+    from strongroom.dbversions import Conflict, DbSync
+
     p = module.params
     # the default is resolved on the host, for the user the module runs as: a user install
     # keeps its state in its own state directory, as the strongroom command does
     d = DbSync(p["db"], p["remote"], p["state_dir"] or paths.state_dir(),
-               Rclone(p["rclone_config"]),
+               Rclone(p["rclone_config"], bwlimit=p["bwlimit"], retries=p["retries"],
+                      low_level_retries=p["low_level_retries"]),
                keep=p["keep"], host=p["host"])
     try:
         if p["operation"] == "status":
@@ -142,13 +233,18 @@ def main():
         if p["operation"] == "sync":
             if module.check_mode:
                 action, head, why = d.plan_sync()
-                module.exit_json(changed=action != "none", action=action, head=head, msg=why)
+                module.exit_json(changed=action != "none", action=action, head=head,
+                                 msg=f"would {action}: {why}")
             with d.lock(600):
                 out = d.sync()
             if out["action"] == "offline":
                 module.warn(out["message"])
-            module.exit_json(changed=out["changed"], action=out["action"],
-                             key=out.get("key"), msg=out["message"])
+            res = {"action": out["action"], "msg": out["message"]}
+            if "head" in out:
+                res["head"] = out["head"]
+            if out.get("key"):
+                res["key"] = out["key"]
+            module.exit_json(changed=out["changed"], **res)
         if module.check_mode:
             held = d.listing()
             newest = max(held, default=None)
@@ -164,7 +260,7 @@ def main():
         if out["unchanged"]:
             module.exit_json(changed=False, key=out["key"],
                              msg=f"the newest version {out['key']} holds this content")
-        module.exit_json(changed=True, **out)
+        module.exit_json(changed=True, **{k: out[k] for k in BACKUP_KEYS if k in out})
     except Conflict as exc:
         module.fail_json(msg=str(exc), action="conflict")
     except StrongroomError as exc:

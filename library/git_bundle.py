@@ -20,10 +20,13 @@ description:
     C(strongroom bundle sync|verify|restore).
 version_added: "0.1.0"
 author: Strongroom contributors
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - strongroom.backup.engine
+  - strongroom.backup.engine.rclone
+  - strongroom.backup.engine.attributes
 requirements:
-  - the strongroom engine importable by the module's Python (installed by the strongroom
-    role; point C(ansible_python_interpreter) at its virtualenv)
-  - git, zstd, and rclone when O(remote) is used
+  - git and zstd on the host
 options:
   state:
     description:
@@ -45,9 +48,6 @@ options:
         C(--immutable) and checked by SHA-256; the remote is never mirrored with deletes.
       - For O(state=restored), files missing from the store are fetched from here.
     type: str
-  rclone_config:
-    description: rclone.conf holding the remote's credentials.
-    type: path
   names:
     description:
       - Only these repositories (names are paths relative to O(root)).
@@ -99,18 +99,20 @@ notes:
 
 EXAMPLES = r"""
 - name: Bundle every repository under ~/projects and copy it off-site
-  ansible.legacy.git_bundle:
+  strongroom.backup.git_bundle:
     root: /home/alice/projects
     store: /home/alice/.local/state/strongroom/bundles
     remote: offsite:strongroom/alice
+    rclone_config: /home/alice/.config/strongroom/rclone.conf
+    engine_venv: /home/alice/.local/share/strongroom/venv
 
 - name: Prove the store restores
-  ansible.legacy.git_bundle:
+  strongroom.backup.git_bundle:
     state: verified
     store: /var/lib/strongroom/bundles
 
 - name: Restore one repository from the off-site copy
-  ansible.legacy.git_bundle:
+  strongroom.backup.git_bundle:
     state: restored
     store: /var/lib/strongroom/bundles
     remote: offsite:strongroom/server
@@ -143,25 +145,18 @@ restored:
   sample: {name: work/api, target: /srv/restore/api, refs: 12, critical_files: [.env]}
 """
 
-import traceback
 from pathlib import Path
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-try:
-    from strongroom import bundles
-    from strongroom.bundles import chain
-    from strongroom.core.errors import StrongroomError
-    from strongroom.core.gitcmd import read_refs
-
-    HAS_STRONGROOM = True
-    IMPORT_ERROR = None
-except ImportError:
-    HAS_STRONGROOM = False
-    IMPORT_ERROR = traceback.format_exc()
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.strongroom.backup.plugins.module_utils.strongroom_engine import (
+    engine_argument_spec,
+    require_engine,
+)
 
 
 def engine_options(params, dry_run):
+    from strongroom import bundles
+
     kwargs = {
         "full_every": params["full_every"],
         "full_after_days": params["full_after_days"],
@@ -193,6 +188,8 @@ def ref_diff(results):
 
 
 def do_synced(module):
+    from strongroom import bundles
+
     p = module.params
     opts = engine_options(p, module.check_mode)
     results, code = bundles.sync(p["root"], p["store"], opts, names=p["names"],
@@ -219,6 +216,8 @@ def do_synced(module):
 
 
 def do_verified(module):
+    from strongroom import bundles
+
     p = module.params
     results, code = bundles.verify(p["store"], engine_options(p, False), p["names"],
                                    lock_wait=p["lock_wait"])
@@ -234,6 +233,10 @@ def do_verified(module):
 
 def target_matches(store, name, target):
     """True when target already holds the repository at its last synced refs."""
+    from strongroom.bundles import chain
+    from strongroom.core.errors import StrongroomError
+    from strongroom.core.gitcmd import read_refs
+
     try:
         manifest = chain.load(Path(store) / name, check_files=False)
         wanted = chain.read_refs_file(Path(store) / name / manifest["bundles"][-1]["refs_file"])
@@ -243,6 +246,8 @@ def target_matches(store, name, target):
 
 
 def do_restored(module):
+    from strongroom import bundles
+
     p = module.params
     if not p["names"] or len(p["names"]) != 1:
         module.fail_json(msg="state=restored needs exactly one repository in names, "
@@ -269,7 +274,7 @@ def do_restored(module):
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
+        argument_spec=engine_argument_spec(
             state=dict(type="str", default="synced", choices=["synced", "verified", "restored"]),
             root=dict(type="path"),
             store=dict(type="path", required=True),
@@ -290,12 +295,9 @@ def main():
         ],
         supports_check_mode=True,
     )
-    if not HAS_STRONGROOM:
-        module.fail_json(msg=missing_required_lib(
-            "strongroom", reason="to bundle repositories",
-            url="run playbooks/site.yml to install the engine, and set "
-                "ansible_python_interpreter to its virtualenv's python"),
-            exception=IMPORT_ERROR)
+    require_engine(module, "to bundle repositories")
+    from strongroom.core.errors import StrongroomError
+
     if module.params["full_every"] < 1 or module.params["keep_retired"] < 0:
         module.fail_json(msg="full_every must be >= 1 and keep_retired >= 0")
     handlers = {"synced": do_synced, "verified": do_verified, "restored": do_restored}

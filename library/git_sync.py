@@ -20,9 +20,12 @@ description:
   - V(status) reports ahead/behind, dirty files, the last sync and the snapshot, offline.
 version_added: "0.1.0"
 author: Strongroom contributors
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - strongroom.backup.engine
+  - strongroom.backup.engine.attributes
 requirements:
-  - the strongroom engine importable by the module's Python (installed by the strongroom
-    role; point C(ansible_python_interpreter) at its virtualenv)
+  - git on the host
 options:
   repo:
     description: The work tree to sync.
@@ -63,8 +66,9 @@ options:
     type: dict
   engine:
     description:
-      - The C(strongroom) executable the merge drivers call; default the one beside the
-        module's Python.
+      - The C(strongroom) executable the merge drivers call; default the one in the
+        engine's virtualenv (O(engine_venv), or the one the engine was found in), else the
+        one beside the module's Python.
     type: path
 attributes:
   check_mode:
@@ -78,7 +82,7 @@ attributes:
 
 EXAMPLES = r"""
 - name: Push the notes from the primary
-  ansible.legacy.git_sync:
+  strongroom.backup.git_sync:
     repo: /home/alice/brain
     operation: push
     role: primary
@@ -86,11 +90,10 @@ EXAMPLES = r"""
     policies:
       "log/completed.md": append
       "clients/*/tasks.json": block
-  vars:
-    ansible_python_interpreter: "{{ strongroom_venv }}/bin/python"
+    engine_venv: "{{ strongroom_venv }}"
 
 - name: Install the merge drivers only
-  ansible.legacy.git_sync:
+  strongroom.backup.git_sync:
     repo: /home/alice/brain
     operation: policies
     role: secondary
@@ -99,12 +102,12 @@ EXAMPLES = r"""
 
 RETURN = r"""
 head:
-  description: HEAD after the operation.
+  description: HEAD after the operation (in check mode, HEAD now).
   returned: push, pull, rollback
   type: str
 message:
   description: What happened, in one line.
-  returned: push, pull, check mode
+  returned: push, pull, rollback, check mode
   type: str
 remote_head:
   description: The remote branch's head as the remote reported it.
@@ -122,6 +125,11 @@ incoming:
   elements: str
 conflicts:
   description: Files a block policy stopped on; their versions are kept as FILE.theirs.
+  returned: when a pull was blocked
+  type: list
+  elements: str
+kept_side_by_side:
+  description: The other side's versions a block policy kept beside the files (FILE.theirs).
   returned: when a pull was blocked
   type: list
   elements: str
@@ -156,32 +164,29 @@ kept_dir:
   type: str
 """
 
-import traceback
 from pathlib import Path
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-try:
-    from strongroom import sync
-    from strongroom.core.errors import StrongroomError
-
-    HAS_STRONGROOM = True
-    IMPORT_ERROR = None
-except ImportError:
-    HAS_STRONGROOM = False
-    IMPORT_ERROR = traceback.format_exc()
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.strongroom.backup.plugins.module_utils.strongroom_engine import (
+    engine_argument_spec,
+    require_engine,
+)
 
 
 def settings(p):
+    from strongroom import sync
+
     return sync.Settings(repo=Path(p["repo"]), role=p["role"], remote=p["remote"],
                             branch=p["branch"], include=list(p["include"] or []),
                             exclude=list(p["exclude"] or []),
                             policies=dict(p["policies"] or {}))
 
 
-def push_or_pull(module, s):
+def push_or_pull(module, s, engine):
+    from strongroom import sync
+
     p = module.params
-    changes = sync.install_policies(s, p["engine"], dry_run=module.check_mode)
+    changes = sync.install_policies(s, engine, dry_run=module.check_mode)
     if module.check_mode:
         out = sync.preview(s, p["operation"])
         module.exit_json(changed=out["would_change"] or bool(changes), message=out["message"],
@@ -200,7 +205,7 @@ def push_or_pull(module, s):
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
+        argument_spec=engine_argument_spec(
             repo=dict(type="path", required=True),
             operation=dict(type="str", default="status",
                            choices=["push", "pull", "policies", "rollback", "status"]),
@@ -214,13 +219,13 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if not HAS_STRONGROOM:
-        module.fail_json(msg=missing_required_lib(
-            "strongroom", reason="to sync repositories",
-            url="run playbooks/site.yml to install the engine, and set "
-                "ansible_python_interpreter to its virtualenv's python"),
-            exception=IMPORT_ERROR)
+    venv = require_engine(module, "to sync repositories")
+    from strongroom import sync
+    from strongroom.core.errors import StrongroomError
+
     p = module.params
+    # the merge drivers run the engine's command: the one of the virtualenv it came from
+    engine = p["engine"] or (str(Path(venv) / "bin" / "strongroom") if venv else None)
     try:
         s = settings(p)
         sync.check_repo(s)
@@ -228,7 +233,7 @@ def main():
             st = sync.status(s)
             module.exit_json(changed=False, status=st, dirty=st["dirty"])
         if p["operation"] == "policies":
-            changes = sync.install_policies(s, p["engine"], dry_run=module.check_mode)
+            changes = sync.install_policies(s, engine, dry_run=module.check_mode)
             module.exit_json(changed=bool(changes), policy_changes=changes)
         if p["operation"] == "rollback":
             info = sync.snapshot_info(s)
@@ -244,7 +249,7 @@ def main():
                              head=out["head"], changed_files=out["changed_files"],
                              kept=out.get("set_aside", []), kept_dir=out.get("kept_dir"),
                              message=f"snapshot of {info['taken']}")
-        push_or_pull(module, s)
+        push_or_pull(module, s, engine)
     except StrongroomError as exc:
         module.fail_json(msg=str(exc))
 

@@ -13,15 +13,20 @@ description:
     immutable. With O(min_age_hours), nothing is taken while the newest snapshot is
     younger than that, so a repeated run is not a change.
   - With O(state=verified), checks every (or the O(ids) given) snapshot's checksums,
-    archive and databases, and fails naming each problem.
+    archive and databases, and fails naming each problem. Each result is recorded in
+    C(DEST/.strongroom/verified.json) (what C(strongroom backup list) shows, and what
+    pruning uses to keep the newest snapshot that verified); that record is not reported
+    as a change, and in check mode it is not written.
   - With O(state=pruned), deletes the snapshots outside O(keep_last) and O(keep_days),
     lifting the immutable flag only on those, and checks the kept ones are untouched.
   - The same engine as C(strongroom backup now|verify|prune).
 version_added: "0.1.0"
 author: Strongroom contributors
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - strongroom.backup.engine
+  - strongroom.backup.engine.attributes
 requirements:
-  - the strongroom engine importable by the module's Python (installed by the strongroom
-    role; point C(ansible_python_interpreter) at its virtualenv)
   - zstd (or gzip for O(format=gz)); chattr support on O(dest) for immutability
 options:
   dest:
@@ -82,24 +87,25 @@ options:
 attributes:
   check_mode:
     support: full
-    details: Reports whether a snapshot would be taken or which would be pruned.
+    details:
+      - Reports whether a snapshot would be taken or which would be pruned; O(state=verified)
+        checks as usual and records nothing.
   diff_mode:
     support: none
 """
 
 EXAMPLES = r"""
 - name: Daily snapshot of the project, at most one a day
-  ansible.legacy.immutable_snapshot:
+  strongroom.backup.immutable_snapshot:
     source: /srv/cora
     dest: /var/backups/cora
     critical: ["*.md", "config/*.json"]
     db: [data/app.db]
     min_age_hours: 20
-  vars:
-    ansible_python_interpreter: "{{ strongroom_venv }}/bin/python"
+    engine_venv: "{{ strongroom_venv }}"
 
 - name: Keep a week of snapshots
-  ansible.legacy.immutable_snapshot:
+  strongroom.backup.immutable_snapshot:
     dest: /var/backups/cora
     state: pruned
     keep_last: 7
@@ -108,8 +114,10 @@ EXAMPLES = r"""
 
 RETURN = r"""
 id:
-  description: The snapshot taken (state=present).
-  returned: when a snapshot was taken
+  description:
+    - The snapshot taken (state=present); with O(min_age_hours), the newest snapshot when
+      it is too young for a new one.
+  returned: when a snapshot was taken, or none was because of O(min_age_hours)
   type: str
   sample: 20261121-031500-4db566d
 immutable:
@@ -141,23 +149,18 @@ kept:
   elements: str
 """
 
-import traceback
 from datetime import UTC, datetime
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-try:
-    from strongroom import snapshots
-    from strongroom.core.errors import StrongroomError
-
-    HAS_STRONGROOM = True
-    IMPORT_ERROR = None
-except ImportError:
-    HAS_STRONGROOM = False
-    IMPORT_ERROR = traceback.format_exc()
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.strongroom.backup.plugins.module_utils.strongroom_engine import (
+    engine_argument_spec,
+    require_engine,
+)
 
 
 def present(module):
+    from strongroom import snapshots
+
     p = module.params
     if not p["source"]:
         module.fail_json(msg="source is required with state=present")
@@ -182,11 +185,14 @@ def present(module):
 
 
 def verified(module):
+    from strongroom import snapshots
+
     p = module.params
     ids = p["ids"] or snapshots.snapshot_ids(p["dest"])
     if not ids:
         module.fail_json(msg=f"no snapshots in {p['dest']} to verify")
-    results = [snapshots.verify(p["dest"], i) for i in ids]
+    # the verification record is a write: check mode checks as usual and records nothing
+    results = [snapshots.verify(p["dest"], i, record=not module.check_mode) for i in ids]
     bad = [r for r in results if not r["passed"]]
     if bad:
         module.fail_json(msg="; ".join(f"{r['id']}: " + ", ".join(r["problems"]) for r in bad),
@@ -195,6 +201,8 @@ def verified(module):
 
 
 def pruned(module):
+    from strongroom import snapshots
+
     p = module.params
     out = snapshots.prune(p["dest"], p["keep_last"], p["keep_days"], dry_run=module.check_mode)
     if out["problems"]:
@@ -205,7 +213,7 @@ def pruned(module):
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
+        argument_spec=engine_argument_spec(
             dest=dict(type="path", required=True),
             state=dict(type="str", default="present", choices=["present", "verified", "pruned"]),
             source=dict(type="path"),
@@ -221,12 +229,9 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if not HAS_STRONGROOM:
-        module.fail_json(msg=missing_required_lib(
-            "strongroom", reason="to take snapshots",
-            url="run playbooks/site.yml to install the engine, and set "
-                "ansible_python_interpreter to its virtualenv's python"),
-            exception=IMPORT_ERROR)
+    require_engine(module, "to take snapshots")
+    from strongroom.core.errors import StrongroomError
+
     try:
         {"present": present, "verified": verified, "pruned": pruned}[module.params["state"]](
             module)

@@ -13,13 +13,14 @@ description:
   - Sending changes nothing on the host, so the task never reports C(changed).
   - In check mode nothing is sent; RV(would_send) names the targets that would get it.
   - Target URLs hold tokens and passwords; targets are always reported by name.
-  - Use it by its full name, C(ansible.legacy.notify), since C(notify) alone is a task
+  - Use it by its full name, C(strongroom.backup.notify), since C(notify) alone is a task
     keyword.
 version_added: "0.1.0"
 author: Strongroom contributors
-requirements:
-  - the strongroom engine importable by the module's Python (installed by the strongroom
-    role; point C(ansible_python_interpreter) at its virtualenv)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - strongroom.backup.engine
+  - strongroom.backup.engine.attributes
 options:
   title:
     description: The message's title (the e-mail subject, the ntfy title).
@@ -72,13 +73,13 @@ notes:
 
 EXAMPLES = r"""
 - name: Tell the owner the migration is done
-  ansible.legacy.notify:
+  strongroom.backup.notify:
     title: "{{ inventory_hostname }}: storage migrated"
     body: Bundles now live on the new disk.
     severity: success
 
 - name: Raise an alarm on the phone only
-  ansible.legacy.notify:
+  strongroom.backup.notify:
     title: Restore drill could not start
     severity: error
     event: drill_failed
@@ -106,25 +107,16 @@ failed_targets:
   sample: []
 """
 
-import traceback
-
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-try:
-    from strongroom import notify
-    from strongroom.core import paths
-    from strongroom.core.errors import StrongroomError
-
-    HAS_STRONGROOM = True
-    IMPORT_ERROR = None
-except ImportError:
-    HAS_STRONGROOM = False
-    IMPORT_ERROR = traceback.format_exc()
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.strongroom.backup.plugins.module_utils.strongroom_engine import (
+    engine_argument_spec,
+    require_engine,
+)
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
+        argument_spec=engine_argument_spec(
             title=dict(type="str", required=True),
             body=dict(type="str", default=""),
             severity=dict(type="str", default="info",
@@ -138,12 +130,11 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if not HAS_STRONGROOM:
-        module.fail_json(msg=missing_required_lib(
-            "strongroom", reason="to send notifications",
-            url="run playbooks/site.yml to install the engine, and set "
-                "ansible_python_interpreter to its virtualenv's python"),
-            exception=IMPORT_ERROR)
+    require_engine(module, "to send notifications")
+    from strongroom import notify
+    from strongroom.core import paths
+    from strongroom.core.errors import StrongroomError
+
     p = module.params
     config_dir = p["config_dir"] or str(paths.config_dir())
     try:

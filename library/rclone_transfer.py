@@ -22,10 +22,12 @@ description:
   - The same engine as C(strongroom upload).
 version_added: "0.1.0"
 author: Strongroom contributors
-requirements:
-  - rclone
-  - the strongroom engine importable by the module's Python (installed by the strongroom
-    role; point C(ansible_python_interpreter) at its virtualenv)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - strongroom.backup.engine
+  - strongroom.backup.engine.rclone
+  - strongroom.backup.engine.transfer
+  - strongroom.backup.engine.attributes
 options:
   src:
     description: Local file or folder to upload.
@@ -44,28 +46,20 @@ options:
     description: Delete the local files once every remote copy matched.
     type: bool
     default: false
-  bwlimit:
-    description: rclone bandwidth limit, for example C(10M).
-    type: str
-  rclone_config:
-    description: rclone.conf to use (default rclone's own).
-    type: path
-  retries:
-    description: Attempts of the whole copy.
-    type: int
-    default: 3
-  low_level_retries:
-    description: Retries of each request, with backoff.
-    type: int
-    default: 3
   journal_dir:
     description:
       - Where the in-flight journal lives, which lets a rerun replace the partial files
         of a killed upload. Without it, such a file is reported as a conflict under
         O(immutable).
     type: path
-notes:
-  - Credentials stay in the rclone config (0600); they are never passed as arguments.
+attributes:
+  check_mode:
+    support: full
+    details:
+      - rclone runs with C(--dry-run); nothing is copied, checked or deleted, and the
+        journal is not written. RV(transferred) lists what would be copied.
+  diff_mode:
+    support: none
 seealso:
   - name: rclone check
     description: The one-way check this module runs after copying.
@@ -74,20 +68,41 @@ seealso:
 
 EXAMPLES = r"""
 - name: Ship last night's archive off-site, then free the space
-  rclone_transfer:
+  strongroom.backup.rclone_transfer:
     src: /var/backups/strongroom/weekly_20261109_20261115.tar.zst
     dest: offsite:strongroom/rollups
     immutable: true
     delete_local_after_verify: true
     rclone_config: /etc/strongroom/rclone.conf
-  vars:
-    ansible_python_interpreter: /opt/strongroom/venv/bin/python
+    bwlimit: 10M
+    engine_venv: /opt/strongroom/venv
 """
 
 RETURN = r"""
+src:
+  description: The local file or folder given in O(src).
+  type: str
+  returned: always
+dest:
+  description: The destination given in O(dest).
+  type: str
+  returned: always
 files:
   description: Files found under O(src).
   type: int
+  returned: always
+bytes:
+  description: Bytes of those files.
+  type: int
+  returned: always
+skipped:
+  description: Entries under O(src) that are not regular files (links, sockets) and were left out.
+  type: list
+  elements: str
+  returned: always
+dry_run:
+  description: Whether this was a check-mode run (nothing copied, checked or deleted).
+  type: bool
   returned: always
 transferred:
   description: Files rclone copied (or would copy, in check mode).
@@ -99,9 +114,10 @@ bytes_moved:
   type: int
   returned: always
 verified_by:
-  description: C(hash), or C(download) when the two sides share no hash type.
+  description: C(hash), or C(download) when the two sides share no hash type; null in check
+    mode and when there was nothing to upload.
   type: str
-  returned: when not in check mode
+  returned: always
 deleted:
   description: Local files deleted after the check.
   type: list
@@ -112,27 +128,22 @@ kept:
   type: list
   elements: str
   returned: always
+seconds:
+  description: How long the copy and its check took.
+  type: float
+  returned: when files were copied and checked
 """
 
-import traceback
-
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-try:
-    from strongroom.core.errors import StrongroomError
-    from strongroom.core.remote import Rclone
-    from strongroom.upload import Upload
-
-    HAS_STRONGROOM = True
-    IMPORT_ERROR = None
-except ImportError:
-    HAS_STRONGROOM = False
-    IMPORT_ERROR = traceback.format_exc()
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.strongroom.backup.plugins.module_utils.strongroom_engine import (
+    engine_argument_spec,
+    require_engine,
+)
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
+        argument_spec=engine_argument_spec(
             src=dict(type="path", required=True),
             dest=dict(type="str", required=True),
             immutable=dict(type="bool", default=False),
@@ -145,12 +156,11 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if not HAS_STRONGROOM:
-        module.fail_json(msg=missing_required_lib(
-            "strongroom", reason="to upload",
-            url="run playbooks/site.yml to install the engine, and set "
-                "ansible_python_interpreter to its virtualenv's python"),
-            exception=IMPORT_ERROR)
+    require_engine(module, "to upload")
+    from strongroom.core.errors import StrongroomError
+    from strongroom.core.remote import Rclone
+    from strongroom.upload import Upload
+
     p = module.params
     rclone = Rclone(p["rclone_config"], bwlimit=p["bwlimit"], retries=p["retries"],
                     low_level_retries=p["low_level_retries"])

@@ -9,22 +9,18 @@ name "shipped/NAME".
 
 from pathlib import Path
 
-SOURCE_TREE = Path(__file__).resolve().parents[2] / "templates"
+PACKAGE = Path(__file__).resolve().parents[1] / "templates"  # installed: strongroom/templates
+SOURCE_TREE = Path(__file__).resolve().parents[2] / "templates"  # a checkout's templates/
 
 
 def shipped_dir():
-    """Where the shipped templates are: inside the installed engine, or the source tree's
-    templates/ when the engine runs from a checkout (an editable install)."""
-    try:
-        from importlib.resources import files
-
-        d = files("strongroom.templates")
-        path = Path(str(d))
-        if path.is_dir():
-            return path
-    except (ModuleNotFoundError, TypeError):
-        pass
-    return SOURCE_TREE
+    """Where the shipped templates are: inside the installed engine (the wheel puts them
+    in strongroom/templates/), or the source tree's templates/ when the engine runs from a
+    checkout (an editable install maps the package there without copying)."""
+    for d in (PACKAGE, SOURCE_TREE):
+        if (d / "notify_title.j2").is_file():
+            return d
+    return PACKAGE
 
 
 def environment(config_dir=None, autoescape=False):

@@ -1,5 +1,6 @@
 """library/checksum_manifest.py through main(): changed, check mode, diff, failures."""
 
+import hashlib
 import json
 
 import checksum_manifest
@@ -52,3 +53,42 @@ def test_verified_fails_naming_each_file_and_never_passes_a_bad_manifest(tmp_pat
     assert "is not valid JSON" in res["msg"]
     res = failed({"root": str(root), "path": str(path)})  # present never overwrites it
     assert "is not valid JSON" in res["msg"] and path.read_text() == "{broken"
+
+
+def sha(text):
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_diff_names_each_changed_added_and_removed_file_with_its_hashes(tmp_path):
+    root = tree(tmp_path / "t")
+    path = tmp_path / "m.json"
+    args = {"root": str(root), "path": str(path)}
+    ok(args)
+    recorded = json.loads(path.read_text())["checksums"]["notes/a.md"]["sha256"]
+    assert recorded == sha("# a\n")
+    # the same path with other bytes: the diff shows the old hash, then the new one
+    (root / "notes/a.md").write_text("edited\n")
+    before = harness.tree_state(tmp_path)
+    res = ok(args, check_mode=True, diff=True)
+    assert harness.tree_state(tmp_path) == before  # check mode writes nothing
+    assert res["changed"] is True and res["changed_paths"] == ["notes/a.md"]
+    assert res["diff"]["before"] == f"{recorded}  notes/a.md\n"
+    assert res["diff"]["after"] == f"{sha('edited' + chr(10))}  notes/a.md\n"
+    assert res["diff"]["before_header"] == f"{path} (recorded)"
+    res = ok(args, diff=True)
+    assert res["diff"]["after"] == f"{sha('edited' + chr(10))}  notes/a.md\n"
+    # removed and added files: each on its side, with its hash
+    (root / "notes/a.md").unlink()
+    (root / "notes/b.md").write_text("b\n")
+    res = ok(args, diff=True)
+    assert res["removed"] == ["notes/a.md"] and res["added"] == ["notes/b.md"]
+    assert res["diff"]["before"] == f"{sha('edited' + chr(10))}  notes/a.md\n"
+    assert res["diff"]["after"] == f"{sha('b' + chr(10))}  notes/b.md\n"
+    # nothing changed: nothing to show
+    res = ok(args, diff=True)
+    assert res["changed"] is False and res["diff"]["before"] == res["diff"]["after"] == ""
+    # new patterns are a change, and the diff says which
+    res = ok(dict(args, exclude=["build/"]), check_mode=True, diff=True)
+    assert res["changed"] is True and res["removed"] == ["build/out.bin"]
+    assert res["diff"]["before"].startswith("# include: (every file)\n# exclude: (none)\n")
+    assert res["diff"]["after"] == "# include: (every file)\n# exclude: build/\n"

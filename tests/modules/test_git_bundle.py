@@ -110,12 +110,13 @@ def test_a_failing_repository_fails_the_task_and_names_it(tmp_path):
     assert good["action"] == "full"
 
 
-def test_missing_engine_says_how_to_install_it(monkeypatch, tmp_path):
-    monkeypatch.setattr(git_bundle, "HAS_STRONGROOM", False)
-    monkeypatch.setattr(git_bundle, "IMPORT_ERROR", "ImportError: strongroom")
-    out = failed({"root": str(tmp_path), "store": str(tmp_path / "s")})
+def test_missing_engine_says_how_to_install_it(tmp_path):
+    nowhere = tmp_path / "nowhere"
+    out = failed({"root": str(tmp_path), "store": str(tmp_path / "s"),
+                  "engine_venv": str(nowhere)})
     assert "Failed to import the required Python library (strongroom)" in out["msg"]
-    assert "run playbooks/site.yml to install the engine" in out["msg"]
+    assert f"{nowhere} does not exist" in out["msg"]
+    assert "Run playbooks/site.yml to install the engine" in out["msg"]
 
 
 def test_documentation_examples_and_return_parse_as_yaml():

@@ -1,5 +1,6 @@
 """library/immutable_snapshot.py through main(): changed, check mode, failures."""
 
+import json
 import os
 
 import immutable_snapshot
@@ -69,3 +70,24 @@ def test_present_needs_a_source_and_refuses_a_missing_one(tmp_path):
     assert res["msg"] == "source is required with state=present"
     res = failed({"dest": str(tmp_path / "snaps"), "source": str(tmp_path / "nope")})
     assert res["msg"] == f"source {tmp_path / 'nope'} is not a directory"
+
+
+def test_verified_in_check_mode_records_nothing(tmp_path):
+    src, dest = make_source(tmp_path), tmp_path / "snaps"
+    snap = ok({"source": str(src), "dest": str(dest), "critical": ["*.md"],
+               "immutable": "off"})["id"]
+    record = dest / ".strongroom" / "verified.json"
+    before = harness.tree_state(tmp_path)
+    res = ok({"dest": str(dest), "state": "verified"}, check_mode=True)
+    assert res["changed"] is False and res["results"][0]["passed"] is True
+    assert harness.tree_state(tmp_path) == before and not record.exists()
+    # a real run records the verdict (what `backup list` and pruning read) ...
+    ok({"dest": str(dest), "state": "verified"})
+    assert json.loads(record.read_text())[snap]["result"] == "ok"
+    # ... and a check-mode run leaves that record as it was, a failing verdict included
+    (dest / snap / "critical/docs/plan.md").write_text("tampered\n")
+    before = harness.tree_state(tmp_path)
+    res = failed({"dest": str(dest), "state": "verified"}, check_mode=True)
+    assert "checksum mismatch" in res["msg"]
+    assert harness.tree_state(tmp_path) == before
+    assert json.loads(record.read_text())[snap]["result"] == "ok"

@@ -31,7 +31,7 @@ def play(tmp_path, tasks, check=False):
 
 
 def task(conf, **args):
-    return {"name": "send", "ansible.legacy.notify": {"config_dir": str(conf), **args}}
+    return {"name": "send", "strongroom.backup.notify": {"config_dir": str(conf), **args}}
 
 
 def test_sends_by_severity_never_changes_and_check_mode_sends_nothing(tmp_path):
