@@ -9,7 +9,7 @@ conflicts keep both copies (FILE..path1 and FILE..path2), one run at a time.
 import re
 from pathlib import Path
 
-from ..core.errors import StrongroomError
+from ..core.errors import EmptySource, StrongroomError
 from ..core.lock import Lock
 from ..core.remote import RCLONE_EXIT, Rclone, _tail
 
@@ -24,10 +24,25 @@ def _first_run(workdir):
     return not any(Path(workdir).glob("*.path1.lst"))
 
 
-def run(local, remote_path, workdir, rclone: Rclone, max_delete=50, check_access=True,
-        resync=False, force=False, dry_run=False, lock_wait=0):
+def _job_default(key):
+    from ..jobs.schema import default  # the job schema is where a bisync job's defaults live
+
+    return default("bisync", key)
+
+
+def run(local, remote_path, workdir, rclone: Rclone, max_delete=None, check_access=None,
+        resync=False, force=False, dry_run=False, lock_wait=None):
+    """max_delete, check_access, lock_wait: a bisync job's options (None: its default)."""
+    max_delete = _job_default("max_delete") if max_delete is None else max_delete
+    check_access = _job_default("check_access") if check_access is None else check_access
+    lock_wait = _job_default("lock_wait") if lock_wait is None else lock_wait
     local, workdir = Path(local), Path(workdir)
     if not local.is_dir():
+        if _first_run(workdir) and not local.exists():
+            raise EmptySource(f"nothing to sync yet: {local} does not exist; create it and put "
+                              f"in it the files to keep in two-way sync with {remote_path} "
+                              "(the first run copies what either side holds to the other), "
+                              "or set the job's options.local to the folder to sync")
         raise BisyncError(f"local folder {local} does not exist")
     workdir.mkdir(parents=True, exist_ok=True)
     with Lock(workdir / "bisync.lock", f"bisync of {local}").acquire(lock_wait):

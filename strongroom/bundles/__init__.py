@@ -39,15 +39,24 @@ EMPTY_BUNDLE = "Refusing to create empty bundle"
 LOCK_NAME = ".strongroom.lock"
 
 
+def _default(key):
+    """A bundle job's default for option KEY (strongroom/jobs/schema.py); read when used, as
+    the jobs package imports this one."""
+    from ..jobs.schema import default
+
+    return default("bundle", key)
+
+
 @dataclass
 class Options:
-    full_every: int = 10  # incrementals before a fresh full bundle
-    full_after_days: float = 30
-    keep_retired: int = 1  # retired chains kept locally after a consolidation
-    critical_patterns: list = field(default_factory=lambda: list(critical.DEFAULT_PATTERNS))
+    # a bundle job's options; each default is the job schema's
+    full_every: int = field(default_factory=lambda: _default("full_every"))
+    full_after_days: float = field(default_factory=lambda: _default("full_after_days"))
+    keep_retired: int = field(default_factory=lambda: _default("keep_retired"))
+    critical_patterns: list = field(default_factory=lambda: _default("critical_patterns"))
     remote: str | None = None
     rclone_config: str | None = None
-    jobs: int = 0  # repositories in parallel; 0 = one per core
+    jobs: int = field(default_factory=lambda: _default("jobs"))  # 0: one per core
     dry_run: bool = False
     force_full: bool = False
 
@@ -57,16 +66,11 @@ def options_from(mapping, config_dir=None, dry_run=False):
     conf = mapping.get("rclone_config")
     if not conf and config_dir and (Path(config_dir) / "rclone.conf").is_file():
         conf = str(Path(config_dir) / "rclone.conf")
-    return Options(
-        full_every=mapping.get("full_every", 10),
-        full_after_days=mapping.get("full_after_days", 30),
-        keep_retired=mapping.get("keep_retired", 1),
-        critical_patterns=list(mapping.get("critical_patterns", critical.DEFAULT_PATTERNS)),
-        remote=mapping.get("remote"),
-        rclone_config=conf,
-        jobs=mapping.get("jobs", 0),
-        dry_run=dry_run,
-    )
+    given = {k: mapping[k] for k in ("full_every", "full_after_days", "keep_retired", "jobs")
+             if k in mapping}
+    if "critical_patterns" in mapping:
+        given["critical_patterns"] = list(mapping["critical_patterns"])
+    return Options(**given, remote=mapping.get("remote"), rclone_config=conf, dry_run=dry_run)
 
 
 @dataclass

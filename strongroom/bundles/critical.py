@@ -17,21 +17,20 @@ from ..core.errors import StrongroomError
 from ..core.gitcmd import git
 
 PER_REPO_FILE = ".strongroom-critical"
-DEFAULT_PATTERNS = [
-    ".env",
-    ".env.*",
-    "!.env.example",
-    "!.env.sample",
-    "*.pem",
-    "*.key",
-    "*.p12",
-    "*.pfx",
-    "id_rsa",
-    "id_ed25519",
-    "credentials.json",
-    "secrets.yml",
-    "secrets.yaml",
-]
+
+
+def default_patterns():
+    """The critical patterns a bundle job has by default (its `critical_patterns`, from the
+    job schema; read when used, as the jobs package imports this one)."""
+    from ..jobs.schema import default
+
+    return default("bundle", "critical_patterns")
+
+
+def __getattr__(name):  # DEFAULT_PATTERNS, as before: the schema's list
+    if name == "DEFAULT_PATTERNS":
+        return default_patterns()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def read_patterns(repo_path, global_patterns):
@@ -227,7 +226,7 @@ def _pack_pass(pack_path, each):
     return out
 
 
-def unpack(pack_path, target, tracked=(), patterns=DEFAULT_PATTERNS):
+def unpack(pack_path, target, tracked=(), patterns=None):
     """Extract a critical-files pack into the restored work tree `target`.
 
     The whole pack is checked first (no '..', absolute paths, links out, devices, nothing
@@ -236,7 +235,7 @@ def unpack(pack_path, target, tracked=(), patterns=DEFAULT_PATTERNS):
     virtualenv's activate script), then extracted member by member without following any
     link and without overwriting anything."""
     rule = pack_rule(set(tracked))
-    chosen = selector(target, patterns)
+    chosen = selector(target, default_patterns() if patterns is None else patterns)
     strays = []
 
     def check(name, member):

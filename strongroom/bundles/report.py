@@ -20,8 +20,9 @@ def sync_table(results, remote):
 
 def sync_summary(results, root, dry_run=False):
     if not results:
-        return (f"No git repositories found under {root}. Put repositories there, or point "
-                "the job's root at them.")
+        return (f"No git repositories found under {root}: nothing to back up. Put (or clone) "
+                f"your repositories in {root}, or set the job's options.root to the folder "
+                "that holds them.")
     counts = {}
     for r in results:
         counts[r.action] = counts.get(r.action, 0) + 1

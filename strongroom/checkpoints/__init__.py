@@ -22,21 +22,49 @@ from pathlib import Path
 
 from .. import manifest
 from ..core import fsutil
-from ..core.errors import StrongroomError
+from ..core.errors import EmptySource, StrongroomError
 from ..core.gitcmd import git
 
 PROGRESS = "progress"
 LAST = ".last.json"  # the newest checkpoint's name and fingerprint
 SUMS = "SHA256SUMS"
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
-MAX_FILE_DEFAULT = 50 * 1024 * 1024
+
+
+def job_default(key):
+    from ..jobs.schema import default  # the job schema is where a checkpoint job's defaults live
+
+    return default("checkpoint", key)
+
+
+def _default_bytes(key):
+    from ..core.sizes import parse_size
+
+    return parse_size(job_default(key))
+
+
+MAX_FILE_DEFAULT = _default_bytes("max_file_size")
 
 
 class CheckpointError(StrongroomError):
     pass
 
 
+def _is_empty_dir(path):
+    try:
+        if not path.is_dir():
+            return False
+        with os.scandir(path) as entries:
+            return next(entries, None) is None
+    except OSError:
+        return False
+
+
 def _toplevel(source):
+    if _is_empty_dir(Path(source)):  # checked first: an enclosing repository is not it
+        raise EmptySource(f"nothing to checkpoint: {source} is empty; clone (or git init) the "
+                          "repository whose uncommitted work to checkpoint there, or set the "
+                          "job's options.source to its work tree")
     proc = git(source, "rev-parse", "--show-toplevel", check=False)
     if proc.returncode != 0 or not proc.stdout.strip():
         raise CheckpointError(f"{source} is not inside a git work tree: a checkpoint saves "

@@ -1,37 +1,22 @@
-"""`strongroom backup now | list | verify | restore | prune | protect`: immutable snapshots."""
+"""`strongroom snapshot now | list | verify | restore | prune | protect`: immutable snapshots.
 
-import json
-import os
-import sys
+`strongroom backup ...` is the old name of the group: it still works, and warns.
+"""
 
-from ..core.errors import ERROR, OK, WARNING, StrongroomError
-from ..core.formats import human_bytes, render
+from ..core.errors import ERROR, OK, WARNING
 from ..core.lock import seconds
-from ..jobs import config
+from ..snapshots.take import need as _need
+from ..snapshots.take import take
+from . import jobfile, output
+from .output import human_bytes, render
 
-EPILOG = "exit codes: 0 ok, 1 warning, 2 error, 11 locked by another run"
-
-
-def _emit(obj):
-    json.dump(obj, sys.stdout, indent=2, sort_keys=True, default=str)
-    sys.stdout.write("\n")
-
-
-def _size(text):
-    """50M, 2G, 1048576 -> bytes."""
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-    t = str(text).strip().lower().removesuffix("b").removesuffix("i")
-    try:
-        return int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
-    except (ValueError, IndexError):
-        raise StrongroomError(f"not a size: {text!r} (say 50M, 2G or a byte count)") from None
+# `take` stays importable from here for what called it before it moved to the engine
+__all__ = ["add_parser", "options", "take"]
 
 
-def options(args):
-    """The job's options (--job NAME) overlaid by the command line."""
-    opts = {}
-    if getattr(args, "job", None):
-        opts = dict(config.load_job_of_type(args.config_dir, args.job, "snapshot")["options"])
+def options(args, command="snapshot"):
+    """The job's options (--job NAME, a snapshot job) overlaid by the command line."""
+    opts = jobfile.options(args, command)
     for key in ("source", "dest", "immutable", "format"):
         if getattr(args, key, None):
             opts[key] = getattr(args, key)
@@ -45,117 +30,120 @@ def options(args):
     return opts
 
 
-def _need(opts, *keys):
-    for key in keys:
-        if not opts.get(key):
-            raise StrongroomError(f"--{key} DIR is required (or --job NAME with '{key}' in "
-                                  "its options)")
-
-
-def take(opts):
-    from .. import snapshots
-    from ..core.lock import Lock
-
-    _need(opts, "source", "dest")
-    os.makedirs(opts["dest"], exist_ok=True)
-    with Lock(os.path.join(opts["dest"], ".snapshot.lock"), f"snapshots in {opts['dest']}") \
-            .acquire(opts.get("lock_wait", 0)):
-        return snapshots.create(
-            opts["source"], opts["dest"], critical=opts.get("critical") or [],
-            dbs=opts.get("db") or [], exclude=opts.get("exclude") or [],
-            immutable=opts.get("immutable", "warn"), fmt=opts.get("format", "zst"),
-            large_threshold=_size(opts.get("large_threshold", snapshots.LARGE_DEFAULT)))
-
-
-def cmd_backup(args):
+def cmd_protect(args):
     from .. import snapshots
 
-    if args.verb == "protect":
-        done = snapshots.protect(args.paths, append_only=args.append_only)
-        flag = "+a" if args.append_only else "+i"
-        if args.json:
-            _emit({"flag": flag, "paths": done})
-        else:
-            print(f"chattr {flag} set on {len(done)} path(s)")
-        return OK
+    done = snapshots.protect(args.paths, append_only=args.append_only)
+    flag = "+a" if args.append_only else "+i"
+    message = f"chattr {flag} set on {len(done)} path(s)"
+    output.say(args, message)
+    return output.emit(args, OK, message, {"flag": flag, "paths": done})
+
+
+def cmd_now(args):
     opts = options(args)
-    if args.verb == "now":
-        rep = take(opts)
-        if args.json:
-            _emit(rep)
-        else:
-            print(rep["id"])
-            c, b = rep["counts"], rep["bytes"]
-            print(f"{rep['path']}: {c['files']} files ({human_bytes(b['source'])}) archived to "
-                  f"{human_bytes(b['archive'])}, {c['critical']} critical, {c['databases']} "
-                  f"database(s), {c['large_files']} large; immutable: {rep['applied']}; "
-                  f"{rep['durations_seconds']['total']:.1f}s", file=sys.stderr)
-            if rep.get("warning"):
-                print(f"warning: {rep['warning']}", file=sys.stderr)
-        return WARNING if rep.get("warning") else OK
+    _need(opts, "source", "dest")
+    output.progress(args, f"taking a snapshot of {opts['source']} into {opts['dest']}")
+    rep = take(opts)
+    c, b = rep["counts"], rep["bytes"]
+    summary = (f"{rep['path']}: {c['files']} files ({human_bytes(b['source'])}) archived to "
+               f"{human_bytes(b['archive'])}, {c['critical']} critical, {c['databases']} "
+               f"database(s), {c['large_files']} large; immutable: {rep['applied']}; "
+               f"{rep['durations_seconds']['total']:.1f}s")
+    output.say(args, rep["id"])  # stdout carries the id alone, for scripts
+    output.tell(args, summary)
+    if rep.get("warning"):
+        output.warn(rep["warning"])
+    return output.emit(args, WARNING if rep.get("warning") else OK,
+                       rep.get("warning") or f"snapshot {rep['id']} taken", rep)
+
+
+def cmd_list(args):
+    from .. import snapshots
+
+    opts = options(args)
     _need(opts, "dest")
     dest = opts["dest"]
-    if args.verb == "list":
-        rows = snapshots.list_snapshots(dest)
-        if args.json:
-            _emit(rows)
-            return OK
-        if not rows:
-            print(f"no snapshots in {dest}")
-            return OK
-        print(render(["ID", "AGE", "SIZE", "IMMUTABLE", "LAST VERIFIED"],
-                     [[r["id"], _age(r["age_seconds"]), human_bytes(r["bytes"]), r["immutable"],
-                       f"{r['last_verified']} {r['last_result']}" if r["last_verified"]
-                       else "never"] for r in rows]))
-        return OK
-    if args.verb == "verify":
-        ids = args.ids or snapshots.snapshot_ids(dest)
-        if not ids:
-            raise StrongroomError(f"no snapshots in {dest} to verify")
-        results = [snapshots.verify(dest, i) for i in ids]
-        if args.json:
-            _emit(results)
-        else:
-            for r in results:
-                print(f"{r['id']}: " + ("ok" if r["passed"] else "FAILED") +
-                      f" ({r['checked']} files checked)")
-                for p in r["problems"]:
-                    print(f"  {p}")
-        return OK if all(r["passed"] for r in results) else ERROR
-    if args.verb == "restore":
-        from ..snapshots import restore as snapshot_restore
+    rows = snapshots.list_snapshots(dest)
+    message = f"{len(rows)} snapshot(s) in {dest}" if rows else f"no snapshots in {dest}"
+    if rows:
+        output.say(args, render(
+            ["ID", "AGE", "SIZE", "IMMUTABLE", "LAST VERIFIED"],
+            [[r["id"], _age(r["age_seconds"]), human_bytes(r["bytes"]), r["immutable"],
+              f"{r['last_verified']} {r['last_result']}" if r["last_verified"] else "never"]
+             for r in rows]))
+    else:
+        output.say(args, message)
+    return output.emit(args, OK, message, {"dest": dest, "snapshots": rows})
 
-        if args.only_critical:
-            out = snapshot_restore.restore_critical(dest, args.id, args.target,
-                                                    force=args.force)
-            msg = _critical_message(out)
-        else:
-            if args.force:
-                raise StrongroomError("--force is for --critical: a full restore always "
-                                      "moves the current target aside, never over it")
-            out = snapshot_restore.restore_full(dest, args.id, args.target)
-            msg = _full_message(out)
-        if args.json:
-            _emit(out)
-        else:
-            print(msg)
-        return OK
-    if args.verb == "prune":
-        keep_last = args.keep_last if args.keep_last is not None else opts.get("keep_last", 7)
-        keep_days = args.keep_days if args.keep_days is not None else opts.get("keep_days", 14)
-        out = snapshots.prune(dest, keep_last, keep_days, dry_run=args.dry_run)
-        if args.json:
-            _emit(out)
-        else:
-            verb = "would delete" if args.dry_run else "deleted"
-            print(f"{verb} {len(out['deleted'])}: {', '.join(out['deleted']) or '-'}; "
-                  f"kept {len(out['kept'])}")
-            for snap_id, why in sorted(out["in_use"].items()):
-                print(f"  {snap_id}: {why}")  # deleted by a later prune, once it is read
-            for p in out["problems"]:
-                print(f"  {p}")
-        return ERROR if out["problems"] else OK
-    raise StrongroomError(f"unknown verb {args.verb}")
+
+def cmd_verify(args):
+    from .. import snapshots
+
+    opts = options(args)
+    _need(opts, "dest")
+    dest = opts["dest"]
+    ids = args.ids or snapshots.snapshot_ids(dest)
+    if not ids:
+        message = f"{output.NOTHING_TO_VERIFY}: no snapshots in {dest}"
+        output.say(args, message)
+        return output.emit(args, WARNING, message, {"dest": dest, "snapshots": []})
+    results = []
+    for i in ids:
+        output.progress(args, f"verifying {i}")
+        results.append(snapshots.verify(dest, i))
+    for r in results:
+        output.say(args, f"{r['id']}: " + ("ok" if r["passed"] else "FAILED")
+                   + f" ({r['checked']} files checked)", *[f"  {p}" for p in r["problems"]])
+    bad = [r["id"] for r in results if not r["passed"]]
+    message = (f"{len(results)} snapshot(s) verified"
+               + (f"; FAILED: {', '.join(bad)}" if bad else ": all pass"))
+    return output.emit(args, ERROR if bad else OK, message, {"dest": dest,
+                                                              "snapshots": results})
+
+
+def cmd_restore(args):
+    from ..snapshots import restore as snapshot_restore
+
+    target = output.restore_target(args)
+    opts = options(args)
+    _need(opts, "dest")
+    dest = opts["dest"]
+    output.progress(args, f"restoring {'the critical files of ' if args.only_critical else ''}"
+                          f"{args.id} into {target}")
+    if args.only_critical:
+        out = snapshot_restore.restore_critical(dest, args.id, target, force=args.force)
+        msg = _critical_message(out)
+    else:
+        if args.force:
+            from ..core.errors import StrongroomError
+
+            raise StrongroomError("--force is for --critical: a full restore always "
+                                  "moves the current target aside, never over it")
+        out = snapshot_restore.restore_full(dest, args.id, target)
+        msg = _full_message(out)
+    output.say(args, msg)
+    return output.emit(args, OK, msg.splitlines()[0], out)
+
+
+def cmd_prune(args):
+    from .. import snapshots
+
+    opts = options(args)
+    _need(opts, "dest")
+    keep_last = args.keep_last if args.keep_last is not None else opts.get("keep_last", 7)
+    keep_days = args.keep_days if args.keep_days is not None else opts.get("keep_days", 14)
+    out = snapshots.prune(opts["dest"], keep_last, keep_days, dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    message = (f"{verb} {len(out['deleted'])}: {', '.join(out['deleted']) or '-'}; "
+               f"kept {len(out['kept'])}")
+    output.say(args, message)
+    for snap_id, why in sorted(out["in_use"].items()):
+        output.say(args, f"  {snap_id}: {why}")  # deleted by a later prune, once it is read
+    for p in out["problems"]:
+        output.say(args, f"  {p}")
+    return output.emit(args, ERROR if out["problems"] else OK,
+                       "; ".join([message, *out["problems"]]), out)
 
 
 def _critical_message(out):
@@ -194,19 +182,23 @@ def _age(seconds):
 
 
 def add_parser(sub):
-    b = sub.add_parser("backup", help="immutable snapshots: now, list, verify, restore, "
-                       "prune, protect", epilog=EPILOG)
-    bsub = b.add_subparsers(dest="verb", required=True)
+    _group(sub, "snapshot", help="immutable snapshots: now, list, verify, restore, prune, "
+                                 "protect")
+    _group(sub, "backup", help=None)  # the old name: hidden, still works, warns
+
+
+def _group(sub, name, help):
+    _, bsub = output.group(sub, name, help=help,
+                           description=None if help else f'"{name}" is the old name of '
+                                                         '"strongroom snapshot"')
 
     def common(p, source=False):
         p.add_argument("--job", help="take the options from this snapshot job")
         p.add_argument("--dest", help="the folder that holds the snapshots")
         if source:
             p.add_argument("--source", help="the folder to snapshot")
-        p.add_argument("--json", action="store_true", help="machine-readable output")
-        p.set_defaults(func=cmd_backup)
 
-    now = bsub.add_parser("now", help="take a snapshot; prints its id", epilog=EPILOG)
+    now = output.verb(bsub, "now", help="take a snapshot; prints its id")
     common(now, source=True)
     now.add_argument("--critical", action="append", metavar="GLOB",
                      help="gitignore-style pattern of critical files (repeatable)")
@@ -223,15 +215,17 @@ def add_parser(sub):
     now.add_argument("--wait", type=seconds, metavar="SECONDS",
                      help="wait this long for another snapshot's lock instead of exiting 11 "
                           "(default: the job's lock_wait, else 0)")
-    ls = bsub.add_parser("list", help="id, age, size, immutable, last verified",
-                         epilog=EPILOG)
+    now.set_defaults(func=cmd_now)
+    ls = output.verb(bsub, "list", help="id, age, size, immutable, last verified")
     common(ls)
-    v = bsub.add_parser("verify", help="checksums, archive to the end, database integrity",
-                        epilog=EPILOG)
+    ls.set_defaults(func=cmd_list)
+    v = output.verb(bsub, "verify", help="checksums, archive to the end, database integrity",
+                    epilog=output.epilog("2 when a snapshot fails; 1 when there is none "
+                                         "(nothing to verify)"))
     common(v)
     v.add_argument("ids", nargs="*", metavar="ID", help="default: every snapshot")
-    r = bsub.add_parser("restore", help="critical files (paths kept) or the full tree",
-                        epilog=EPILOG)
+    v.set_defaults(func=cmd_verify)
+    r = output.verb(bsub, "restore", help="critical files (paths kept) or the full tree")
     common(r)
     r.add_argument("id", metavar="ID")
     mode = r.add_mutually_exclusive_group(required=True)
@@ -239,18 +233,19 @@ def add_parser(sub):
                       help="only the critical files, each replaced atomically")
     mode.add_argument("--full", action="store_true", help="the whole tree; the current "
                       "target is moved aside first")
-    r.add_argument("--target", required=True, help="where to restore")
+    output.add_to(r, "with --full, its current contents are moved aside first; with "
+                     "--critical, each file is put back at its path under it")
     r.add_argument("--force", action="store_true",
                    help="with --critical: overwrite a differing file in the target instead "
                         "of keeping it beside the restored one as NAME.before-restore-TIME")
-    p = bsub.add_parser("prune", help="delete old snapshots (lifting +i only on those)",
-                        epilog=EPILOG)
+    r.set_defaults(func=cmd_restore)
+    p = output.verb(bsub, "prune", help="delete old snapshots (lifting +i only on those)")
     common(p)
     p.add_argument("--keep-last", type=int, help="always keep the newest N (default 7)")
     p.add_argument("--keep-days", type=float, help="keep all younger than D days (default 14)")
     p.add_argument("--dry-run", action="store_true", help="say what would go")
-    pr = bsub.add_parser("protect", help="chattr +i (or +a) files and trees", epilog=EPILOG)
+    p.set_defaults(func=cmd_prune)
+    pr = output.verb(bsub, "protect", help="chattr +i (or +a) files and trees")
     pr.add_argument("paths", nargs="+", metavar="PATH")
     pr.add_argument("--append-only", action="store_true", help="+a: may only grow (logs)")
-    pr.add_argument("--json", action="store_true", help="machine-readable output")
-    pr.set_defaults(func=cmd_backup)
+    pr.set_defaults(func=cmd_protect)

@@ -9,165 +9,125 @@ environment (RCLONE_CONFIG_...), never its arguments.
 """
 
 import argparse
-import json
-import os
-import sys
 
-from ..core.errors import ERROR, OK, WARNING, StrongroomError
-from ..core.formats import human_bytes, render
-from ..jobs import config
+from ..core.errors import ERROR, OK, WARNING
+from ..dbversions.settings import tick_text
+from . import jobfile, output
+from .output import human_bytes, render
 
-EPILOG = ("exit codes: 0 ok, 1 warning (offline: nothing changed; or a version without "
-          "readable metadata, named), 2 error or conflict (nothing changed), 11 locked")
-ENV_REMOTE = "strongroomenv"
-
-
-def env_remote(environ=None):
-    """(REMOTE:PATH, extra rclone environment) from R2_* or AWS_* variables, or (None, {})."""
-    e = environ if environ is not None else os.environ
-    pre = f"RCLONE_CONFIG_{ENV_REMOTE.upper()}_"
-    if all(e.get(k) for k in ("R2_ACCOUNT_ID", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY",
-                               "R2_BUCKET_NAME")):
-        return f"{ENV_REMOTE}:{e['R2_BUCKET_NAME']}", {
-            pre + "TYPE": "s3", pre + "PROVIDER": "Cloudflare",
-            pre + "ACCESS_KEY_ID": e["R2_ACCESS_KEY_ID"],
-            pre + "SECRET_ACCESS_KEY": e["R2_SECRET_ACCESS_KEY"],
-            pre + "ENDPOINT": f"https://{e['R2_ACCOUNT_ID']}.r2.cloudflarestorage.com"}
-    if all(e.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                               "AWS_BUCKET_NAME")):
-        extra = {pre + "TYPE": "s3", pre + "ACCESS_KEY_ID": e["AWS_ACCESS_KEY_ID"],
-                 pre + "SECRET_ACCESS_KEY": e["AWS_SECRET_ACCESS_KEY"],
-                 pre + "REGION": e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION")
-                 or "us-east-1",
-                 pre + "PROVIDER": "Other" if e.get("AWS_ENDPOINT_URL") else "AWS"}
-        if e.get("AWS_ENDPOINT_URL"):
-            extra[pre + "ENDPOINT"] = e["AWS_ENDPOINT_URL"]
-        return f"{ENV_REMOTE}:{e['AWS_BUCKET_NAME']}", extra
-    return None, {}
+EPILOG = output.epilog("1 offline (nothing changed), or a version without readable "
+                       "metadata (named); 2 error or conflict (nothing changed)")
 
 
 def settings(args):
-    """The merged settings and the DbSync they describe."""
-    from ..core.remote import Rclone
-    from ..dbversions import DbSync
-    from .upload import rclone_config
+    """The DbSync the job file and the command line describe."""
+    from ..dbversions.settings import settings as db_settings
 
-    opts = {}
-    if getattr(args, "job", None):
-        opts = dict(config.load_job_of_type(args.config_dir, args.job, "db_backup")["options"])
+    opts = jobfile.options(args, "db")
     for key in ("db", "remote", "keep", "host", "rclone_config"):
         if getattr(args, key, None) is not None:
             opts[key] = getattr(args, key)
-    extra_env = {}
-    if not opts.get("remote"):
-        opts["remote"], extra_env = env_remote()
-    if not opts.get("db"):
-        raise StrongroomError("--db FILE is required (or --job NAME)")
-    if not opts.get("remote"):
-        raise StrongroomError("--remote REMOTE:PATH is required (or --job NAME, or R2_* / "
-                              "AWS_* variables: see `strongroom db --help`)")
-    rc = Rclone(rclone_config(opts.get("rclone_config"), args.config_dir),
-                retries=opts.get("retries", 3), low_level_retries=opts.get(
-                    "low_level_retries", 3), extra_env=extra_env)
-    return DbSync(opts["db"], opts["remote"], args.state_dir, rc, keep=opts.get("keep", 10),
-                  host=opts.get("host"), ops_threshold=opts.get("ops_threshold", 10),
-                  hours_threshold=opts.get("hours_threshold", 24))
+    return db_settings(opts, args.config_dir, args.state_dir)
 
 
-def _emit(args, obj, text):
-    if args.json:
-        json.dump(obj, sys.stdout, indent=2, sort_keys=True, default=str)
-        sys.stdout.write("\n")
-    else:
-        print(text)
+def cmd_list(args, d):
+    from ..dbversions import unreadable_message
+
+    # the sizes come with the listing itself; only --long reads each version's metadata
+    held = d.listing()
+    rows, bad = [{"key": k, "size": held[k]} for k in sorted(held)], []
+    if args.long or args.json:
+        for row in rows:
+            # one version without readable metadata is named; the others still list
+            meta, problem = d.read_metadata(row["key"], row["size"])
+            if meta is None:
+                bad.append(unreadable_message(row["key"], problem))
+                row.update(unreadable=problem)
+            else:
+                row.update(meta, key=row["key"])
+    head = ["KEY", "SIZE", "REASON"] if args.long else ["KEY", "SIZE"]
+    message = f"{len(rows)} version(s) under {d.prefix}" if rows else \
+        f"no versions under {d.prefix}"
+    output.say(args, render(head, [
+        [r["key"], human_bytes(r["size"]) if r.get("size") is not None else "-",
+         r.get("reason", "-")][:len(head)] for r in rows]) if rows else message)
+    for line in bad:
+        output.warn(line)
+    return output.emit(args, WARNING if bad else OK, "; ".join([message, *bad]),
+                       {"remote": d.prefix, "versions": rows})
+
+
+def cmd_status(args, d):
+    out = d.status()
+    held = "unknown (offline)" if out.get("offline") else out["versions"]
+    ours, theirs = (out["local_sha256"] or "-")[:12], (out.get("remote_sha256") or "-")[:12]
+    lines = [f"database: {out['database']}", f"remote: {out['remote']}",
+             f"versions held: {held}",
+             f"last backup: {(out['last_backup'] or {}).get('key', 'never')}",
+             f"local vs remote: {'same' if out['in_sync'] else 'different'} "
+             f"({ours} / {theirs})",
+             f"pending operations: {out['pending_ops']}"]
+    lines += [f"warning: {u['message']}" for u in out.get("unreadable") or ()]
+    if out.get("unreadable") and out.get("newest"):
+        lines.append(f"remote content is that of {out['newest']}, the newest version "
+                     "with readable metadata")
+    output.say(args, "\n".join(lines))
+    code = WARNING if out.get("offline") or out.get("unreadable") else OK
+    message = (f"offline: cannot reach {out['remote']}" if out.get("offline") else
+               "; ".join(u["message"] for u in out["unreadable"]) if out.get("unreadable")
+               else f"{out['database']}: {held} version(s); local and remote "
+                    f"{'the same' if out['in_sync'] else 'differ'}")
+    return output.emit(args, code, message, out)
 
 
 def cmd_db(args):
-    from ..dbversions import Conflict, unreadable_message
+    from ..dbversions import Conflict
 
     d = settings(args)
     if args.verb == "list":
-        # the sizes come with the listing itself; only --long reads each version's metadata
-        held = d.listing()
-        rows, bad = [{"key": k, "size": held[k]} for k in sorted(held)], []
-        if args.long or args.json:
-            for row in rows:
-                # one version without readable metadata is named; the others still list
-                meta, problem = d.read_metadata(row["key"], row["size"])
-                if meta is None:
-                    bad.append(unreadable_message(row["key"], problem))
-                    row.update(unreadable=problem)
-                else:
-                    row.update(meta, key=row["key"])
-        head = ["KEY", "SIZE", "REASON"] if args.long else ["KEY", "SIZE"]
-        _emit(args, rows, render(head, [
-            [r["key"], human_bytes(r["size"]) if r.get("size") is not None else "-",
-             r.get("reason", "-")][:len(head)] for r in rows])
-            if rows else f"no versions under {d.prefix}")
-        for line in bad:
-            print(f"warning: {line}", file=sys.stderr)
-        return WARNING if bad else OK
+        return cmd_list(args, d)
     if args.verb == "status":
-        out = d.status()
-        held = "unknown (offline)" if out.get("offline") else out["versions"]
-        ours, theirs = (out["local_sha256"] or "-")[:12], (out.get("remote_sha256") or "-")[:12]
-        lines = [f"database: {out['database']}", f"remote: {out['remote']}",
-                 f"versions held: {held}",
-                 f"last backup: {(out['last_backup'] or {}).get('key', 'never')}",
-                 f"local vs remote: {'same' if out['in_sync'] else 'different'} "
-                 f"({ours} / {theirs})",
-                 f"pending operations: {out['pending_ops']}"]
-        lines += [f"warning: {u['message']}" for u in out.get("unreadable") or ()]
-        if out.get("unreadable") and out.get("newest"):
-            lines.append(f"remote content is that of {out['newest']}, the newest version "
-                         "with readable metadata")
-        _emit(args, out, "\n".join(lines))
-        return WARNING if out.get("offline") or out.get("unreadable") else OK
+        return cmd_status(args, d)
     with d.lock(args.wait):
         if args.verb == "backup":
+            output.progress(args, f"backing up {d.db} to {d.prefix}")
             out = d.backup(reason=args.reason)
-            _emit(args, out, f"unchanged: the newest version {out['key']} already holds this "
-                  "content; nothing uploaded" if out["unchanged"] else
-                  f"{out['key']} ({human_bytes(out['size'])}, "
-                  f"{sum(out['tables'].values())} rows); pruned {len(out['pruned'])}"
-                  + (f"; it replaces {out['replaces_unreadable']}, which has no readable "
-                     "metadata, as the newest version" if out["replaces_unreadable"] else ""))
-            return OK
+            message = (f"unchanged: the newest version {out['key']} already holds this "
+                       "content; nothing uploaded" if out["unchanged"] else
+                       f"{out['key']} ({human_bytes(out['size'])}, "
+                       f"{sum(out['tables'].values())} rows); pruned {len(out['pruned'])}"
+                       + (f"; it replaces {out['replaces_unreadable']}, which has no "
+                          "readable metadata, as the newest version"
+                          if out["replaces_unreadable"] else ""))
+            output.say(args, message)
+            return output.emit(args, OK, message, out)
         if args.verb == "restore":
+            output.progress(args, f"restoring {args.key} into {d.db}")
             out = d.restore(args.key)
-            _emit(args, out, f"restored {out['restored']}; the database before it is "
-                  f"{out['pre_restore_backup'] or '(there was none)'}; now current: "
-                  f"{out['current']}")
-            return OK
+            message = (f"restored {out['restored']}; the database before it is "
+                       f"{out['pre_restore_backup'] or '(there was none)'}; now current: "
+                       f"{out['current']}")
+            output.say(args, message)
+            return output.emit(args, OK, message, out)
         if args.verb == "sync":
             try:
                 out = d.sync(dry_run=args.dry_run)
             except Conflict as exc:
-                _emit(args, {"action": "conflict", "message": str(exc), "changed": False},
-                      f"conflict: {exc}")
-                return ERROR
-            _emit(args, out, out["message"])
-            return out["exit_code"]
+                output.say(args, f"conflict: {exc}")
+                return output.emit(args, ERROR, str(exc), {"action": "conflict",
+                                                           "changed": False})
+            output.say(args, out["message"])
+            return output.emit(args, out["exit_code"], out["message"], out)
         out = d.tick(args.ops)
-        _emit(args, out, tick_text(out) or f"{out['ops']} operation(s) pending")
-        return OK
-
-
-def tick_text(out):
-    """What a tick that fired did, or None when it was not due."""
-    if not out["backup"]:
-        return None
-    if out["backup"]["unchanged"]:
-        return (f"unchanged ({out['reason']}): the newest version {out['backup']['key']} "
-                "already holds this content; nothing uploaded")
-    return f"backed up ({out['reason']}): {out['backup']['key']}"
+        message = tick_text(out) or f"{out['ops']} operation(s) pending"
+        output.say(args, message)
+        return output.emit(args, OK, message, out)
 
 
 def add_parser(sub):
-    p = sub.add_parser("db", help="versioned SQLite backups on object storage",
-                       description=__doc__, epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    psub = p.add_subparsers(dest="verb", required=True)
+    p, psub = output.group(sub, "db", help="versioned SQLite backups on object storage",
+                           description=__doc__, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     verbs = {"backup": "a consistent, checked copy uploaded as a new version unless the "
              "newest already holds this content; keep N distinct",
              "list": "every version, oldest first", "restore": "back up the current "
@@ -176,7 +136,7 @@ def add_parser(sub):
              "changes; stop on a conflict", "status": "last backup, versions, checksums, "
              "pending operations", "tick": "count operations; back up after N or H hours"}
     for verb, text in verbs.items():
-        v = psub.add_parser(verb, help=text, epilog=EPILOG)
+        v = output.verb(psub, verb, help=text, epilog=EPILOG)
         v.add_argument("--job", help="a db_backup job")
         v.add_argument("--db", metavar="FILE", help="the SQLite database")
         v.add_argument("--remote", metavar="REMOTE:PATH")
@@ -188,7 +148,6 @@ def add_parser(sub):
         if verb not in ("list", "status"):  # the readers take no lock: --wait would be a no-op
             v.add_argument("--wait", type=float, default=30, metavar="SECONDS",
                            help="wait this long for another run on the same database")
-        v.add_argument("--json", action="store_true", help="machine-readable output")
         v.set_defaults(func=cmd_db)
         if verb == "backup":
             v.add_argument("--reason", default="manual", help="recorded in the metadata")
@@ -201,3 +160,4 @@ def add_parser(sub):
                            "(0: only the hours trigger)")
         if verb == "list":
             v.add_argument("--long", action="store_true", help="read each version's metadata")
+    return p

@@ -1,27 +1,13 @@
 """`strongroom upload SRC REMOTE:PATH`: copy, prove by hash, then (if asked) delete locally."""
 
-import json
 import os
-import sys
-from pathlib import Path
 
 from ..core.errors import OK, WARNING
+from ..core.remote import rclone_config
+from . import output
 
-EPILOG = ("exit codes: 0 ok (copied and verified), 1 warning (files changed during the "
-          "upload were kept), 2 error (nothing local was deleted)")
-
-
-def rclone_config(args_value, config_dir):
-    """--rclone-config, else <config-dir>/rclone.conf when it exists, else rclone's own."""
-    if args_value:
-        return args_value
-    default = Path(config_dir) / "rclone.conf"
-    return str(default) if default.exists() else None
-
-
-def _progress(text):
-    if sys.stderr.isatty():
-        print(f"strongroom: {text}", file=sys.stderr)
+# rclone_config stays importable from here for what called it before it moved to core
+__all__ = ["add_parser", "rclone_config"]
 
 
 def cmd_upload(args):
@@ -30,26 +16,25 @@ def cmd_upload(args):
 
     rc = Rclone(rclone_config(args.rclone_config, args.config_dir), bwlimit=args.bwlimit,
                 retries=args.retries, low_level_retries=args.low_level_retries)
-    up = Upload(rc, journal_dir=os.path.join(args.state_dir, "uploads"), progress=_progress)
+    up = Upload(rc, journal_dir=os.path.join(args.state_dir, "uploads"),
+                progress=lambda text: output.progress(args, text))
     out = up.run(args.src, args.dest, immutable=args.immutable,
                  delete_local=args.delete_local_after_verify, dry_run=args.dry_run)
-    if args.json:
-        json.dump(out, sys.stdout, indent=2, sort_keys=True)
-        sys.stdout.write("\n")
-    else:
-        print(out["message"])
-        if out["skipped"]:
-            print(f"not uploaded (symlinks or special files): {', '.join(out['skipped'][:10])}",
-                  file=sys.stderr)
-        if out["kept"]:
-            print(f"warning: {len(out['kept'])} file(s) changed during the upload and were "
-                  f"kept: {', '.join(out['kept'][:10])}", file=sys.stderr)
-    return WARNING if out["kept"] else OK
+    output.say(args, out["message"])
+    if out["skipped"]:
+        output.warn(f"not uploaded (symlinks or special files): "
+                    f"{', '.join(out['skipped'][:10])}", prefix="")
+    if out["kept"]:
+        output.warn(f"{len(out['kept'])} file(s) changed during the upload and were kept: "
+                    f"{', '.join(out['kept'][:10])}")
+    return output.emit(args, WARNING if out["kept"] else OK, out["message"], out)
 
 
 def add_parser(sub):
-    u = sub.add_parser("upload", help="copy to an rclone remote, verify by hash, then "
-                       "optionally delete locally", epilog=EPILOG)
+    u = output.verb(sub, "upload", help="copy to an rclone remote, verify by hash, then "
+                                        "optionally delete locally",
+                    epilog=output.epilog("0 copied and verified; 1 files changed during the "
+                                         "upload were kept; 2 nothing local was deleted"))
     u.add_argument("src", metavar="SRC", help="a file or a folder")
     u.add_argument("dest", metavar="REMOTE:PATH", help="the folder on the remote")
     u.add_argument("--immutable", action="store_true",
@@ -66,5 +51,4 @@ def add_parser(sub):
     u.add_argument("--rclone-config", metavar="FILE",
                    help="default <config-dir>/rclone.conf when it exists")
     u.add_argument("--dry-run", action="store_true", help="say what would be copied")
-    u.add_argument("--json", action="store_true", help="machine-readable output")
     u.set_defaults(func=cmd_upload)

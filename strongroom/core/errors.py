@@ -21,6 +21,14 @@ class ConfigError(StrongroomError):
     pass
 
 
+class EmptySource(StrongroomError):
+    """A job's source holds nothing to back up yet (an empty folder on a fresh machine):
+    a warning, not a failure; no backup is written, and the message says what to put
+    where."""
+
+    exit_code = WARNING
+
+
 def worst(codes):
     """Combine per-item exit codes: an error beats a warning beats ok."""
     codes = list(codes)

@@ -162,3 +162,12 @@ class Rclone:
         if bad:
             raise RemoteError(f"remote copy in {remote_dir} failed verification: "
                               + "; ".join(bad))
+
+
+def rclone_config(value, config_dir):
+    """The rclone.conf to use: the one given (--rclone-config, a job's rclone_config), else
+    <config-dir>/rclone.conf when it exists, else None (rclone's own)."""
+    if value:
+        return value
+    default = Path(config_dir) / "rclone.conf"
+    return str(default) if default.exists() else None

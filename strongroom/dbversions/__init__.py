@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from ..core import fsutil, remote, sqlite
-from ..core.errors import OK, WARNING, StrongroomError
+from ..core.errors import OK, WARNING, EmptySource, StrongroomError
 from ..core.lock import Lock
 from ..upload import Upload
 
@@ -72,8 +72,15 @@ def _iso(dt):
 
 
 class DbSync:
-    def __init__(self, db, remote_path, state_dir, rclone, keep=10, host=None,
-                 ops_threshold=10, hours_threshold=24.0):
+    def __init__(self, db, remote_path, state_dir, rclone, keep=None, host=None,
+                 ops_threshold=None, hours_threshold=None):
+        """keep, ops_threshold, hours_threshold: a db job's options (None: its default)."""
+        from ..jobs.schema import options as job_options
+
+        d = job_options("db").defaults()
+        keep = d["keep"] if keep is None else keep
+        ops_threshold = d["ops_threshold"] if ops_threshold is None else ops_threshold
+        hours_threshold = d["hours_threshold"] if hours_threshold is None else hours_threshold
         self.db = Path(db).absolute()
         self.name = self.db.name
         self.prefix = remote.join(remote_path, "backups", self.name)
@@ -233,6 +240,10 @@ class DbSync:
         When the newest version already holds this content nothing is uploaded or pruned
         (`unchanged`): a second copy of it would only push an older, different version
         out of the `keep` newest."""
+        if not self.db.exists() and not self.state().get("current"):  # never backed up here
+            raise EmptySource(f"nothing to back up: {self.db} does not exist; put the SQLite "
+                              f"database to keep versions of at {self.db} (or a link to it), "
+                              "or set the job's options.db to its path")
         with tempfile.TemporaryDirectory(prefix=".strongroom-db-", dir=self.db.parent) as t:
             path, sha, rep = self.copy(t)
             held = self.listing()

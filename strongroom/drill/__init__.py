@@ -26,7 +26,8 @@ from ..core.lock import Lock
 from ..jobs import config
 
 SCRATCH_PREFIX = "drill-"
-SOURCES = ("local", "remote", "both")
+SOURCES = config.schema.options("drill")["source"].kind.choices  # local, remote, both
+LOCK_WAIT = config.schema.default("drill", "lock_wait")  # seconds, a drill job's default
 
 
 @dataclass
@@ -46,16 +47,20 @@ class Artifact:
 
 @dataclass
 class Plan:
-    """One bundle store to drill, as a bundle_sync job describes it."""
+    """One bundle store to drill, as a bundle job describes it."""
 
     job: str
     store: Path
     opts: bundles.Options
     sources: tuple
+    root: Path | None = None  # the job's repositories: what to fill when there is no chain
 
 
 def plans(config_dir, job_names=None, source="local"):
-    """A Plan per bundle_sync job on this host (or per named job), and notes."""
+    """A Plan per job on this host whose type has a drill (the registry's: bundle jobs),
+    or per named job, and notes."""
+    from ..jobs import registry
+
     names = job_names or config.job_names(config_dir)
     out, notes = [], []
     for name in names:
@@ -66,19 +71,29 @@ def plans(config_dir, job_names=None, source="local"):
                 raise
             notes.append(f"skipped {name}: {exc}")
             continue
-        if job["type"] != "bundle_sync":
+        plan_for = registry.get(job["type"]).drill
+        if plan_for is None:
             if job_names:
                 raise StrongroomError(f"job {name} is a {job['type']} job; restore drills "
-                                      "test bundle_sync jobs")
+                                      f"test {' or '.join(registry.drilled_types())} jobs")
             continue
-        opts = bundles.options_from(job["options"], config_dir)
-        wanted = ("local", "remote") if source == "both" else (source,)
-        if "remote" in wanted and not opts.remote:
-            notes.append(f"{name}: no remote configured; its off-site copy cannot be drilled")
-            wanted = tuple(s for s in wanted if s != "remote")
-        if wanted:
-            out.append(Plan(name, Path(job["options"]["store"]).expanduser(), opts, wanted))
+        plan = plan_for(name, job, config_dir, source, notes)
+        if plan is not None:
+            out.append(plan)
     return out, notes
+
+
+def bundle_plan(name, job, config_dir, source, notes):
+    """The Plan of one bundle job (None when none of the sources asked can be drilled)."""
+    opts = bundles.options_from(job["options"], config_dir)
+    wanted = ("local", "remote") if source == "both" else (source,)
+    if "remote" in wanted and not opts.remote:
+        notes.append(f"{name}: no remote configured; its off-site copy cannot be drilled")
+        wanted = tuple(s for s in wanted if s != "remote")
+    if not wanted:
+        return None
+    return Plan(name, Path(job["options"]["store"]).expanduser(), opts, wanted,
+                Path(job["options"]["root"]).expanduser())
 
 
 _SCRATCH_RE = re.compile(r"^drill-(\d+)-\d+$")
@@ -138,7 +153,7 @@ def drill_chain(plan, name, source, work):
     return art
 
 
-def run(plan_list, scratch, lock_wait=300.0, progress=None):
+def run(plan_list, scratch, lock_wait=LOCK_WAIT, progress=None):
     """Drill every chain of every plan. Returns (artifacts, exit code, summary)."""
     scratch = Path(scratch).absolute()  # git runs inside the scratch repository
     _check_scratch(scratch, [p.store for p in plan_list])
@@ -170,7 +185,7 @@ def run(plan_list, scratch, lock_wait=300.0, progress=None):
     failed = [a for a in artifacts if a.result == "error"]
     warned = [a for a in artifacts if a.result == "warning"]
     if not artifacts:
-        return artifacts, WARNING, "nothing to test: no bundle chains found to restore"
+        return artifacts, WARNING, nothing_to_test(plan_list)
     if failed:
         return artifacts, ERROR, (f"{len(failed)} of {len(artifacts)} restores FAILED: "
                                   + "; ".join(f"{a.job}/{a.name} ({a.source}): {a.message}"
@@ -181,6 +196,18 @@ def run(plan_list, scratch, lock_wait=300.0, progress=None):
         return artifacts, WARNING, summary + "; look at: " + "; ".join(
             f"{a.job}/{a.name} ({a.source}): {a.message}" for a in warned)
     return artifacts, OK, summary
+
+
+def nothing_to_test(plan_list):
+    """What to put where, so that the next drill has chains to restore."""
+    if not plan_list:
+        return ("nothing to test: no bundle job to drill; add one (its repositories' "
+                "chains are what a drill restores), or name bundle jobs in options.jobs")
+    where = "; ".join(
+        f"{p.store} (job {p.job}" + (f", which bundles the repositories under {p.root}: put "
+                                     "(or clone) repositories there and run it)" if p.root
+                                     else ")") for p in plan_list)
+    return f"nothing to test: no bundle chains found to restore in {where}"
 
 
 def summary_table(artifacts):

@@ -28,8 +28,8 @@ from . import config
 
 RESULTS = {OK: "ok", WARNING: "warning", ERROR: "error", INCOMPLETE: "incomplete",
            LOCKED: "locked"}
-LOG_MAX_BYTES = 50 * 1024 * 1024
-LOG_KEEP = 3
+LOG_MAX_BYTES = config.schema.default("log", "max_bytes")  # the defaults of a job's `log`
+LOG_KEEP = config.schema.default("log", "keep")
 
 
 class Terminated(Exception):
@@ -148,9 +148,9 @@ def run_bundle_sync(job, paths):
 def run_restore_drill(job, paths):
     opts = job.get("options") or {}
     plan_list, notes = drill.plans(paths.config_dir, opts.get("jobs"),
-                                   opts.get("source", "local"))
+                                   config.schema.get(job, "source"))
     scratch = opts.get("scratch") or paths.state_dir / "drill"
-    artifacts, code, summary = drill.run(plan_list, scratch, opts.get("lock_wait", 300.0))
+    artifacts, code, summary = drill.run(plan_list, scratch, config.schema.get(job, "lock_wait"))
     lines = ([drill.summary_table(artifacts)] if artifacts else []) + notes + [summary]
     return {
         "exit_code": code,
@@ -164,22 +164,24 @@ def run_restore_drill(job, paths):
 
 def offsite(paths, options):
     """The upload path every job's off-site copy goes through (strongroom upload)."""
-    from ..cli.upload import rclone_config
     from ..upload import Upload
 
-    rc = remote.Rclone(rclone_config(options.get("rclone_config"), paths.config_dir),
-                       bwlimit=options.get("bwlimit"), retries=options.get("retries", 3),
-                       low_level_retries=options.get("low_level_retries", 3))
+    shared = config.schema.OFFSITE.defaults()  # retries, low_level_retries
+    rc = remote.Rclone(remote.rclone_config(options.get("rclone_config"), paths.config_dir),
+                       bwlimit=options.get("bwlimit"),
+                       retries=options.get("retries", shared["retries"]),
+                       low_level_retries=options.get("low_level_retries",
+                                                     shared["low_level_retries"]))
     return Upload(rc, journal_dir=paths.state_dir / "uploads")
 
 
 def run_snapshot(job, paths):
     """Take a snapshot; then, when keep_last and keep_days are set, prune."""
     from .. import snapshots
-    from ..cli import backup as cli_backup
+    from ..snapshots.take import take
 
     o = dict(job["options"])
-    rep = cli_backup.take(o)
+    rep = take(o)
     lines = [f"snapshot {rep['id']}: {rep['counts']['files']} files, archive "
              f"{rep['bytes']['archive']} bytes, immutable: {rep['applied']}"]
     extra = {"snapshot": {"id": rep["id"], "path": rep["path"], "immutable": rep["applied"],
@@ -207,9 +209,9 @@ def run_snapshot(job, paths):
 
 def run_checkpoint(job, paths):
     """Save uncommitted work; then, when keep_days is set, drop old checkpoints."""
-    from ..cli import save as cli_save
+    from ..checkpoints.take import take_checkpoint
 
-    rep = cli_save.take_checkpoint(dict(job["options"]))
+    rep = take_checkpoint(dict(job["options"]))
     msg = (f"checkpoint {rep['name']}: {len(rep['files'])} file(s), "
            f"{len(rep['deleted'])} deletion(s)" if rep["saved"] else rep["reason"])
     lines = [msg] + ([f"warning: {rep['warning']}"] if rep.get("warning") else [])
@@ -237,9 +239,9 @@ def _rollup_job(job, paths, pack):
         lines.append(f"run as on {day.isoformat()} (--date)")
         extra["date"] = day.isoformat()
     with Lock(dest / ".rollups.lock", f"daily folders in {dest}").acquire(
-            o.get("lock_wait", 600)):
+            config.schema.get(job, "lock_wait")):
         if pack:
-            made = rollups.make_rollup(dest, o.get("days", 7), today=day)
+            made = rollups.make_rollup(dest, config.schema.get(job, "days"), today=day)
             lines += [f"packed {len(p)} day(s) into {n}" for n, p in made] or [
                 "nothing to roll up"]
             name, packed = made[-1] if made else (None, [])  # the newest, as before
@@ -297,15 +299,14 @@ def run_rollup(job, paths):
 
 def run_bisync(job, paths, resync=False, force=False, dry_run=False):
     from .. import bisync
-    from ..cli.upload import rclone_config
 
     o = job["options"]
-    rc = remote.Rclone(rclone_config(o.get("rclone_config"), paths.config_dir))
+    rc = remote.Rclone(remote.rclone_config(o.get("rclone_config"), paths.config_dir))
     out = bisync.run(o["local"], o["remote"], paths.state_dir / "bisync" / job["name"], rc,
-                     max_delete=o.get("max_delete", 50), check_access=o.get("check_access",
-                                                                            True),
+                     max_delete=config.schema.get(job, "max_delete"),
+                     check_access=config.schema.get(job, "check_access"),
                      resync=resync, force=force, dry_run=dry_run,
-                     lock_wait=o.get("lock_wait", 0))
+                     lock_wait=config.schema.get(job, "lock_wait"))
     msg = (f"{'resync' if out['resync'] else 'bisync'}: {out['copied']} copied, "
            f"{out['deleted']} deleted")
     if out["conflicts"]:
@@ -317,14 +318,14 @@ def run_bisync(job, paths, resync=False, force=False, dry_run=False):
 
 def run_restic(job, paths):
     from .. import restic
-    from ..cli.upload import rclone_config
 
     o = job["options"]
     code, rep = restic.run_job(o, paths.state_dir, job["name"],
-                               rclone_config(o.get("rclone_config"), paths.config_dir))
+                               remote.rclone_config(o.get("rclone_config"), paths.config_dir))
     msg = (f"snapshot {rep['snapshot']}: {rep['files_new']} new, {rep['files_changed']} "
-           f"changed, {rep['bytes_added']} bytes added; kept {o.get('keep_weekly', 8)} "
-           f"weekly; data subset {rep['checked_subset']} re-read and checked")
+           f"changed, {rep['bytes_added']} bytes added; kept "
+           f"{config.schema.get(job, 'keep_weekly')} weekly; data subset "
+           f"{rep['checked_subset']} re-read and checked")
     if rep["incomplete"]:
         msg = "some files could not be read (see the log); " + msg
     return {"exit_code": code, "message": msg, "changed": True, "extra": {"restic": rep},
@@ -333,16 +334,12 @@ def run_restic(job, paths):
 
 def run_db_backup(job, paths):
     """The scheduled run is a tick without operations: it fires on the hours trigger."""
-    import argparse
+    from ..dbversions.settings import settings, tick_text
 
-    from ..cli import db as cli_db
-
-    args = argparse.Namespace(job=job["name"], config_dir=str(paths.config_dir),
-                              state_dir=str(paths.state_dir))
-    d = cli_db.settings(args)
+    d = settings(job["options"], paths.config_dir, paths.state_dir)
     with d.lock(600):
         out = d.tick(0)
-    msg = cli_db.tick_text(out) or f"not due; {out['ops']} operation(s) pending"
+    msg = tick_text(out) or f"not due; {out['ops']} operation(s) pending"
     # a due run that found the newest version already holding this content uploaded nothing
     uploaded = bool(out["backup"]) and not out["backup"]["unchanged"]
     return {"exit_code": OK, "message": msg, "changed": uploaded,
@@ -355,8 +352,8 @@ def run_git_sync(job, paths):
 
     o = job["options"]
     s = sync.Settings(repo=Path(o["repo"]).expanduser(), role=o["role"],
-                         timeout=float(o.get("timeout", sync.TRANSPORT_TIMEOUT)),
-                         remote=o.get("remote", "origin"), branch=o.get("branch"),
+                         timeout=float(config.schema.get(job, "timeout")),
+                         remote=config.schema.get(job, "remote"), branch=o.get("branch"),
                          include=list(o.get("include") or []),
                          exclude=list(o.get("exclude") or []),
                          policies=dict(o.get("policies") or {}))
@@ -382,12 +379,12 @@ def run_status_check(job, paths):
     from .. import status as status_mod
 
     opts = job.get("options") or {}
-    rows = [r for r in status_mod.rows(paths, factor=opts.get("stale_factor", 2.0))
+    rows = [r for r in status_mod.rows(paths, factor=config.schema.get(job, "stale_factor"))
             if r["job"] != job["name"]]
     if opts.get("prometheus"):
         status_mod.write_prometheus(opts["prometheus"], rows)
     now = datetime.now(UTC)
-    remind = timedelta(hours=opts.get("remind_hours", 24))
+    remind = timedelta(hours=config.schema.get(job, "remind_hours"))
     alerted = read_status(paths, job["name"]).get("stale_alerted", {})
     stale = [r for r in rows if r["stale"]]
     due_alert = [r for r in stale if r["job"] not in alerted or (
@@ -416,11 +413,18 @@ def run_status_check(job, paths):
     }
 
 
-HANDLERS = {"bundle_sync": run_bundle_sync, "restore_drill": run_restore_drill,
-            "status_check": run_status_check, "git_sync": run_git_sync,
-            "snapshot": run_snapshot, "checkpoint": run_checkpoint, "daily": run_daily,
-            "rollup": run_rollup, "bisync": run_bisync, "restic": run_restic,
-            "db_backup": run_db_backup}
+def _warn(notes):
+    import sys
+
+    for note in notes:
+        print(f"strongroom: warning: {note}", file=sys.stderr)
+
+
+def _registry():
+    """Job type -> its run function and the rest (strongroom/jobs/registry.py)."""
+    from . import registry
+
+    return registry
 
 
 def _on_signal(signum, _frame):
@@ -429,7 +433,8 @@ def _on_signal(signum, _frame):
 
 def run(paths, name, if_due=False, wait=None, now=None):
     """Run one job. Returns (exit_code, status dict, human output)."""
-    job = config.load_job(paths.config_dir, name)
+    notes = []  # deprecation warnings (an old type name): the log's and stderr's
+    job = config.load_job(paths.config_dir, name, notes=notes)
     prev = read_status(paths, name)
     now = now or datetime.now(UTC)
     if if_due:
@@ -442,6 +447,7 @@ def run(paths, name, if_due=False, wait=None, now=None):
     log_cfg = job.get("log") or {}
     max_bytes = log_cfg.get("max_bytes", LOG_MAX_BYTES)
     keep = log_cfg.get("keep", LOG_KEEP)
+    _warn(notes)
     # --wait is one deadline for every lock the run takes: the job's own here, then any
     # store, sync or snapshot lock the job takes inside (a manual `bundle sync` or a drill
     # holding the store must not make a waiting run exit 11 at once)
@@ -458,14 +464,14 @@ def run(paths, name, if_due=False, wait=None, now=None):
     t0 = time.monotonic()
     running = {**prev, "running": True, "pid": os.getpid(), "current_started": iso(started)}
     fsutil.atomic_write_json(paths.status(name), running)
-    log_lines = [f"run started (pid {os.getpid()})"]
+    log_lines = [f"run started (pid {os.getpid()})"] + [f"warning: {n}" for n in notes]
     if lock.previous_owner:
         log_lines.append(f"took over the lock of PID {lock.previous_owner}, which is gone")
     try:
         buf = io.StringIO()
         with redirect_stdout(buf), (wait_until(deadline) if deadline is not None
                                     else contextlib.nullcontext()):
-            outcome = HANDLERS[job["type"]](job, paths)
+            outcome = _registry().get(job["type"]).run(job, paths)
     except Terminated as exc:
         outcome = {"exit_code": 128 + exc.signum, "message": str(exc), "output": str(exc)}
     except StrongroomError as exc:

@@ -1,56 +1,39 @@
-"""Job files: one schema, checked before any side effect.
+"""Job files: one schema (strongroom/jobs/schema.py), checked before any side effect.
 
 An error names the file, the key, the value and what was expected; unknown keys are
-refused (a typo must not silently turn a setting off).
+refused (a typo must not silently turn a setting off), and every error of a file is
+reported at once, one line each. A job type's old name still works: the loaded job carries
+the type's one-word name, and the old name is said as a deprecation warning (`config
+check`, and the run's log and stderr).
 """
 
 import os
-import re
 import reprlib
 import stat
 import sys
 from pathlib import Path
 
 from ..core.errors import ConfigError
+from . import schema
 
-JOB_TYPES = ("bundle_sync", "restore_drill", "status_check", "git_sync", "snapshot",
-             "checkpoint", "daily", "rollup", "bisync", "restic",
-             "db_backup")
-
-
-def _str(v):
-    return isinstance(v, str) and v.strip() != ""
-
-
-def _int_min(lo):
-    def check(v):
-        return isinstance(v, int) and not isinstance(v, bool) and v >= lo
-
-    check.expected = f"an integer >= {lo}"
-    return check
-
-
-def _num_min(lo):
-    def check(v):
-        return isinstance(v, int | float) and not isinstance(v, bool) and v >= lo
-
-    check.expected = f"a number >= {lo}"
-    return check
-
-
-# The one rule for a job's name, wherever one is taken (run JOB, --job NAME, the `name`
-# key, a restore drill's `jobs`, the files listed in <config-dir>/jobs): a name names a
-# file, a lock, a log, a systemd unit and a cron entry, so it can be no path and no option.
-JOB_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-JOB_NAME_RULE = ("a name of letters, digits, '.', '_' or '-', 1-64 characters starting with "
-                 "a letter or digit (it names files, units and cron entries)")
+JOB_TYPES = schema.TYPE_NAMES
+OLD_TYPE_NAMES = schema.OLD_NAMES
+SEVERITIES = schema.SEVERITIES
+EVENTS = schema.EVENTS
+JOB_NAME_RE = schema.JOB_NAME_RE
+JOB_NAME_RULE = schema.JOB_NAME_RULE
+is_job_name = schema.is_job_name
 # A job file is a screenful; a bigger one is a mistake, and parsing it would stall every
 # verb that lists jobs (PyYAML reads about 1.5 MB a second).
 MAX_JOB_FILE_BYTES = 1024 * 1024
 
 
-def is_job_name(v):
-    return isinstance(v, str) and JOB_NAME_RE.fullmatch(v) is not None
+class JobFileError(ConfigError):
+    """Everything wrong with one job file: `errors`, one line each (str: the lines)."""
+
+    def __init__(self, errors):
+        super().__init__("\n".join(errors))
+        self.errors = list(errors)
 
 
 def check_job_name(name):
@@ -66,231 +49,6 @@ def check_job_name(name):
     raise ConfigError(f"job name {shown} is not valid: expected {JOB_NAME_RULE}" + hint)
 
 
-def _job_name(v):
-    return is_job_name(v)
-
-
-_job_name.expected = JOB_NAME_RULE
-
-
-def _job_name_list(v):
-    return isinstance(v, list) and all(is_job_name(x) for x in v)
-
-
-_job_name_list.expected = "a list of job names, each " + JOB_NAME_RULE
-
-
-def _str_list(v):
-    return isinstance(v, list) and all(isinstance(x, str) and x.strip() for x in v)
-
-
-def _abs_path(v):
-    return _str(v) and Path(v).expanduser().is_absolute()
-
-
-def _bool(v):
-    return isinstance(v, bool)
-
-
-_bool.expected = "true or false"
-
-
-def _abs_list(v):
-    return _str_list(v) and all(_abs_path(x) for x in v)
-
-
-_abs_list.expected = "a list of absolute paths"
-
-
-def _schedule(v):
-    from .. import schedule
-
-    if not _str(v):
-        return False
-    try:
-        schedule.parse(v)
-    except ConfigError as exc:
-        _schedule.expected = f"a schedule spec ({exc})"
-        return False
-    return True
-
-
-def _one_of(*choices):
-    def check(v):
-        return v in choices
-
-    check.expected = "one of: " + ", ".join(choices)
-    return check
-
-
-def _list_of(*choices):
-    def check(v):
-        return isinstance(v, list) and all(x in choices for x in v)
-
-    check.expected = "a list of: " + ", ".join(choices)
-    return check
-
-
-def _policies(v):
-    return isinstance(v, dict) and all(
-        isinstance(k, str) and k.strip() and p in ("append", "block", "primary-wins")
-        for k, p in v.items())
-
-
-_policies.expected = "a mapping of path pattern to append, block or primary-wins"
-
-
-def _size(v):
-    if isinstance(v, int) and not isinstance(v, bool):
-        return v >= 0
-    return isinstance(v, str) and re.fullmatch(r"\d+(\.\d+)?\s*[kKmMgGtT]?i?[bB]?", v.strip()) \
-        is not None
-
-
-_size.expected = "a size such as 50M, 2G or a byte count"
-_str.expected = "a non-empty string"
-_str_list.expected = "a list of non-empty strings"
-_abs_path.expected = "an absolute path"
-_schedule.expected = "a schedule spec"
-
-SEVERITIES = ("info", "success", "warning", "error")
-EVENTS = ("job_failed", "job_recovered", "job_succeeded", "rollback_done", "backup_stale",
-          "drill_passed", "drill_failed")
-
-# How a job's copies reach the remote (each through the upload path, proven by hash).
-OFFSITE = {
-    "rclone_config": (False, _abs_path),
-    "bwlimit": (False, _str),
-    "retries": (False, _int_min(1)),  # of each off-site copy (rclone --retries)
-    "low_level_retries": (False, _int_min(1)),
-}
-
-# key: (required, check)
-JOB_SCHEMA = {
-    "name": (True, _job_name),
-    "type": (True, None),
-    "schedule": (False, _schedule),
-    "options": (False, None),  # checked below, per type
-    "description": (False, _str),
-    "notify": (False, None),  # checked below: {min_severity, events}
-    "log": (False, None),  # checked below: {max_bytes, keep}
-}
-NOTIFY_SCHEMA = {"min_severity": (False, _one_of(*SEVERITIES)),
-                 "events": (False, _list_of(*EVENTS))}
-LOG_SCHEMA = {"max_bytes": (False, _int_min(1024)), "keep": (False, _int_min(1))}
-OPTION_SCHEMAS = {
-    "bundle_sync": {
-        "root": (True, _abs_path),
-        "store": (True, _abs_path),
-        "remote": (False, _str),
-        "rclone_config": (False, _abs_path),
-        "full_every": (False, _int_min(1)),
-        "full_after_days": (False, _num_min(1)),
-        "keep_retired": (False, _int_min(0)),
-        "critical_patterns": (False, _str_list),
-        "jobs": (False, _int_min(0)),
-    },
-    "restore_drill": {
-        # default: every bundle_sync job on the host
-        "jobs": (False, _job_name_list),
-        "source": (False, _one_of("local", "remote", "both")),
-        "scratch": (False, _abs_path),  # default <state-dir>/drill
-        "lock_wait": (False, _num_min(0)),
-    },
-    "git_sync": {
-        "repo": (True, _abs_path),
-        "direction": (True, _one_of("push", "pull")),
-        "role": (True, _one_of("primary", "secondary")),  # from the inventory
-        "remote": (False, _str),
-        "branch": (False, _str),
-        "include": (False, _str_list),
-        "exclude": (False, _str_list),
-        "policies": (False, _policies),
-        "timeout": (False, _num_min(1)),  # seconds a fetch or push may go without progress
-    },
-    "snapshot": {
-        "source": (True, _abs_path),
-        "dest": (True, _abs_path),
-        "critical": (False, _str_list),  # gitignore-style patterns
-        "db": (False, _str_list),  # SQLite files, absolute or relative to source
-        "exclude": (False, _str_list),
-        "immutable": (False, _one_of("require", "warn", "off")),
-        "format": (False, _one_of("zst", "gz")),
-        "large_threshold": (False, _size),
-        # after each snapshot; both must be set for the job to prune
-        "keep_last": (False, _int_min(1)),
-        "keep_days": (False, _num_min(0)),
-        "lock_wait": (False, _num_min(0)),
-        # the role installs the pre-push hook in the source when this is set
-        "pre_push_max_size": (False, _size),
-        # each snapshot is copied to REMOTE:PATH/<id> (immutable) and checked by hash
-        "remote": (False, _str),
-        **OFFSITE,
-    },
-    "checkpoint": {
-        "source": (True, _abs_path),  # a git work tree
-        "dest": (True, _abs_path),
-        "keep_days": (False, _num_min(0)),
-        "max_file_size": (False, _size),
-        "lock_wait": (False, _num_min(0)),
-    },
-    "daily": {
-        "sources": (True, _abs_list),
-        "dest": (True, _abs_path),
-        "db": (False, _abs_list),
-        "exclude": (False, _str_list),
-        "remote": (False, _str),  # days go to REMOTE:PATH/YYYY-MM-DD, rollups to .../rollups
-        **OFFSITE,
-        "delete_days": (False, _one_of("after_rollup", "after_upload", "never")),
-        "keep_rollups": (False, _int_min(1)),
-        "lock_wait": (False, _num_min(0)),
-    },
-    "rollup": {
-        "dest": (True, _abs_path),  # the daily job's dest
-        "days": (False, _int_min(1)),
-        "remote": (False, _str),
-        **OFFSITE,
-        "delete_days": (False, _one_of("after_rollup", "after_upload", "never")),
-        "keep_rollups": (False, _int_min(1)),
-        "lock_wait": (False, _num_min(0)),
-    },
-    "bisync": {
-        "local": (True, _abs_path),
-        "remote": (True, _str),
-        "max_delete": (False, _int_min(1)),  # percent; more deletions stop the run
-        "check_access": (False, _bool),
-        "rclone_config": (False, _abs_path),
-        "lock_wait": (False, _num_min(0)),
-    },
-    "restic": {
-        "repository": (True, _str),  # a local path or rclone:REMOTE:PATH
-        "password_file": (True, _abs_path),  # 0600; the password never goes elsewhere
-        "paths": (True, _abs_list),
-        "exclude": (False, _str_list),
-        "tags": (False, _str_list),
-        "keep_weekly": (False, _int_min(1)),
-        "check_subsets": (False, _int_min(1)),  # all data re-read once every N runs
-        "rclone_config": (False, _abs_path),
-    },
-    "db_backup": {
-        "db": (True, _abs_path),
-        "remote": (False, _str),  # default: from R2_* or AWS_* environment variables
-        "keep": (False, _int_min(1)),
-        "host": (False, _str),
-        "ops_threshold": (False, _int_min(1)),
-        "hours_threshold": (False, _num_min(0)),
-        "rclone_config": (False, _abs_path),
-        "retries": (False, _int_min(1)),
-        "low_level_retries": (False, _int_min(1)),
-    },
-    "status_check": {
-        "stale_factor": (False, _num_min(1)),  # stale after F x a job's period (default 2)
-        "prometheus": (False, _abs_path),  # also write a node_exporter textfile here
-        "remind_hours": (False, _num_min(0)),  # repeat a stale alert this often (0: once)
-    },
-}
-
-
 # Containers are shown through reprlib: a few YAML aliases can nest a value of billions of
 # items, whose full repr would take minutes to build only to be cut to 80 characters.
 _REPR = reprlib.Repr()
@@ -304,38 +62,85 @@ def _describe(value):
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _check_mapping(where, data, schema, prefix=""):
+def _check_section(where, data, section, prefix, errors):
+    """Append to errors what is wrong with data against section; False when data is no
+    mapping (nothing in it could be checked)."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'the file'} must be a mapping, "
-                          f"got {_describe(data)}")
+        errors.append(f"{where}: {prefix.rstrip('.') or 'the file'} must be a mapping, "
+                      f"got {_describe(data)}")
+        return False
+    expected = ", ".join(sorted(section.names))
     for key in data:
-        if key not in schema:
-            raise ConfigError(f"{where}: unknown key '{prefix}{key}' "
-                              f"(expected one of: {', '.join(sorted(schema))})")
-    for key, (required, check) in schema.items():
-        if key not in data:
-            if required:
-                raise ConfigError(f"{where}: missing required key '{prefix}{key}'")
+        if key not in section:
+            errors.append(f"{where}: unknown key '{prefix}{key}' (expected one of: {expected})")
+    for opt in section:
+        if opt.name not in data:
+            if opt.required:
+                errors.append(f"{where}: missing required key '{prefix}{opt.name}'")
             continue
-        if check is not None and not check(data[key]):
-            raise ConfigError(f"{where}: key '{prefix}{key}' has value {_describe(data[key])}; "
-                              f"expected {check.expected}")
+        if opt.kind is None or (opt.name == "type" and not prefix):
+            continue  # a mapping checked by its own section, or the job's type (below)
+        problem = opt.kind.problem(data[opt.name])
+        if problem is not None:
+            errors.append(f"{where}: key '{prefix}{opt.name}' has value "
+                          f"{_describe(data[opt.name])}; expected {problem}")
+    return True
 
 
-def validate_job(data, where):
-    _check_mapping(where, data, JOB_SCHEMA)
-    if data["type"] not in JOB_TYPES:
-        raise ConfigError(f"{where}: key 'type' has value {_describe(data['type'])}; "
-                          f"expected one of: {', '.join(JOB_TYPES)}")
-    schema = OPTION_SCHEMAS[data["type"]]
-    if "options" not in data and any(required for required, _ in schema.values()):
-        raise ConfigError(f"{where}: missing required key 'options'")
-    _check_mapping(where, data.get("options", {}), schema, "options.")
-    if "notify" in data:
-        _check_mapping(where, data["notify"], NOTIFY_SCHEMA, "notify.")
-    if "log" in data:
-        _check_mapping(where, data["log"], LOG_SCHEMA, "log.")
+def job_errors(data, where, file_name=None):
+    """Every error of a job file's document, in the order of the file's keys and the
+    schema's, one line each ([] for a valid job). file_name: the file the job is read from
+    (a job in NAME.yml is named NAME), or None."""
+    errors = []
+    if not _check_section(where, data, schema.JOB, "", errors):
+        return errors
+    jt = None
+    if "type" in data:
+        jt = schema.BY_NAME.get(schema.canonical(data["type"]))
+        if jt is None:
+            errors.append(f"{where}: key 'type' has value {_describe(data['type'])}; "
+                          f"expected one of: {schema.TYPE_CHOICES_TEXT}")
+    if jt is not None:
+        if "options" not in data:
+            if jt.options.required:
+                errors.append(f"{where}: missing required key 'options'")
+        else:
+            _check_section(where, data["options"], jt.options, "options.", errors)
+    for key, section in schema.SUBSECTIONS.items():
+        if key in data:
+            _check_section(where, data[key], section, f"{key}.", errors)
+    if file_name is not None and is_job_name(data.get("name")):
+        _check_file_name(data, file_name, where, errors)
+    return errors
+
+
+def validate_job(data, where, file_name=None):
+    """data, or JobFileError naming every problem at once (see job_errors)."""
+    errors = job_errors(data, where, file_name)
+    if errors:
+        raise JobFileError(errors)
     return data
+
+
+def deprecations(data):
+    """The warnings a valid job's document earns (an old type name), one line each."""
+    old = data.get("type")
+    new = schema.OLD_NAMES.get(old) if isinstance(old, str) else None
+    if new is None:
+        return []
+    return [f'job {data["name"]}: type "{old}" is now "{new}"; the old name will be removed '
+            "in a later release"]
+
+
+def normalised(data):
+    """The job as the engine sees it: its type by its one-word name."""
+    name = schema.canonical(data["type"])
+    return data if name == data["type"] else {**data, "type": name}
+
+
+def effective(job):
+    """The job with every default filled in (schema.effective)."""
+    return schema.effective(job)
 
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
@@ -481,13 +286,22 @@ def check_file_name(data, file_name, where):
     NAME (the runner finds a job by its file, and names its lock, log and status by `name`).
     A file whose name does not end in .yml (standard input, a temporary file checked
     under a label) has no name to match."""
+    errors = []
+    _check_file_name(data, file_name, where, errors)
+    if errors:
+        raise JobFileError(errors)
+
+
+def _check_file_name(data, file_name, where, errors):
     base = Path(str(file_name)).name
     if base.endswith(".yml") and data["name"] != base[:-4]:
-        raise ConfigError(f"{where}: key 'name' has value {_describe(data['name'])}; "
-                          f"expected '{base[:-4]}' (the file's name)")
+        errors.append(f"{where}: key 'name' has value {_describe(data['name'])}; "
+                      f"expected '{base[:-4]}' (the file's name)")
 
 
-def load_job(config_dir, name):
+def load_job(config_dir, name, notes=None):
+    """The valid job <config-dir>/jobs/NAME.yml, its type by its one-word name; each
+    deprecation warning is appended to notes (a list) when one is given."""
     check_job_name(name)
     path = Path(config_dir) / "jobs" / f"{name}.yml"
     try:
@@ -495,13 +309,16 @@ def load_job(config_dir, name):
     except FileNotFoundError:
         hint = " (a job is named without '.yml')" if name.endswith((".yml", ".yaml")) else ""
         raise ConfigError(f"no job named '{name}': {path} does not exist{hint}") from None
-    data = validate_job(parse_job_bytes(raw, path), str(path))
-    check_file_name(data, path, path)
-    return data
+    data = validate_job(parse_job_bytes(raw, path), str(path), file_name=path)
+    if notes is not None:
+        notes.extend(deprecations(data))
+    return normalised(data)
 
 
-def check_file(file, name_as=None):
-    """`strongroom config check FILE|-`: (job, label), the same checks `run` makes."""
+def check_file(file, name_as=None, notes=None):
+    """`strongroom config check FILE|-`: (job, label), the same checks `run` makes. The job
+    is returned as the file says it (its type as written); each deprecation warning is
+    appended to notes (a list) when one is given."""
     where = name_as or str(file)
     if file == "-":
         raw = sys.stdin.buffer.read(MAX_JOB_FILE_BYTES + 1)
@@ -512,16 +329,20 @@ def check_file(file, name_as=None):
             raw = read_job_bytes(file, regular_only=False)
         except FileNotFoundError:
             raise ConfigError(f"cannot read {file}: it does not exist") from None
-    data = validate_job(parse_job_bytes(raw, where), where)
-    check_file_name(data, name_as or file, where)
+    data = validate_job(parse_job_bytes(raw, where), where, file_name=name_as or file)
+    if notes is not None:
+        notes.extend(deprecations(data))
     return data, where
 
 
 def load_job_of_type(config_dir, name, *types):
-    """load_job, refusing a job of another type by name (types: the ones that fit)."""
+    """load_job, refusing a job of another type by name (types: the ones that fit, by name
+    or old name)."""
     job = load_job(config_dir, name)
-    if job["type"] not in types:
-        raise ConfigError(f"job {name} is a {job['type']} job, not a {' or '.join(types)} job")
+    wanted = tuple(dict.fromkeys(schema.canonical(t) or t for t in types))
+    if job["type"] not in wanted:
+        raise ConfigError(f"job {name} is a {job['type']} job, not a {' or '.join(wanted)} "
+                          "job")
     return job
 
 

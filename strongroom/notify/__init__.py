@@ -241,12 +241,16 @@ def log_tail(path, lines=15):
         return []
 
 
-def job_event(code, prev_result, job_type="bundle_sync"):
-    """(event, severity) for a finished run, from its exit code and the previous result."""
-    if job_type == "status_check":
+def job_event(code, prev_result, job_type="bundle"):
+    """(event, severity) for a finished run, from its exit code and the previous result
+    (job_type: the job's type; an old name is read as the one-word name it now has)."""
+    from ..jobs.schema import canonical
+
+    job_type = canonical(job_type) or job_type
+    if job_type == "status":
         # its findings go out as backup_stale alerts; only its own failure is news here
         return ("job_failed", "error") if code not in (0, 1) else (None, None)
-    if job_type == "restore_drill":
+    if job_type == "drill":
         # "nothing to test" (1) is not a pass: it is reported as a failed drill, a warning
         return ("drill_passed", "success") if code == 0 else (
             "drill_failed", "warning" if code == 1 else "error")
@@ -271,10 +275,13 @@ def notify_job(config_dir, job, status, prev_result, log_path):
         event = "rollback_done"  # a failed sync that was undone: say what happened
     if event is None:
         return []
+    from ..jobs.schema import default
+
     rules = job.get("notify") or {}
-    if event not in rules.get("events", EVENTS):
+    if event not in rules.get("events", default("notify", "events")):
         return []
-    if SEVERITIES.index(severity) < SEVERITIES.index(rules.get("min_severity", "info")):
+    if SEVERITIES.index(severity) < SEVERITIES.index(
+            rules.get("min_severity", default("notify", "min_severity"))):
         return []
     ctx = {"job": job["name"], "status": status, "severity": severity,
            "log_tail": log_tail(log_path) if event in ("job_failed", "drill_failed",

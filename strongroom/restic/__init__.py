@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 from ..core import fsutil
-from ..core.errors import INCOMPLETE, OK, StrongroomError
+from ..core.errors import INCOMPLETE, OK, EmptySource, StrongroomError
 
 
 class ResticError(StrongroomError):
@@ -119,12 +119,38 @@ class Restic:
         return remove
 
 
+def _holds_a_file(path):
+    """Whether path is a file or a folder with a file (or link) anywhere below it."""
+    path = Path(path)
+    if not path.is_dir():
+        return path.exists() or path.is_symlink()
+    for top, dirs, files in os.walk(path):
+        if files or any(os.path.islink(os.path.join(top, d)) for d in dirs):
+            return True
+    return False
+
+
+def _job_default(key):
+    from ..jobs.schema import default  # the job schema is where a restic job's defaults live
+
+    return default("restic", key)
+
+
 def run_job(options, state_dir, job_name, rclone_config=None):
     """backup, forget --prune, check one subset; returns (exit code, report)."""
+    paths = [Path(p) for p in options["paths"]]
+    # all there and all empty: a snapshot of nothing would stand for its week (a missing
+    # path is restic's to report, as an error)
+    if all(p.is_dir() for p in paths) and not any(_holds_a_file(p) for p in paths):
+        where = ", ".join(map(str, paths))
+        raise EmptySource(f"nothing to back up: {where} "
+                          f"{'holds' if len(paths) == 1 else 'hold'} no files; put the files "
+                          f"to back up in {where}, or set the job's options.paths to the "
+                          "folders that hold them")
     r = Restic(options["repository"], options["password_file"],
                cache_dir=Path(state_dir) / "restic-cache", rclone_config=rclone_config)
     created = r.ensure_repository()
-    tags = options.get("tags") or ["strongroom"]
+    tags = options.get("tags") or _job_default("tags")
     summary = r.backup(options["paths"], options.get("exclude") or [], tags)
     state_path = Path(state_dir) / "restic" / f"{job_name}.json"
     try:
@@ -139,12 +165,12 @@ def run_job(options, state_dir, job_name, rclone_config=None):
         last_complete = snapshot
     # the snapshot just made stays, and while it is incomplete so does the last complete one
     protect = {i for i in (snapshot, last_complete) if isinstance(i, str)}
-    keep = options.get("keep_weekly", 8)
+    keep = options.get("keep_weekly", _job_default("keep_weekly"))
     forgotten = r.forget(keep, tags, protect)
     state_path.parent.mkdir(parents=True, exist_ok=True)
     state = {**state, "checks": done, "last_complete": last_complete}
     fsutil.atomic_write_json(state_path, state)  # known even if the check below fails
-    subsets = options.get("check_subsets", 7)
+    subsets = options.get("check_subsets", _job_default("check_subsets"))
     subset = f"{done % subsets + 1}/{subsets}"
     r.run("check", "--read-data-subset", subset)
     fsutil.atomic_write_json(state_path, {**state, "checks": done + 1, "last_subset": subset})

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from .. import manifest
 from ..core import fsutil, remote, safeio, sqlite
-from ..core.errors import StrongroomError
+from ..core.errors import EmptySource, StrongroomError
 
 DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 ROLLUP_RE = re.compile(r"^weekly_(\d{8})_(\d{8})\.tar\.zst$")
@@ -187,6 +187,12 @@ def make_day(sources, dest, dbs=(), exclude=(), today=None):
                 count, size = count + 1, size + n
             items.append({"category": name, "src": str(src), "dst": name, "files": count,
                           "bytes": size})
+        if not files and not dbs:  # a folder of nothing, uploaded and kept, helps no one
+            where = ", ".join(str(s) for s in sources)
+            raise EmptySource(f"nothing to back up: {where} "
+                              f"{'holds' if len(sources) == 1 else 'hold'} no files; put the "
+                              f"files to keep a copy of each day in {where}, or set the job's "
+                              "options.sources to the folders that hold them")
         for db in dbs:
             db = Path(db)
             if not sqlite.is_database(db):
@@ -357,17 +363,22 @@ def rollup_name(group):
     return f"weekly_{group[0].replace('-', '')}_{group[-1].replace('-', '')}.tar.zst"
 
 
-def make_rollup(dest, span=7, today=None):
+def make_rollup(dest, span=None, today=None):
     """Pack every day folder not yet in a rollup (today's and later ones excluded) into
     rollups of at most `span` days (see _groups), every day checked before any is packed.
 
     Returns [(name, days), ...] oldest first, [] when there is nothing to pack.
     """
+    span = _job_default("days") if span is None else span
     dest = Path(dest)
     state = read_state(dest)
     today = (today or _today()).isoformat()
     packed = {d for r in state["rollups"].values() for d in r["days"]}
     candidates = [d for d in days(dest) if d not in packed and d < today]
+    if not candidates and not (days(dest) or rollups(dest) or state["days"] or state["rollups"]):
+        raise EmptySource(f"nothing to roll up: {dest} holds no day folders yet; the daily job "
+                          f"writing to {dest} makes one a day from its sources (put files in "
+                          "them), or set the job's options.dest to that job's dest")
     if not candidates:
         return []
     docs = {}
@@ -499,7 +510,13 @@ def _delete_unless_read(dest, name, path, remove, out):
 
 # delete_days, from the one that deletes soonest to the one that never does
 POLICIES = ("after_upload", "after_rollup", "never")
-DEFAULT_POLICY = "after_rollup"
+def _job_default(key, job_type="rollup"):
+    from ..jobs.schema import default  # the job schema: the daily and rollup jobs' defaults
+
+    return default(job_type, key)
+
+
+DEFAULT_POLICY = _job_default("delete_days")  # the same for both jobs of a dest
 
 
 def delete_days_for(dest, job, setting):
@@ -535,7 +552,7 @@ def _reconcile(dest, key, field, job, own, explicit, valid, rank):
     return pool[name][field], (None if name == job else name)
 
 
-DEFAULT_KEEP_ROLLUPS = 12
+DEFAULT_KEEP_ROLLUPS = _job_default("keep_rollups")  # the same for both jobs of a dest
 
 
 def keep_rollups_for(dest, job, setting):
@@ -584,7 +601,7 @@ def retired_lines(dest, gone, has_remote, keep_rollups):
     return lines
 
 
-def retire(dest, policy, has_remote, keep_rollups=12, today=None, made=()):
+def retire(dest, policy, has_remote, keep_rollups=DEFAULT_KEEP_ROLLUPS, today=None, made=()):
     """Delete local day folders (per policy) and old rollups that are safe elsewhere:
     beyond the newest `keep_rollups`, newest by when they were made (made_at). One that a
     restore is reading is kept (see Retired).

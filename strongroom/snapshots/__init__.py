@@ -33,11 +33,25 @@ from pathlib import Path
 
 from .. import __version__, manifest
 from ..core import fsutil, safeio, sqlite
-from ..core.errors import StrongroomError
+from ..core.errors import EmptySource, StrongroomError
 from ..core.gitcmd import git
 
 DEFAULT_EXCLUDES = ["node_modules/", "venv/", ".venv/", "__pycache__/", ".git/"]
-LARGE_DEFAULT = 50 * 1024 * 1024
+
+
+def job_default(key):
+    from ..jobs.schema import default  # the job schema is where a snapshot job's defaults live
+
+    return default("snapshot", key)
+
+
+def _default_bytes(key):
+    from ..core.sizes import parse_size
+
+    return parse_size(job_default(key))
+
+
+LARGE_DEFAULT = _default_bytes("large_threshold")
 ID_RE = re.compile(r"^(\d{8}-\d{6})-([0-9a-f]{7,40}|nogit)$")
 ARCHIVES = {"zst": "full.tar.zst", "gz": "full.tar.gz"}
 COMPRESSORS = {"zst": ["zstd", "-q", "-3", "-T0", "-c"], "gz": ["gzip", "-6", "-c"]}
@@ -367,6 +381,11 @@ def create(source, dest, critical=(), dbs=(), exclude=(), immutable="warn", fmt=
         archive = ARCHIVES[fmt]
         counts, digest, arch_bytes, large, special = _archive(
             source, tmp / archive, fmt, arch_sel, {str(dest)}, skip_files, large_threshold)
+        if not (counts["files"] or counts["symlinks"] or db_reports or critical_files):
+            # an empty snapshot would only push a real one out of keep_last
+            raise EmptySource(f"nothing to back up: {source} holds no files; put the files "
+                              f"to snapshot in {source}, or set the job's options.source to "
+                              "the folder that holds them")
         sums[archive] = digest
         durations["archive"] = round(time.monotonic() - t0, 3)
         large_text = "".join(f"{size}\t{rel}\n" for size, rel in sorted(large, reverse=True))
@@ -625,15 +644,17 @@ def _archive_readable(fh, fmt):
     return None
 
 
-def verify(dest, snap_id):
+def verify(dest, snap_id, record=True):
     """Checksums of every file, no unlisted file, archive readable to the end, databases
-    intact. Returns {id, passed, problems: [...], checked}; records the result. Marked in
-    use while it reads: a prune meanwhile would make every file of it read as missing."""
+    intact. Returns {id, passed, problems: [...], checked}; records the result in
+    .strongroom/verified.json unless record is false (a check-mode run writes nothing).
+    Marked in use while it reads: a prune meanwhile would make every file of it read as
+    missing."""
     with reading(dest, snap_id, "verification") as folder:
-        return _verify(dest, snap_id, folder)
+        return _verify(dest, snap_id, folder, record)
 
 
-def _verify(dest, snap_id, folder):
+def _verify(dest, snap_id, folder, record=True):
     problems = []
     try:
         sums = read_sums(folder)
@@ -670,7 +691,8 @@ def _verify(dest, snap_id, folder):
             problems.append(f"{rel}: integrity_check: {check}")
     result = {"id": snap_id, "passed": not problems, "problems": problems,
               "checked": len(sums)}
-    _record_verified(dest, snap_id, result)
+    if record:
+        _record_verified(dest, snap_id, result)
     return result
 
 

@@ -14,7 +14,7 @@ from ..core import fsutil
 from ..core.errors import StrongroomError
 from ..jobs import config
 
-STALE_FACTOR = 2.0
+STALE_FACTOR = config.schema.default("status", "stale_factor")  # a status job's default
 
 
 def _age(text, now):
@@ -29,7 +29,9 @@ def rows(paths, now=None, factor=STALE_FACTOR):
         try:
             job = config.load_job(paths.config_dir, name)
         except StrongroomError as exc:
-            out.append({**row, "valid": False, "error": str(exc), "stale": True})
+            # one line: every error of the file, as a status line and a table cell hold it
+            error = "; ".join(getattr(exc, "errors", None) or [str(exc)])
+            out.append({**row, "valid": False, "error": error, "stale": True})
             continue
         st = jobs.read_status(paths, name)
         spec = job.get("schedule")
@@ -79,25 +81,29 @@ def _num(v):
     return str(int(v)) if v.is_integer() else repr(v)
 
 
+# The textfile's metrics: (name, help, value of a row)
+METRICS = (
+    ("strongroom_last_success_timestamp_seconds", "Unix time of the last successful run",
+     lambda r: jobs.parse_iso(r["last_success"]).timestamp() if r.get("last_success")
+     else 0),
+    ("strongroom_last_duration_seconds", "Duration of the last run",
+     lambda r: r.get("duration_seconds") or 0),
+    ("strongroom_last_exit_code", "Exit code of the last run (-1: never ran)",
+     lambda r: -1 if r.get("exit_code") is None else r["exit_code"]),
+    ("strongroom_last_bytes", "Bytes written by the last run", lambda r: r.get("bytes", 0)),
+    ("strongroom_stale", "1 when the job had no success within its stale limit",
+     lambda r: int(bool(r.get("stale")))),
+    ("strongroom_job_file_valid", "0 when the job file cannot be read or is invalid",
+     lambda r: int(bool(r.get("valid")))),
+)
+METRIC_NAMES = tuple(name for name, _, _ in METRICS)
+
+
 def prometheus_text(rows_):
     """node_exporter textfile-collector format."""
-    metrics = [
-        ("strongroom_last_success_timestamp_seconds", "Unix time of the last successful run",
-         lambda r: jobs.parse_iso(r["last_success"]).timestamp() if r.get("last_success")
-         else 0),
-        ("strongroom_last_duration_seconds", "Duration of the last run",
-         lambda r: r.get("duration_seconds") or 0),
-        ("strongroom_last_exit_code", "Exit code of the last run (-1: never ran)",
-         lambda r: -1 if r.get("exit_code") is None else r["exit_code"]),
-        ("strongroom_last_bytes", "Bytes written by the last run", lambda r: r.get("bytes", 0)),
-        ("strongroom_stale", "1 when the job had no success within its stale limit",
-         lambda r: int(bool(r.get("stale")))),
-        ("strongroom_job_file_valid", "0 when the job file cannot be read or is invalid",
-         lambda r: int(bool(r.get("valid")))),
-    ]
     every_row = ("strongroom_stale", "strongroom_job_file_valid")
     lines = []
-    for metric, help_text, value in metrics:
+    for metric, help_text, value in METRICS:
         lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge"]
         for r in rows_:
             # an invalid job file has no type or figures, but still counts as stale and

@@ -43,7 +43,7 @@ from pathlib import Path
 
 from .. import manifest
 from ..core import fsutil
-from ..core.errors import ERROR, OK, WARNING, StrongroomError
+from ..core.errors import ERROR, OK, WARNING, EmptySource, StrongroomError
 from ..core.gitcmd import GitError, GitTimeout, clean_stale_git_locks, git, processes_using
 from ..core.lock import Lock
 from . import snapshot as sync_snapshot
@@ -56,7 +56,16 @@ POLICIES = ("append", "block", "primary-wins")
 ROLES = ("primary", "secondary")
 ATTR_BEGIN = "# BEGIN strongroom sync policies (managed)"
 ATTR_END = "# END strongroom sync policies"
-TRANSPORT_TIMEOUT = 120.0  # seconds a fetch or push may go without progress before it stops
+
+
+def _job_default(key):
+    from ..jobs.schema import default  # the job schema is where a sync job's defaults live
+
+    return default("sync", key)
+
+
+# seconds a fetch or push may go without progress before it stops (a sync job's `timeout`)
+TRANSPORT_TIMEOUT = float(_job_default("timeout"))
 SSH_OPTIONS = "-o ServerAliveInterval=15 -o ServerAliveCountMax=4 -o ConnectTimeout=20"
 # git keeps going after these lines; they say nothing about what failed
 _BOILERPLATE = ("Please make sure you have the correct access rights",
@@ -157,9 +166,32 @@ def _own_merge(s):
     return bool(merging) and merging[0] in _op(s)["merging"] if _op(s) else False
 
 
+def _empty_dir(path):
+    try:
+        with os.scandir(path) as entries:
+            return next(entries, None) is None
+    except OSError:
+        return False
+
+
+def _clone_hint(s):
+    """How to put the repository there: a clone of the remote the job syncs through."""
+    remote = s.remote
+    if remote.startswith("/") and not os.path.exists(remote):  # a local bare repository
+        return f"git init --bare {shlex.quote(remote)}; git clone {shlex.quote(remote)} " \
+            f"{shlex.quote(str(s.repo))}"
+    if "/" in remote or ":" in remote:  # a path or URL
+        return f"git clone {shlex.quote(remote)} {shlex.quote(str(s.repo))}"
+    return f"git clone URL {shlex.quote(str(s.repo))}; the job syncs through its remote {remote!r}"
+
+
 def check_repo(s):
     repo = Path(s.repo)
     if not (repo / ".git").is_dir():
+        if repo.is_dir() and _empty_dir(repo):
+            raise EmptySource(f"nothing to sync: {repo} is empty; clone the repository to keep "
+                              f"in step there ({_clone_hint(s)}), or set the job's options.repo "
+                              "to its work tree")
         raise SyncFailed(f"{repo} is not a git work tree (no .git directory)")
     for name, what in IN_PROGRESS.items():
         if name == "MERGE_HEAD" and _own_merge(s):

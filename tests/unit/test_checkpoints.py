@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from strongroom import checkpoints
+from strongroom.cli import jobfile
 from strongroom.core.lock import Lock
 from tests.helpers import ENV, VENV_BIN, commit, g, init, strongroom
 
@@ -31,7 +32,7 @@ def work_tree(base):
 
 
 def save(*args, check=0):
-    return strongroom("save", *map(str, args), check=check)
+    return strongroom("checkpoint", "save", *map(str, args), check=check)
 
 
 def folders(dest):
@@ -127,8 +128,8 @@ def test_a_killed_save_leaves_no_checkpoint_and_the_next_one_cleans_up(tmp_path)
     for i in range(150):
         (repo / f"u{i:03d}.bin").write_bytes(block[i:] + block[:i])
     dest = tmp_path / "ckpts"
-    proc = subprocess.Popen([str(VENV_BIN / "strongroom"), "save", "--source", str(repo),
-                             "--dest", str(dest)], env=ENV, start_new_session=True,
+    proc = subprocess.Popen([str(VENV_BIN / "strongroom"), "checkpoint", "save", "--source",
+                             str(repo), "--dest", str(dest)], env=ENV, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     def copying():
         progress = dest / "progress"
@@ -161,7 +162,7 @@ def test_bad_input_is_refused_with_nothing_written(tmp_path):
     assert "--source DIR is required" in proc.stderr
     proc = save("--source", plain, "--dest", dest, "--max-file-size", "huge", check=2)
     assert "not a size: 'huge'" in proc.stderr
-    proc = strongroom("--config-dir", tmp_path, "save", "--job", "nope", check=2)
+    proc = strongroom("--config-dir", tmp_path, "checkpoint", "save", "--job", "nope", check=2)
     assert "no job named 'nope'" in proc.stderr
 
 
@@ -186,17 +187,19 @@ def test_prune_drops_old_checkpoints_but_never_the_newest(tmp_path):
 def test_verify_finds_damage(tmp_path):
     repo, dest = work_tree(tmp_path), tmp_path / "ckpts"
     folder = Path(save("--source", repo, "--dest", dest).stdout.strip())
-    proc = strongroom("checkpoints", "verify", "--dest", dest, check=0)
+    proc = strongroom("checkpoint", "verify", "--dest", dest, check=0)
     assert proc.stdout.strip() == f"{folder.name}: ok"
     target = folder / "files/notes/plan.md"
     data = bytearray(target.read_bytes())
     data[0] ^= 1
     target.write_bytes(bytes(data))
     (folder / "files/extra.txt").write_text("slipped in\n")
-    proc = strongroom("checkpoints", "verify", "--dest", dest, check=2)
+    proc = strongroom("checkpoint", "verify", "--dest", dest, check=2)
     assert "files/notes/plan.md: checksum differs" in proc.stdout
     assert "files/extra.txt: not listed in SHA256SUMS" in proc.stdout
-    rows = json.loads(strongroom("checkpoints", "list", "--dest", dest, "--json").stdout)
+    listed = json.loads(strongroom("checkpoint", "list", "--dest", dest, "--json").stdout)
+    assert listed["result"] == "ok" and listed["exit_code"] == 0
+    rows = listed["checkpoints"]
     assert [(r["name"], r["files"], r["deleted"]) for r in rows] == [(folder.name, 3, 1)]
 
 
@@ -216,19 +219,22 @@ def test_the_checkpoint_job_saves_then_reports_nothing_new(tmp_path):
     status = json.loads((state / "status" / "wip.json").read_text())
     assert status["changed"] is False and status["message"].startswith("nothing new since")
     assert len(folders(dest)) == 1
-    proc = strongroom(*base, "save", "--job", "wip", check=0)
+    proc = strongroom(*base, "checkpoint", "save", "--job", "wip", check=0)
     assert proc.stdout.startswith("nothing new since")
-    proc = strongroom(*base, "backup", "now", "--job", "wip", check=2)
-    assert "job wip is a checkpoint job, not a snapshot job" in proc.stderr
+    proc = strongroom(*base, "snapshot", "now", "--job", "wip", check=2)
+    assert "job wip is a checkpoint job; `strongroom snapshot` takes snapshot jobs" \
+        in proc.stderr
     # every command that takes --job refuses a job of another type, by name, writing nothing
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    for argv, wanted in (
-            (["rollup", "list", "--job", "wip"], "daily or rollup"),
+    for argv, command in (
+            (["rollup", "list", "--job", "wip"], "rollup"),
             (["bisync", "--job", "wip"], "bisync"),
-            (["restic", "restore", "latest", "--job", "wip", "--target", tmp_path / "r"],
+            (["restic", "restore", "latest", "--job", "wip", "--to", tmp_path / "r"],
              "restic"),
-            (["db", "status", "--job", "wip"], "db_backup"),
-            (["hook", "install", "--repo", repo, "--job", "wip"], "snapshot")):
+            (["db", "status", "--job", "wip"], "db"),
+            (["hook", "install", "--repo", repo, "--job", "wip"], "hook")):
         proc = strongroom(*base, *argv, check=2)
-        assert f"job wip is a checkpoint job, not a {wanted} job" in proc.stderr, argv
+        wanted = " or ".join(jobfile.takes(command))  # daily or rollup, db, snapshot, ...
+        assert (f"job wip is a checkpoint job; `strongroom {command}` takes {wanted} jobs"
+                in proc.stderr), argv
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

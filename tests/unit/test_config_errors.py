@@ -47,7 +47,7 @@ def test_a_non_utf8_job_file_is_named_and_every_other_job_is_still_listed_and_ch
     lines = {line.split()[0]: line for line in proc.stdout.splitlines()[1:]}
     assert said in lines["bad"] and "INVALID" in lines["bad"]
     assert "due now" in lines["alpha"] and "due now" in lines["omega"]
-    assert "status_check" in lines["watch"]
+    assert lines["watch"].split()[1] == "status"  # the type by its one-word name
 
     # --stale must not read as "stale" (1): the host has a configuration error (2)
     proc = sr(conf, state, "status", "--stale", check=2)
@@ -67,9 +67,9 @@ def test_a_non_utf8_job_file_is_named_and_every_other_job_is_still_listed_and_ch
     assert st["exit_code"] == 2 and st["counts"]["invalid"] == 1 and st["counts"]["jobs"] == 3
     assert said in st["message"]
     prom = (tmp_path / "sr.prom").read_text()
-    assert 'strongroom_stale{job="alpha",type="status_check"} 0' in prom
+    assert 'strongroom_stale{job="alpha",type="status"} 0' in prom
     assert 'strongroom_job_file_valid{job="bad"} 0' in prom
-    assert 'strongroom_job_file_valid{job="omega",type="status_check"} 1' in prom
+    assert 'strongroom_job_file_valid{job="omega",type="status"} 1' in prom
     assert snapshot(conf) == before  # nothing rewritten
     assert sorted(p.name for p in (state / "status").iterdir()) == ["watch.json"]
 

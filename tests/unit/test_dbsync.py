@@ -47,7 +47,7 @@ def db(remotes, kind, state, dbfile, *args, check=0, env=None, host="alpha"):
 
 def keys(remotes, kind, state, dbfile, env=None):
     return [r["key"] for r in json.loads(db(remotes, kind, state, dbfile, "list", "--json",
-                                            env=env).stdout)]
+                                            env=env).stdout)["versions"]]
 
 
 @pytest.mark.parametrize("kind", ["local", "s3"])
@@ -62,6 +62,8 @@ def test_twelve_backups_keep_ten_and_the_listing_reads_every_page(tmp_path, remo
     env = dict(ENV, RCLONE_S3_LIST_CHUNK="3")  # S3 answers in pages of 3: all must be read
     listed = json.loads(db(remotes, kind, state, dbfile, "list", "--long", "--json",
                            env=env).stdout)
+    assert (listed["result"], listed["exit_code"]) == ("ok", 0)
+    listed = listed["versions"]
     assert [r["key"] for r in listed] == made[2:]  # the newest 10, oldest first
     last = listed[-1]
     assert last["tables"] == {"parts": 17} and last["host"] == "alpha"
@@ -84,7 +86,7 @@ def test_restoring_the_oldest_of_ten_keeps_it_and_the_next_sync_does_not_undo_it
     assert held[0] == made[0] and len(held) == 11 and made[1] not in held
     assert out["pre_restore_backup"] in held and out["current"] == held[-1]
     meta = json.loads(db(remotes, "local", state, dbfile, "list", "--long", "--json")
-                      .stdout)
+                      .stdout)["versions"]
     pre = next(m for m in meta if m["key"] == out["pre_restore_backup"])
     assert pre["reason"] == "pre-restore" and pre["tables"] == {"parts": 18}  # nothing lost
     proc = db(remotes, "local", state, dbfile, "sync")

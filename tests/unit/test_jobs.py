@@ -152,7 +152,7 @@ def test_jobs_list_shows_invalid_job_files_and_fails(bed):
     write_job(conf, root=root, store=tmp / "store")
     write_job(conf, name="broken", schedule="daily 99:00", root=root, store=tmp / "s2")
     proc = sr(conf, state, "jobs", "list", check=2)
-    assert "bundles  bundle_sync  daily 01:00  never run" in proc.stdout
+    assert "bundles  bundle  daily 01:00  never run" in proc.stdout
     assert "expected a schedule spec" in proc.stdout and "broken" in proc.stdout
 
 

@@ -189,7 +189,7 @@ def test_backup_now_waits_for_the_snapshot_lock(tmp_path, hold):
     holder = hold(dest / ".snapshot.lock", "snapshots")
     waits_then_succeeds(
         holder,
-        "backup",
+        "snapshot",
         "now",
         "--source",
         src,
@@ -240,7 +240,8 @@ def _leaves(parser, prefix=()):
         yield from _leaves(sub, (*prefix, name))
 
 
-# every verb that takes a lock (the table above build_parser in strongroom/cli.py)
+# every verb that takes a lock (the table above build_parser in strongroom/cli/app.py);
+# the old names (backup, save) are the same parsers under another name
 TAKES_LOCKS = {
     "bundle sync",
     "bundle verify",
@@ -252,7 +253,9 @@ TAKES_LOCKS = {
     "sync pull",
     "sync rollback",
     "sync resolve",
+    "snapshot now",
     "backup now",
+    "checkpoint save",
     "save",
     "hook pre-push",
     "bisync",
@@ -282,6 +285,8 @@ def test_wait_is_offered_exactly_where_a_lock_is_taken():
         ["jobs", "list"],
         ["status"],
         ["upload", "/a", "r:b"],
+        ["snapshot", "list", "--dest", "/d"],
+        ["checkpoint", "list", "--dest", "/d"],
         ["backup", "list", "--dest", "/d"],
         ["checkpoints", "list", "--dest", "/d"],
     ],
@@ -289,16 +294,16 @@ def test_wait_is_offered_exactly_where_a_lock_is_taken():
 def test_verbs_without_a_lock_refuse_wait(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.build_parser().parse_args([*argv, "--wait", "5"])
-    assert exc.value.code == 2
+    assert exc.value.code == 64  # a usage error (EX_USAGE), not 2 (an error)
     assert "unrecognized arguments: --wait" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-1", "soon"])
 def test_a_wait_that_is_no_finite_number_of_seconds_is_refused(value, capsys):
     # NaN compares false with every deadline: `--wait nan` waited forever
-    for argv in (["run", "job"], ["backup", "now", "--source", "/s", "--dest", "/d"],
+    for argv in (["run", "job"], ["snapshot", "now", "--source", "/s", "--dest", "/d"],
                  ["bisync", "--job", "j"]):
         with pytest.raises(SystemExit) as exc:
             cli.build_parser().parse_args([*argv, "--wait", value])
-        assert exc.value.code == 2
+        assert exc.value.code == 64
         assert "expected a" in capsys.readouterr().err and "seconds" in value + "seconds"

@@ -255,9 +255,10 @@ def test_one_broken_entry_costs_only_itself_and_is_named_without_its_url(bed, re
     assert test.stdout.splitlines()[-3:] == [
         "entry #1: FAILED", "phone: delivered", "webhook: FAILED"]
     path = conf / "notify.yml"
+    # warnings go to stderr, as on every verb
     assert (f"warning: {path}: target 'entry #1' is not a URL Apprise understands; it gets "
-            "nothing until that is fixed") in test.stdout
-    assert f"warning: {path}: target 'webhook' {TYPO}; it gets" in test.stdout
+            "nothing until that is fixed") in test.stderr
+    assert f"warning: {path}: target 'webhook' {TYPO}; it gets" in test.stderr
     assert "notification failed for: entry #1, webhook" in test.stderr
     # a job's message goes out the same way, and its status names each broken entry
     write_job(conf, tmp / "missing-root", tmp / "store")
@@ -330,7 +331,7 @@ def test_group_readable_notify_file_is_warned_about(bed, receiver):
     write_targets(conf, receiver.port)
     (conf / "notify.yml").chmod(0o644)
     proc = sr(conf, state, "notify", "test", check=1)
-    assert "is readable by others; it holds secrets and should be 0600" in proc.stdout
+    assert "is readable by others; it holds secrets and should be 0600" in proc.stderr
 
 
 def test_a_crash_while_notifying_never_costs_the_job_its_status(bed, monkeypatch):

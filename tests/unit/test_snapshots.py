@@ -51,7 +51,7 @@ def make_source(base):
 
 
 def backup(*args, check=0, env=None):
-    return strongroom("backup", *map(str, args), check=check, env=env)
+    return strongroom("snapshot", *map(str, args), check=check, env=env)
 
 
 def take(src, dest, *extra, check=0):
@@ -98,7 +98,7 @@ def test_backup_now_builds_a_complete_immutable_snapshot(tmp_path):
     for key in ("host:", "user: root", f"source: {src}", "strongroom:", "sqlite:",
                 "compressor: *** Zstandard"):
         assert key in meta, key
-    rows = json.loads(backup("list", "--dest", dest, "--json").stdout)
+    rows = json.loads(backup("list", "--dest", dest, "--json").stdout)["snapshots"]
     assert [(r["id"], r["immutable"], r["last_verified"]) for r in rows] == [
         (snap_id, "yes", None)]
     out = backup("verify", "--dest", dest, snap_id).stdout
@@ -152,7 +152,7 @@ def test_prune_removes_exactly_the_chosen_snapshots_and_keeps_the_rest_immutable
     for days in (20, 10, 3, 1):
         env = dict(ENV, FAKETIME=f"@{at(days)}", LD_PRELOAD=_libfaketime(),
                    FAKETIME_DONT_FAKE_MONOTONIC="1")
-        proc = strongroom("backup", "now", "--source", src, "--dest", dest, "--critical",
+        proc = strongroom("snapshot", "now", "--source", src, "--dest", dest, "--critical",
                           "*.md", env=env, check=0)
         ids.append(proc.stdout.strip())
     assert len(set(ids)) == 4 and ids == sorted(ids)
@@ -278,7 +278,7 @@ def test_verify_catches_damage(tmp_path, case):
     assert f"{snap_id}: FAILED" in proc.stdout and expected in proc.stdout
     if case == "truncate":
         assert "full.tar.zst: archive" in proc.stdout  # and the archive stops early
-    rows = json.loads(backup("list", "--dest", dest, "--json").stdout)
+    rows = json.loads(backup("list", "--dest", dest, "--json").stdout)["snapshots"]
     assert rows[0]["last_result"] == "failed"
 
 
@@ -287,13 +287,13 @@ def test_restore_critical_keeps_paths_and_full_moves_the_target_aside(tmp_path):
     snap_id = take(src, dest, "--immutable", "off").stdout.strip()
     (src / "docs/plan.md").write_text("damaged\n")
     (src / "config/app.json").unlink()
-    out = backup("restore", "--dest", dest, snap_id, "--critical", "--target", src).stdout
+    out = backup("restore", "--dest", dest, snap_id, "--critical", "--to", src).stdout
     assert out.startswith(f"restored 2 critical file(s) into {src}")
     assert (src / "docs/plan.md").read_text() == "the plan\n"
     assert (src / "config/app.json").read_text() == '{"a": 1}\n'
     target = tmp_path / "project"  # restore over the live tree: moved aside first
     (target / "scratch.txt").write_text("after the snapshot\n")
-    out = backup("restore", "--dest", dest, snap_id, "--full", "--target", target).stdout
+    out = backup("restore", "--dest", dest, snap_id, "--full", "--to", target).stdout
     aside = Path(out.split("previous contents are in ")[1].strip())
     assert (aside / "scratch.txt").exists() and not (target / "scratch.txt").exists()
     assert (target / "docs/plan.md").read_text() == "the plan\n"
@@ -316,7 +316,7 @@ def test_without_the_immutable_capability_it_degrades_with_a_clear_warning(tmp_p
     def run(*extra):
         return subprocess.run(
             ["setpriv", "--inh-caps=-linux_immutable", "--bounding-set=-linux_immutable",
-             str(VENV_BIN / "strongroom"), "backup", "now", "--source", str(src), "--dest",
+             str(VENV_BIN / "strongroom"), "snapshot", "now", "--source", str(src), "--dest",
              str(dest), "--critical", "*.md", *extra],
             capture_output=True, text=True, env=ENV)
 
@@ -342,7 +342,7 @@ def test_a_killed_snapshot_leaves_no_folder_under_a_final_id(tmp_path):
     for i in range(120):
         (src / f"f{i:03d}.bin").write_bytes(block[i:] + block[:i])
     dest = tmp_path / "snaps"
-    proc = subprocess.Popen([str(VENV_BIN / "strongroom"), "backup", "now", "--source",
+    proc = subprocess.Popen([str(VENV_BIN / "strongroom"), "snapshot", "now", "--source",
                              str(src), "--dest", str(dest), "--format", "gz",
                              "--immutable", "off"], env=ENV, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

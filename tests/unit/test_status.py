@@ -72,7 +72,7 @@ def test_prometheus_textfile(bed):
     text = prom.read_text()
     st = json.loads((state / "status" / "bundles.json").read_text())
     ts = int(jobs.parse_iso(st["last_success"]).timestamp())
-    labels = '{job="bundles",type="bundle_sync"}'
+    labels = '{job="bundles",type="bundle"}'  # the type by its one-word name
     assert f"strongroom_last_success_timestamp_seconds{labels} {ts}\n" in text
     assert f"strongroom_last_exit_code{labels} 0\n" in text
     assert f"strongroom_last_bytes{labels} {st['bytes']}\n" in text
@@ -156,7 +156,7 @@ def test_the_scheduled_stale_check_alerts_once_then_reminds_and_forgets_on_recov
         assert st["result"] == "warning" and list(st["stale_alerted"]) == ["forgotten"]
         assert st["stale_alerts"] == [{"target": "phone", "event": "backup_stale",
                                        "severity": "error", "delivered": True}]
-        assert 'strongroom_stale{job="forgotten",type="bundle_sync"} 1' in prom.read_text()
+        assert 'strongroom_stale{job="forgotten",type="bundle"} 1' in prom.read_text()
         # the next hourly run does not repeat it...
         sr(conf, state, "run", "stale-check", check=1)
         assert len(receiver.requests) == 1
