@@ -89,7 +89,7 @@ def bed(tmp_path_factory):
         "strongroom_offsite_dir": str(base / "offsite"),
         # systemd units land under this test's home; cron would mean root's real crontab
         "strongroom_scheduler": "systemd",
-        # a closed port: rendering is tested here, delivery in tests/unit/test_notify.py
+        # a closed port: rendering is tested here, delivery in tests/notify/test_notify.py
         "strongroom_notify_targets": [{"url": f"json://127.0.0.1:9/hook?token={CANARY}",
                                        "name": "ops", "min_severity": "error"}],
         "strongroom_jobs_list": jobs(home, base / "offsite", src),

@@ -5,8 +5,8 @@ import json
 
 import checksum_manifest
 
+from tests.manifest.test_manifest import tree
 from tests.modules import harness
-from tests.unit.test_manifest import tree
 
 
 def ok(args, **kw):

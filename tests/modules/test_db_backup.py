@@ -4,8 +4,8 @@ import json
 
 import db_backup
 
+from tests.dbversions.test_dbsync import add, make_db, rows
 from tests.modules import harness
-from tests.unit.test_dbsync import add, make_db, rows
 
 
 def ok(args, **kw):

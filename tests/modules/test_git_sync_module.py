@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tests.helpers import g
 from tests.modules.harness import failed, ok
-from tests.unit.test_gitsync import fingerprint, pair  # noqa: F401 -- the fixture
+from tests.sync.test_gitsync import fingerprint, pair  # noqa: F401 -- the fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("git_sync_module", ROOT / "library/git_sync.py")

@@ -8,7 +8,7 @@ import pytest
 
 from strongroom import snapshots
 from tests.modules import harness
-from tests.unit.test_snapshots import make_source
+from tests.snapshots.test_snapshots import make_source
 
 
 def ok(args, **kw):

@@ -12,14 +12,14 @@ import importlib.util
 import pytest
 import yaml
 
+from tests.dbversions.test_dbsync import add, make_db
 from tests.helpers import ROOT, rich_repo
+from tests.manifest.test_manifest import tree as manifest_tree
 from tests.modules import harness
-from tests.unit.test_dbsync import add, make_db
-from tests.unit.test_gitsync import pair  # noqa: F401 -- the fixture
-from tests.unit.test_manifest import tree as manifest_tree
-from tests.unit.test_notify import closed_port, write_targets
-from tests.unit.test_snapshots import make_source
-from tests.unit.test_upload import tree as upload_tree
+from tests.notify.test_notify import closed_port, write_targets
+from tests.snapshots.test_snapshots import make_source
+from tests.sync.test_gitsync import pair  # noqa: F401 -- the fixture
+from tests.upload.test_upload import tree as upload_tree
 
 MODULES = sorted(p.stem for p in (ROOT / "library").glob("*.py"))
 # what Ansible itself puts in (or lets a module put in) any result

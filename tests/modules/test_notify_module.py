@@ -8,7 +8,7 @@ import yaml
 
 from tests.helpers import ENV, ROOT, VENV_BIN
 from tests.modules import harness
-from tests.unit.test_notify import CANARY, Receiver, closed_port, write_targets
+from tests.notify.test_notify import CANARY, Receiver, closed_port, write_targets
 
 
 def play(tmp_path, tasks, check=False):
@@ -109,7 +109,7 @@ def test_a_non_utf8_notify_file_fails_the_task_by_name(tmp_path):
 
 
 def test_a_broken_entry_fails_by_name_while_the_others_still_get_the_message(tmp_path):
-    from tests.unit.test_notify import TYPO, write_with_broken_entries
+    from tests.notify.test_notify import TYPO, write_with_broken_entries
 
     receiver = Receiver()
     try:

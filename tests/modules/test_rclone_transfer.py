@@ -3,7 +3,7 @@
 import rclone_transfer
 
 from tests.modules import harness
-from tests.unit.test_upload import place_old_copy, remote_files, remote_times, tree
+from tests.upload.test_upload import place_old_copy, remote_files, remote_times, tree
 
 
 def ok(args, **kw):

@@ -8,9 +8,9 @@ import subprocess
 
 from strongroom import bundles
 from strongroom.bundles import chain
+from tests.bundles.test_bundle_chains import assert_restores_exactly
 from tests.helpers import ENV, by_name, commit, g, init, refs, rich_repo, strongroom, sync_json
 from tests.reliability.test_bundle_faults import damage
-from tests.unit.test_bundle_chains import assert_restores_exactly
 
 
 def mode(path):

@@ -15,8 +15,8 @@ import pytest
 from strongroom import sync
 from strongroom.sync import snapshot as sync_snapshot
 from tests.helpers import ENV, g
-from tests.unit.test_sync_exact import _uploadpack, make_pair, state
-from tests.unit.test_sync_exact import sync as sync_cli
+from tests.sync.test_sync_exact import _uploadpack, make_pair, state
+from tests.sync.test_sync_exact import sync as sync_cli
 
 CRASH = "STRONGROOM_TEST_CRASH"
 

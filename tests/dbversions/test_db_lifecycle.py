@@ -12,7 +12,7 @@ import pytest
 from strongroom.cli import app as cli
 from strongroom.core.remote import Rclone
 from strongroom.dbversions import DbError, DbSync
-from tests.unit.test_dbsync import add, make_db, rows
+from tests.dbversions.test_dbsync import add, make_db, rows
 
 
 @pytest.fixture

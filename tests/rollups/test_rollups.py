@@ -12,7 +12,7 @@ from pathlib import Path
 
 from strongroom import rollups
 from tests.helpers import ENV, VENV_BIN, strongroom
-from tests.unit.test_snapshots import _libfaketime
+from tests.snapshots.test_snapshots import _libfaketime
 
 
 def on(day, hour="02:10:00"):

@@ -3,7 +3,7 @@
 import json
 
 from tests.helpers import commit, rich_repo, strongroom
-from tests.unit.test_notify import CANARY, Receiver, write_targets
+from tests.notify.test_notify import CANARY, Receiver, write_targets
 
 
 def sr(conf, state, *args, check=None):

@@ -218,7 +218,7 @@ def test_primary_wins_for_regenerable_outputs(pair):
 
 
 def test_a_sync_job_that_rolls_back_notifies_rollback_done(pair, tmp_path):
-    from tests.unit.test_notify import CANARY, Receiver, write_targets
+    from tests.notify.test_notify import CANARY, Receiver, write_targets
 
     remote, desk, lap = pair
     conf, state = tmp_path / "conf", tmp_path / "state"

@@ -7,7 +7,7 @@ import sqlite3
 import stat
 
 from tests.helpers import strongroom
-from tests.unit.test_snapshots import backup, make_source, take
+from tests.snapshots.test_snapshots import backup, make_source, take
 
 
 def mode(path):

@@ -9,8 +9,8 @@ import threading
 import pytest
 
 from tests.helpers import ENV, strongroom
-from tests.unit.test_snapshots import _libfaketime
-from tests.unit.test_upload import ENV_NO_CA
+from tests.snapshots.test_snapshots import _libfaketime
+from tests.upload.test_upload import ENV_NO_CA
 
 
 def make_db(path, rows=5):

@@ -9,8 +9,8 @@ import re
 import pytest
 
 from tests.helpers import ENV, strongroom
+from tests.notify.test_notify import everything, write_job
 from tests.servers import InterceptingProxy, SMTPServer
-from tests.unit.test_notify import everything, write_job
 
 # Slack tokens and SMTP passwords are letters and digits only; this one is planted in both.
 SECRET = "canary9c41e7d0"

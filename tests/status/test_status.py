@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from strongroom import jobs
 from tests.helpers import strongroom
-from tests.unit.test_notify import CANARY, Receiver, write_targets
+from tests.notify.test_notify import CANARY, Receiver, write_targets
 
 
 def write_job(conf, name, schedule, root, store):
