@@ -157,5 +157,6 @@ def refusal(big, max_size, snapshot_id):
     lines += [f"  {human_bytes(size):>10}  {path}" for size, path, _ in big]
     lines += ["Take them out of the commits (git rm --cached FILE, list it in .gitignore, "
               "then git commit --amend or an interactive rebase), or push with --no-verify.",
-              f"A snapshot of the work tree was taken first: {snapshot_id}."]
+              f"A snapshot of the work tree was taken first: {snapshot_id}." if snapshot_id
+              else "The work tree holds no files, so no snapshot was taken."]
     return "\n".join(lines)

@@ -9,7 +9,7 @@ import sys
 
 from .. import __version__
 from ..core import paths
-from ..core.errors import ERROR, StrongroomError
+from ..core.errors import ERROR, WARNING, StrongroomError
 from . import (
     backup,
     bisync,
@@ -104,8 +104,12 @@ def _terminate(signum, _frame):
 
 
 def _failed(args, code, message):
-    """An error the verb did not get to report: on stderr, and under --json as the object."""
-    output.error(message)
+    """An error the verb did not get to report: on stderr, and under --json as the object.
+    A warning (an empty source: exit 1) is labelled as one."""
+    if code == WARNING:
+        output.warn(message, prefix="strongroom: warning: ")
+    else:
+        output.error(message)
     return output.emit(args, code, message)
 
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ..checkpoints.take import take_checkpoint
-from ..core.errors import ERROR, OK, WARNING, StrongroomError
+from ..core.errors import ERROR, OK, WARNING, EmptySource, StrongroomError
 from ..core.lock import seconds
 from ..core.sizes import parse_size
 from . import jobfile, output
@@ -142,6 +142,10 @@ def cmd_pre_push(args):
                       "the push")
     try:
         rep = cli_backup.take(opts)
+    except EmptySource as exc:
+        # a work tree with no files has nothing to lose: the push goes on, said so
+        output.warn(f"{exc}; no snapshot taken", prefix="strongroom: warning: ")
+        rep = {"path": None}
     except (StrongroomError, OSError) as exc:
         message = f"push refused: the snapshot before the push failed: {exc}"
         print(f"strongroom: {message}\nFix that, or push with --no-verify to skip the hook "
@@ -155,8 +159,8 @@ def cmd_pre_push(args):
         refusal = prepush.refusal(big, args.max_size, rep["path"])
         print(refusal, file=sys.stderr)
         return output.emit(args, ERROR, refusal, data)
-    message = (f"snapshot {rep['path']} taken; no file above {human_bytes(args.max_size)} "
-               "in this push")
+    taken = f"snapshot {rep['path']} taken" if rep["path"] else "no snapshot (nothing to save)"
+    message = f"{taken}; no file above {human_bytes(args.max_size)} in this push"
     output.tell(args, f"strongroom: {message}")
     return output.emit(args, OK, message, data)
 

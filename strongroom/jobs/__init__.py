@@ -22,7 +22,16 @@ from pathlib import Path
 from .. import bundles, drill, notify, schedule
 from ..bundles import report
 from ..core import fsutil, remote
-from ..core.errors import ERROR, INCOMPLETE, LOCKED, OK, WARNING, LockedError, StrongroomError
+from ..core.errors import (
+    ERROR,
+    INCOMPLETE,
+    LOCKED,
+    OK,
+    WARNING,
+    EmptySource,
+    LockedError,
+    StrongroomError,
+)
 from ..core.lock import Lock, wait_until
 from . import config
 
@@ -233,7 +242,7 @@ def _rollup_job(job, paths, pack):
     o = job["options"]
     dest = Path(o["dest"])
     dest.mkdir(parents=True, exist_ok=True)
-    lines, extra, changed = [], {}, False
+    lines, extra, changed, empty = [], {}, False, None
     day = rollups.dated_day()  # `strongroom run JOB --date D`; None: today
     if day:
         lines.append(f"run as on {day.isoformat()} (--date)")
@@ -241,16 +250,23 @@ def _rollup_job(job, paths, pack):
     with Lock(dest / ".rollups.lock", f"daily folders in {dest}").acquire(
             config.schema.get(job, "lock_wait")):
         if pack:
-            made = rollups.make_rollup(dest, config.schema.get(job, "days"), today=day)
+            try:
+                made = rollups.make_rollup(dest, config.schema.get(job, "days"), today=day)
+            except EmptySource as exc:  # said, and the uploads and retiring below still run
+                made, empty = [], exc
             lines += [f"packed {len(p)} day(s) into {n}" for n, p in made] or [
-                "nothing to roll up"]
+                str(empty) if empty else "nothing to roll up"]
             name, packed = made[-1] if made else (None, [])  # the newest, as before
             extra["rollup"] = {"name": name, "days": packed}
             extra["rollups"] = [{"name": n, "days": p} for n, p in made]
         else:
-            doc = rollups.make_day(o["sources"], dest, o.get("db") or [],
-                                   o.get("exclude") or [], today=day)
-            lines.append(f"day folder {doc['day']}: {len(doc['files'])} file(s)" if doc
+            try:
+                doc = rollups.make_day(o["sources"], dest, o.get("db") or [],
+                                       o.get("exclude") or [], today=day)
+            except EmptySource as exc:  # said, and earlier days are still sent and retired
+                doc, empty = None, exc
+            lines.append(str(empty) if empty
+                         else f"day folder {doc['day']}: {len(doc['files'])} file(s)" if doc
                          else f"{day.isoformat()} has its folder already (here, on the "
                               "remote or in a rollup)" if day
                          else "today's folder exists already")
@@ -285,8 +301,8 @@ def _rollup_job(job, paths, pack):
         extra["deleted"] = list(gone)
         if gone.in_use:
             extra["in_use"] = gone.in_use
-    return {"exit_code": OK, "message": "; ".join(lines), "changed": changed or bool(gone),
-            "extra": extra, "output": "\n".join(lines)}
+    return {"exit_code": WARNING if empty else OK, "message": "; ".join(lines),
+            "changed": changed or bool(gone), "extra": extra, "output": "\n".join(lines)}
 
 
 def run_daily(job, paths):

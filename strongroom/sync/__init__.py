@@ -2,7 +2,7 @@
 
 Every operation takes the sync lock, then an exact snapshot of the local state (HEAD, the
 branch, the index, every covered, dirty and untracked file, every uncommitted deletion;
-see sync_snapshot). Any failure after that rolls back to exactly that state. A run that
+see sync_state). Any failure after that rolls back to exactly that state. A run that
 was killed (no rollback could run) is rolled back by the next one before it does
 anything else.
 
@@ -46,11 +46,11 @@ from ..core import fsutil
 from ..core.errors import ERROR, OK, WARNING, EmptySource, StrongroomError
 from ..core.gitcmd import GitError, GitTimeout, clean_stale_git_locks, git, processes_using
 from ..core.lock import Lock
-from . import snapshot as sync_snapshot
+from . import state as sync_state
 from .merge import merge_additions
 
 MANIFEST_NAME = ".sync-checksums.json"
-SAFETY_REF = sync_snapshot.SAFETY_REF
+SAFETY_REF = sync_state.SAFETY_REF
 BLOCKED_REF = "refs/strongroom/blocked"
 POLICIES = ("append", "block", "primary-wins")
 ROLES = ("primary", "secondary")
@@ -114,7 +114,7 @@ def now_iso():
 
 
 def _dir(s):
-    return sync_snapshot.sync_dir(s.repo)
+    return sync_state.sync_dir(s.repo)
 
 
 def _run_git(s, *args, check=True, input=None):
@@ -337,7 +337,7 @@ def merge_driver(kind, base, ours, theirs, path):
 
 def snapshot(s):
     try:
-        return sync_snapshot.take(s.repo, _selection(s), s.host, also=OWN_FILES)
+        return sync_state.take(s.repo, _selection(s), s.host, also=OWN_FILES)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise SyncFailed(f"no room to take the snapshot in {_dir(s)} ({exc.strerror}); it "
@@ -347,7 +347,7 @@ def snapshot(s):
 
 
 def snapshot_info(s):
-    return sync_snapshot.info(s.repo)
+    return sync_state.info(s.repo)
 
 
 _OID = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
@@ -379,13 +379,13 @@ def _note(s, key, value):
 
 
 def rollback(s, dry_run=False, keep_newer=True):
-    """Back to the snapshot (see sync_snapshot.rollback: nothing anyone changed meanwhile
+    """Back to the snapshot (see sync_state.rollback: nothing anyone changed meanwhile
     is lost); a killed run's marker and a failed rollback's marker go too."""
     try:
-        out = sync_snapshot.rollback(s.repo, dry_run=dry_run, own=OWN_FILES,
+        out = sync_state.rollback(s.repo, dry_run=dry_run, own=OWN_FILES,
                                      keep_newer=keep_newer,
                                      incoming=_op(s).get("incoming", []))
-    except sync_snapshot.RollbackFailed as exc:
+    except sync_state.RollbackFailed as exc:
         raise SyncFailed(str(exc)) from None
     except OSError as exc:
         raise SyncFailed(f"rollback failed: {exc}") from None
@@ -458,7 +458,7 @@ def _run_commits_only(s, since, op):
 def user_commits_since_snapshot(s):
     """Commits on HEAD after the snapshot that no sync made: a rollback would take them
     off the branch."""
-    meta = sync_snapshot.load(s.repo)
+    meta = sync_state.load(s.repo)
     if not meta or current_head(s) is None:
         return []
     rng = ["HEAD"] + ([f"^{meta['head']}"] if meta["head"] else [])
@@ -495,19 +495,19 @@ def _push_landed(s, op):
         return False
     return _run_git(s, "merge-base", "--is-ancestor", "HEAD",
                     f"refs/remotes/{s.remote}/{branch}", check=False).returncode == 0 \
-        and (sync_snapshot.load(s.repo) or {}).get("head") != head
+        and (sync_state.load(s.repo) or {}).get("head") != head
 
 
 def _recover(s):
     """A run that was killed mid-step left its marker: undo what it did first (what the
-    user did since is kept, see sync_snapshot.rollback)."""
+    user did since is kept, see sync_state.rollback)."""
     marker = _dir(s) / "op.json"
     if not marker.exists():
         return None
     op = _op(s)
     what = (f"an interrupted {op.get('operation', 'sync')} (PID {op.get('pid', '?')}, "
             f"{op.get('started', '?')})")
-    meta = sync_snapshot.load(s.repo)
+    meta = sync_state.load(s.repo)
     if _push_landed(s, op):
         marker.unlink(missing_ok=True)
         return (f"found {what}; its push had landed ({s.remote} has HEAD), so there was "
@@ -680,7 +680,7 @@ def _nested_repositories(s):
     """Untracked folders that are repositories of their own: `git add -A` would record a
     bare pointer to their HEAD (a gitlink), and the other machine would get no files."""
     out = []
-    for code, path, _ in sync_snapshot.status_entries(s.repo):
+    for code, path, _ in sync_state.status_entries(s.repo):
         if code == "??" and path.endswith("/") and os.path.lexists(
                 Path(s.repo) / path / ".git"):
             out.append(path.rstrip("/"))
@@ -832,7 +832,7 @@ def pull(s, notify_cb=None, lock_wait=0):
         ours = _out(_run_git(s, "rev-parse", "HEAD")).strip()
         base = _out(_run_git(s, "merge-base", ours, theirs, check=False)).strip()
         incoming = _changed_between(s, base, theirs) if base else \
-            set(sync_snapshot.tree_entries(s.repo, theirs))
+            set(sync_state.tree_entries(s.repo, theirs))
         _refuse_overwriting_local(s, theirs, incoming)
         local = _changed_between(s, base, ours) if base else set()
         _note(s, "merging", theirs)
@@ -868,8 +868,8 @@ def _refuse_overwriting_local(s, theirs, incoming):
     file (it holds ignored files expendable). Here an ignored file is a .env or a key: a
     local one with other content stops the pull before anything is merged."""
     repo = Path(s.repo)
-    tracked = set(sync_snapshot.index_entries(s.repo))
-    theirs_tree = sync_snapshot.tree_entries(s.repo, theirs)
+    tracked = set(sync_state.index_entries(s.repo))
+    theirs_tree = sync_state.tree_entries(s.repo, theirs)
     clash, same = set(), []
     for rel in sorted(incoming & set(theirs_tree)):
         if rel in tracked:
@@ -897,11 +897,11 @@ def _refuse_overwriting_local(s, theirs, incoming):
                     clash.add(rel + "/")
             else:
                 same.append(rel)
-    oids = sync_snapshot._git_oids(s.repo, same)  # as git would store them (eol, filters)
-    fmt = sync_snapshot._object_format(s.repo)
+    oids = sync_state._git_oids(s.repo, same)  # as git would store them (eol, filters)
+    fmt = sync_state._object_format(s.repo)
     for rel in same:
         path = repo / rel
-        oid = (sync_snapshot._blob_oid(os.fsencode(os.readlink(path)), fmt)
+        oid = (sync_state._blob_oid(os.fsencode(os.readlink(path)), fmt)
                if path.is_symlink() else oids.get(rel))
         if oid != theirs_tree[rel]:
             clash.add(rel)
@@ -934,7 +934,7 @@ def _verify_pull(s, snap, theirs, incoming, local):
             elif their_sums[rel] != digest:
                 problems.append(f"{rel}: does not match the other side's manifest")
         elif rel not in incoming and rel not in local and (
-                sync_snapshot.sha_of(snap, rel) or digest) != digest:
+                sync_state.sha_of(snap, rel) or digest) != digest:
             # (a file only this side changed may carry their edit across a rename)
             problems.append(f"{rel}: changed although the pull did not touch it (an edit "
                             "while it ran, or damage)")
@@ -1050,7 +1050,7 @@ def preview(s, operation):
     branch = _branch(s)
     head = _out(_run_git(s, "rev-parse", "-q", "--verify", "HEAD", check=False)).strip()
     remote = _remote_head(s, branch)
-    dirty = [p for p in sync_snapshot.dirty_paths(s.repo)
+    dirty = [p for p in sync_state.dirty_paths(s.repo)
              if p not in (MANIFEST_NAME, MANIFEST_NAME + ".prev")]
     out = {"operation": operation, "branch": branch, "head": head or None,
            "remote_head": remote, "dirty": dirty}
@@ -1111,7 +1111,7 @@ def status(s, offline=True):
         last = None
     when, age = _last_fetch(s)
     return {"repo": str(s.repo), "branch": branch, "role": s.role, "ahead": ahead,
-            "behind": behind, "dirty": sync_snapshot.dirty_paths(s.repo), "last": last,
+            "behind": behind, "dirty": sync_state.dirty_paths(s.repo), "last": last,
             "snapshot": snapshot_info(s), "fetch": fetch, "last_fetch": when,
             "last_fetch_age_seconds": age, "blocked": blocked(s),
             "interrupted": _read_json(_dir(s) / "op.json"),

@@ -127,3 +127,18 @@ def test_a_failed_snapshot_refuses_the_push(tmp_path):
     assert refs(bare) == "" and blocker.read_text().startswith("a file where")
     proc = strongroom(*base, "hook", "install", "--repo", tmp_path, check=2)
     assert f"{tmp_path} is not a git work tree" in proc.stderr
+
+
+def test_a_work_tree_with_no_files_pushes_and_says_no_snapshot_was_taken(tmp_path):
+    """Deleting every file and pushing that is a user's choice: there is nothing to save,
+    so the hook lets the push through, says so, and writes no snapshot."""
+    bare, repo, base, state = setup(tmp_path)
+    strongroom(*base, "hook", "install", "--repo", repo, "--max-size", LIMIT, check=0)
+    g(repo, "rm", "-q", "README.md")
+    g(repo, "commit", "-q", "-m", "empty it")
+    proc = push(repo, "origin", "main")
+    assert proc.returncode == 0, proc.stderr
+    assert "holds no files" in proc.stderr and "no snapshot taken" in proc.stderr
+    assert "no snapshot (nothing to save); no file above 64.0 KiB in this push" in proc.stderr
+    assert refs(bare).split()[0] == g(repo, "rev-parse", "HEAD").strip()
+    assert snapshots.snapshot_ids(state / "pre-push" / "work") == []

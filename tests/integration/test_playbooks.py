@@ -167,17 +167,20 @@ def test_site_converges_then_reports_no_change(bed):
 
 
 def test_backup_now_then_restore(bed):
+    """backup-now.yml goes through the runner: the run is recorded as a scheduled one is
+    (status, changed), and a second run of the same job changes nothing."""
     base, home, src, extravars = bed
     play(base, "site.yml", extravars)
-    stats, stdout, r = play(base, "backup-now.yml", extravars)
-    (res,) = task_results(r, "Bundle repositories")[0]["results"]
-    assert res["changed"] is True
-    assert [x["action"] for x in res["repositories"]] == ["full"]
-    assert res["repositories"][0]["remote"] == "verified"
+    status = home / ".local/state/strongroom/status/bundles.json"
+    stats, stdout, r = play(base, "backup-now.yml", dict(extravars, jobs="bundles"))
+    st = json.loads(status.read_text())
+    assert st["result"] == "ok" and st["changed"] is True, st
+    assert st["counts"]["full"] == 1, st
     assert (base / "offsite" / "app" / "bundle-manifest.json").exists()
-    stats, _, r = play(base, "backup-now.yml", extravars)
-    (res,) = task_results(r, "Bundle repositories")[0]["results"]
-    assert res["changed"] is False
+    assert "bundles: ok" in stdout, stdout
+    stats, _, r = play(base, "backup-now.yml", dict(extravars, jobs="bundles"))
+    st = json.loads(status.read_text())
+    assert st["result"] == "ok" and st["changed"] is False, st
     target = base / "restored"
     vars_ = dict(extravars, strongroom_restore_name="app", strongroom_restore_target=str(target))
     stats, stdout, _ = play(base, "restore.yml", vars_)
@@ -237,7 +240,7 @@ def test_verify_restore_and_fleet_status(bed):
 
     base, home, src, extravars = bed
     play(base, "site.yml", extravars)
-    play(base, "backup-now.yml", extravars)
+    play(base, "backup-now.yml", dict(extravars, jobs="bundles"))
     stats, stdout, r = play(base, "verify-restore.yml", extravars)
     assert changed(stats) == 0
     assert "2 of 2 restores passed" in stdout  # app, from the store and from the remote

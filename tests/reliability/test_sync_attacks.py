@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from strongroom import sync
-from strongroom.sync import snapshot as sync_snapshot
+from strongroom.sync import state as sync_state
 from tests.helpers import ENV, g
 from tests.sync.test_sync_exact import _uploadpack, make_pair, state
 from tests.sync.test_sync_exact import sync as sync_cli
@@ -160,7 +160,7 @@ def test_after_a_failed_rollback_no_run_replaces_the_snapshot(pair):
     remote, desk, lap = pair
     (lap / "notes/idea.md").write_text("only in the snapshot after this\n")
     sync_cli(lap, "pull", role="secondary", env={**ENV, CRASH: "pull-after-fetch"}, check=None)
-    meta = sync_snapshot.load(lap)
+    meta = sync_state.load(lap)
     obj = lap / ".git/strongroom/objects" / meta["files"]["notes/idea.md"]["sha256"][:2]
     # the snapshot's copy becomes unreadable, and the file is gone from the work tree
     saved = {p: p.read_bytes() for p in obj.iterdir()}
@@ -313,7 +313,7 @@ def test_the_snapshot_copies_only_what_git_does_not_hold(pair):
     sync.snapshot(sync.Settings(repo=lap, role="secondary"))
     objects = [p for p in (lap / ".git/strongroom/objects").rglob("*") if p.is_file()]
     assert len(objects) == 2  # 200 clean tracked files cost no copy
-    meta = sync_snapshot.load(lap)
+    meta = sync_state.load(lap)
     assert meta["files"]["many/f001.txt"]["blob"]
     (lap / "many/f001.txt").write_text("damaged\n")
     (lap / "notes/idea.md").write_text("damaged too\n")
