@@ -14,12 +14,12 @@ description:
     younger than that, so a repeated run is not a change.
   - With O(state=verified), checks every (or the O(ids) given) snapshot's checksums,
     archive and databases, and fails naming each problem. Each result is recorded in
-    C(DEST/.strongroom/verified.json) (what C(strongroom backup list) shows, and what
+    C(DEST/.strongroom/verified.json) (what C(strongroom snapshot list) shows, and what
     pruning uses to keep the newest snapshot that verified); that record is not reported
     as a change, and in check mode it is not written.
   - With O(state=pruned), deletes the snapshots outside O(keep_last) and O(keep_days),
     lifting the immutable flag only on those, and checks the kept ones are untouched.
-  - The same engine as C(strongroom backup now|verify|prune).
+  - The same engine as C(strongroom snapshot now|verify|prune).
 version_added: "0.1.0"
 author: Strongroom contributors
 extends_documentation_fragment:
@@ -172,11 +172,11 @@ def present(module):
                 f"the newest snapshot {ids[-1]} is {age:.1f} h old"))
     if module.check_mode:
         module.exit_json(changed=True, msg="would take a snapshot")
-    from strongroom.cli import backup as cli_backup
+    from strongroom.snapshots.take import take
 
-    rep = cli_backup.take({"source": p["source"], "dest": p["dest"], "critical": p["critical"],
-                           "db": p["db"], "exclude": p["exclude"], "immutable": p["immutable"],
-                           "format": p["format"]})
+    rep = take({"source": p["source"], "dest": p["dest"], "critical": p["critical"],
+                "db": p["db"], "exclude": p["exclude"], "immutable": p["immutable"],
+                "format": p["format"]})
     out = {"changed": True, "id": rep["id"], "immutable": rep["applied"], "report": rep}
     if rep.get("warning"):
         out["warning"] = rep["warning"]
