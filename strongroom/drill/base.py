@@ -10,6 +10,7 @@ any exception into an error artifact, so one damaged artifact never stops the ot
 """
 
 import contextlib
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,32 @@ class Context:
                               "be drilled")
             wanted = tuple(s for s in wanted if s != "remote")
         return wanted
+
+    def rotate(self, key, names):
+        """One of NAMES, a different one each time KEY is asked (a persisted counter under
+        <state-dir>/drill-rotation.json), so a weekly drill walks through every older
+        version in turn. None when NAMES is empty. Deterministic: the counter, not chance."""
+        names = list(names)
+        if not names:
+            return None
+        path = Path(self.state_dir) / ROTATION_FILE
+        try:
+            counters = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(counters, dict):
+                counters = {}
+        except (OSError, ValueError):
+            counters = {}
+        n = counters.get(key, 0)
+        n = n if isinstance(n, int) and n >= 0 else 0
+        counters[key] = n + 1
+        from ..core import fsutil
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fsutil.atomic_write_json(path, counters)
+        return names[n % len(names)]
+
+
+ROTATION_FILE = "drill-rotation.json"
 
 
 class Plan:
