@@ -198,3 +198,64 @@ class S3Server:
     def stop(self):
         self.proc.terminate()
         self.proc.wait(timeout=10)
+
+
+class PingReceiver:
+    """A heartbeat endpoint on 127.0.0.1 (healthchecks and Uptime Kuma alike): records
+    every request (method, path, query, body) and answers with the next status of a
+    script (then 200). With hold=True it answers nothing until closed, an endpoint slower
+    than any client's timeout."""
+
+    def __init__(self, statuses=(), hold=False):
+        import http.server
+        import urllib.parse
+
+        self.requests = []
+        self.statuses = list(statuses)
+        self.released = threading.Event()
+        self.hold = hold
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self):
+                n = int(self.headers.get("Content-Length", 0) or 0)
+                body = self.rfile.read(n) if n else b""
+                path, _, query = self.path.partition("?")
+                outer.requests.append({
+                    "method": self.command, "path": path, "body": body,
+                    "query": dict(urllib.parse.parse_qsl(query, keep_blank_values=True)),
+                    "headers": dict(self.headers)})
+                if outer.hold:
+                    outer.released.wait()
+                    return
+                status = outer.statuses.pop(0) if outer.statuses else 200
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"OK")
+
+            do_GET = do_POST = do_HEAD = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+
+    def url(self, path="/ping/0f5c1e42-7d1b-4c2a-9e0e-5b3f6a1d2c3b"):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def close(self):
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def closed_port():
+    """A port on 127.0.0.1 nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

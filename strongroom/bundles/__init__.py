@@ -59,9 +59,10 @@ class Options:
     jobs: int = field(default_factory=lambda: _default("jobs"))  # 0: one per core
     dry_run: bool = False
     force_full: bool = False
+    ledger: object = None  # the job's re-verification ledger (strongroom/reverify)
 
 
-def options_from(mapping, config_dir=None, dry_run=False):
+def options_from(mapping, config_dir=None, dry_run=False, ledger=None):
     """Options from a job file's `options` (or the CLI's overlay of them)."""
     conf = mapping.get("rclone_config")
     if not conf and config_dir and (Path(config_dir) / "rclone.conf").is_file():
@@ -70,7 +71,8 @@ def options_from(mapping, config_dir=None, dry_run=False):
              if k in mapping}
     if "critical_patterns" in mapping:
         given["critical_patterns"] = list(mapping["critical_patterns"])
-    return Options(**given, remote=mapping.get("remote"), rclone_config=conf, dry_run=dry_run)
+    return Options(**given, remote=mapping.get("remote"), rclone_config=conf, dry_run=dry_run,
+                   ledger=ledger)
 
 
 @dataclass
@@ -607,11 +609,14 @@ def _upload(name, repo_dir, opts, result):
         return
     try:
         if todo:  # the path every off-site copy takes: immutable, journalled, proven
-            Upload(rclone, journal_dir=repo_dir.parent / ".uploads").run(
+            Upload(rclone, journal_dir=repo_dir.parent / ".uploads", ledger=opts.ledger).run(
                 repo_dir, remote_dir, immutable=True, only=sorted(todo))
             rclone.verify(remote_dir, todo)  # and by the SHA-256 the chain manifest records
         rclone.copy_over(repo_dir / chain.MANIFEST, join(remote_dir, chain.MANIFEST))
         rclone.verify(remote_dir, {chain.MANIFEST: manifest_sha})
+        if opts.ledger is not None:  # replaced by every sync: re-read against the newest
+            opts.ledger.record(remote_dir, {chain.MANIFEST: (
+                (repo_dir / chain.MANIFEST).stat().st_size, manifest_sha)}, mutable=True)
     except RemoteError as exc:
         result.remote = "failed"
         result.status = "error"

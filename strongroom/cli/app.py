@@ -20,7 +20,9 @@ from . import (
     manifest,
     notify,
     output,
+    ping,
     restic,
+    reverify,
     rollup,
     run,
     save,
@@ -70,12 +72,13 @@ DEPRECATED = {"backup": "snapshot", "save": "checkpoint save", "checkpoints": "c
 #   hook pre-push                      the snapshot's DEST/.snapshot.lock   job's lock_wait, 120
 #   bisync                             <state>/bisync/JOB/bisync.lock       job's lock_wait, 0
 #   db backup|restore|sync|tick        <state>/db/NAME-ID.lock              30
+#   reverify JOB                       <state>/locks/JOB.lock               0
 #   db list|status, checkpoint         none                                 -
 #     list|verify, hook install|
 #     uninstall, upload, rollup, restic
 #     restore, manifest, jobs list,
 #     status, notify test, schedule
-#     explain, config
+#     explain, config, ping
 def build_parser():
     parser = output.UsageParser(prog="strongroom", description=__doc__.splitlines()[0],
                                 epilog=output.EPILOG)
@@ -93,7 +96,7 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=output.UsageParser)
     for group in (bundle, run, drill, status, notify, schedule, manifest, sync, backup, save,
-                  upload, rollup, bisync, restic, db, config):
+                  upload, rollup, bisync, restic, reverify, db, config, ping):
         group.add_parser(sub)
     return parser
 

@@ -40,7 +40,9 @@ def cmd_show(args):
     job = config.load_job(args.config_dir, args.job_name, notes=notes)
     for note in notes:
         output.warn(note)
-    effective = config.effective(job)
+    from ..ping import redact
+
+    effective = redact.job(config.effective(job))  # the ping URL is a secret: scheme://host/…
     message = f"job {job['name']}: a {job['type']} job, every default filled in"
     if not getattr(args, "json", False):
         sys.stdout.write(show_text(effective))

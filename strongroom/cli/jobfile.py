@@ -7,7 +7,6 @@ from ..jobs import config
 # the job types each command takes with --job (by the names or old names the schema knows)
 TYPES = {
     "bundle": ("bundle_sync",),
-    "drill": ("bundle_sync",),
     "sync": ("git_sync",),
     "snapshot": ("snapshot",),
     "hook": ("snapshot",),
@@ -29,6 +28,10 @@ def canonical(type_name):
 
 def takes(command):
     """The job types `strongroom COMMAND` takes, by their current names."""
+    if command == "drill":  # every type whose registry row names a drill
+        from ..jobs import registry
+
+        return registry.drilled_types()
     return tuple(dict.fromkeys(canonical(t) for t in TYPES[command]))
 
 

@@ -215,8 +215,10 @@ class DbSync:
             return None
         return meta.get("content_sha256") if isinstance(meta, dict) else None
 
+    ledger = None  # the db job's re-verification ledger (strongroom/reverify)
+
     def _upload(self, path, immutable=True):
-        Upload(self.rclone).run(path, self.prefix, immutable=immutable)
+        Upload(self.rclone, ledger=self.ledger).run(path, self.prefix, immutable=immutable)
 
     # --- local content -------------------------------------------------------------------
 
@@ -339,6 +341,8 @@ class DbSync:
         for k in doomed:
             self.rclone.run("deletefile", remote.join(self.prefix, k))
             self.rclone.run("deletefile", remote.join(self.prefix, k + META), check=False)
+            if self.ledger is not None:  # deleted on purpose: no longer re-verified
+                self.ledger.forget(self.prefix, [k, k + META])
         return doomed
 
     def _fetch(self, key, into, meta=None):

@@ -51,6 +51,11 @@ class Context:
             wanted = tuple(s for s in wanted if s != "remote")
         return wanted
 
+    def has_run(self, name):
+        """Whether job NAME has ever finished a run here (it has a status file): a backup
+        folder missing then is lost or unmounted, not simply not made yet."""
+        return (Path(self.state_dir) / "status" / f"{name}.json").is_file()
+
     def rotate(self, key, names):
         """One of NAMES, a different one each time KEY is asked (a persisted counter under
         <state-dir>/drill-rotation.json), so a weekly drill walks through every older
@@ -82,6 +87,7 @@ class Plan:
     """One job's drill. Subclasses set kind and implement targets() and drill()."""
 
     kind = "artifact"
+    what_store = "backup folder"  # how errors name what stores holds ("bundle store")
 
     def __init__(self, job, sources, stores=()):
         self.job = job  # the job's name ("-" for a drill of a path given on the CLI)

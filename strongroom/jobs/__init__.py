@@ -19,7 +19,7 @@ from contextlib import redirect_stdout
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from .. import bundles, drill, notify, schedule
+from .. import bundles, drill, notify, reverify, schedule
 from ..bundles import report
 from ..core import fsutil, remote
 from ..core.errors import (
@@ -137,7 +137,8 @@ def _log(paths, job, lines, max_bytes, keep):
 
 
 def run_bundle_sync(job, paths):
-    opts = bundles.options_from(job["options"], paths.config_dir)
+    opts = bundles.options_from(job["options"], paths.config_dir,
+                                ledger=reverify.ledger_for(paths, job))
     results, code = bundles.sync(job["options"]["root"], job["options"]["store"], opts)
     counts = {"repositories": len(results)}
     for r in results:
@@ -156,7 +157,7 @@ def run_bundle_sync(job, paths):
 
 def run_restore_drill(job, paths):
     opts = job.get("options") or {}
-    plan_list, notes = drill.plans(paths.config_dir, opts.get("jobs"),
+    plan_list, notes = drill.plans(paths.config_dir, paths.state_dir, opts.get("jobs"),
                                    config.schema.get(job, "source"))
     scratch = opts.get("scratch") or paths.state_dir / "drill"
     artifacts, code, summary = drill.run(plan_list, scratch, config.schema.get(job, "lock_wait"))
@@ -171,8 +172,9 @@ def run_restore_drill(job, paths):
     }
 
 
-def offsite(paths, options):
-    """The upload path every job's off-site copy goes through (strongroom upload)."""
+def offsite(paths, options, job=None):
+    """The upload path every job's off-site copy goes through (strongroom upload); with
+    the job, what it proves goes into the job's re-verification ledger."""
     from ..upload import Upload
 
     shared = config.schema.OFFSITE.defaults()  # retries, low_level_retries
@@ -181,7 +183,8 @@ def offsite(paths, options):
                        retries=options.get("retries", shared["retries"]),
                        low_level_retries=options.get("low_level_retries",
                                                      shared["low_level_retries"]))
-    return Upload(rc, journal_dir=paths.state_dir / "uploads")
+    return Upload(rc, journal_dir=paths.state_dir / "uploads",
+                  ledger=reverify.ledger_for(paths, job) if job else None)
 
 
 def run_snapshot(job, paths):
@@ -199,7 +202,7 @@ def run_snapshot(job, paths):
     if rep.get("warning"):
         lines.append(f"warning: {rep['warning']}")
     if o.get("remote"):  # the off-site copy: immutable, proven by hash
-        up = offsite(paths, o).run(rep["path"], remote.join(o["remote"], rep["id"]),
+        up = offsite(paths, o, job).run(rep["path"], remote.join(o["remote"], rep["id"]),
                                    immutable=True)
         extra["offsite"] = {k: up[k] for k in ("dest", "files", "bytes_moved", "verified_by")}
         lines.append(f"copied off-site to {up['dest']}, verified by {up['verified_by']}")
@@ -273,7 +276,7 @@ def _rollup_job(job, paths, pack):
             extra["day"] = doc and {"day": doc["day"], "files": len(doc["files"])}
         changed = bool(extra.get("rollup", {}).get("name") or extra.get("day"))
         if o.get("remote"):
-            sent = rollups.upload_pending(dest, offsite(paths, o), o["remote"])
+            sent = rollups.upload_pending(dest, offsite(paths, o, job), o["remote"])
             if sent:
                 lines.append(f"uploaded and verified: {', '.join(sent)}")
             extra["uploaded"] = sent
@@ -353,6 +356,7 @@ def run_db_backup(job, paths):
     from ..dbversions.settings import settings, tick_text
 
     d = settings(job["options"], paths.config_dir, paths.state_dir)
+    d.ledger = reverify.ledger_for(paths, job)
     with d.lock(600):
         out = d.tick(0)
     msg = tick_text(out) or f"not due; {out['ops']} operation(s) pending"
@@ -475,6 +479,13 @@ def run(paths, name, if_due=False, wait=None, now=None):
     except LockedError as exc:
         _log(paths, name, [f"not started: {exc}"], max_bytes, keep)
         raise
+    # The heartbeat's start once the lock is ours (a run that exits 11 never started), and
+    # before our signal handlers: a SIGTERM while a slow endpoint is tried ends the run
+    # before it began, and the heartbeat can never swallow a signal meant for the job.
+    from .. import ping
+
+    beat = ping.Beat(job, paths.config_dir / "jobs" / f"{name}.yml")
+    beat.start()
     old_handlers = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
     started = datetime.now(UTC)
     t0 = time.monotonic()
@@ -483,11 +494,13 @@ def run(paths, name, if_due=False, wait=None, now=None):
     log_lines = [f"run started (pid {os.getpid()})"] + [f"warning: {n}" for n in notes]
     if lock.previous_owner:
         log_lines.append(f"took over the lock of PID {lock.previous_owner}, which is gone")
+    log_lines += beat.take_lines()  # the heartbeat's start
     try:
         buf = io.StringIO()
         with redirect_stdout(buf), (wait_until(deadline) if deadline is not None
                                     else contextlib.nullcontext()):
             outcome = _registry().get(job["type"]).run(job, paths)
+            outcome = reverify.after_run(job, paths, outcome, now)  # remote copies re-read
     except Terminated as exc:
         outcome = {"exit_code": 128 + exc.signum, "message": str(exc), "output": str(exc)}
     except StrongroomError as exc:
@@ -546,6 +559,24 @@ def run(paths, name, if_due=False, wait=None, now=None):
     # target is being reached (our handlers are gone by now) must not leave the status
     # saying `running` with the previous run's result.
     fsutil.atomic_write_json(paths.status(name), {**status, "notifications": "pending"})
+    from ..status import history
+
+    try:  # the report's day strip; a full disk here must not cost the run its status
+        history.append(paths.state_dir, name, history.record(status))
+    except OSError as exc:
+        _log(paths, name, [f"warning: run history not written: {exc}"], max_bytes, keep)
+    # The heartbeat's end once the log and status are written (a slow endpoint cannot leave
+    # the status `running`), and before the notifications: the monitor hears of the run
+    # even when a notification target is slow or down. Its record goes into the status;
+    # a failed ping never changes the job's result.
+    beat.end(code, status["result"], status["message"], status["duration_seconds"],
+             log_lines)
+    if beat.record is not None:
+        status["ping"] = beat.record
+        fsutil.atomic_write_json(paths.status(name), {**status, "notifications": "pending"})
+        _log(paths, name, beat.take_lines(), max_bytes, keep)
+        if beat.failed():
+            output += "\nHeartbeat failed: " + "; ".join(f"{w}: {e}" for w, e in beat.failed())
     # After the log (a failure message quotes its tail), then the status again (which
     # records the deliveries). A failed delivery never changes the job's result.
     try:

@@ -66,8 +66,9 @@ def _check_section(where, data, section, prefix, errors):
     """Append to errors what is wrong with data against section; False when data is no
     mapping (nothing in it could be checked)."""
     if not isinstance(data, dict):
+        got = f"a value of type {type(data).__name__}" if section.secret else _describe(data)
         errors.append(f"{where}: {prefix.rstrip('.') or 'the file'} must be a mapping, "
-                      f"got {_describe(data)}")
+                      f"got {got}")
         return False
     expected = ", ".join(sorted(section.names))
     for key in data:
@@ -82,8 +83,17 @@ def _check_section(where, data, section, prefix, errors):
             continue  # a mapping checked by its own section, or the job's type (below)
         problem = opt.kind.problem(data[opt.name])
         if problem is not None:
+            if opt.kind.secret:  # named by its key alone: the value is a secret
+                errors.append(f"{where}: key '{prefix}{opt.name}' is not valid; expected "
+                              f"{problem}")
+                continue
             errors.append(f"{where}: key '{prefix}{opt.name}' has value "
                           f"{_describe(data[opt.name])}; expected {problem}")
+    given = [name for name in section.exactly_one if name in data]
+    if section.exactly_one and len(given) != 1:
+        errors.append(f"{where}: '{prefix.rstrip('.')}' needs exactly one of: "
+                      + ", ".join(f"'{prefix}{n}'" for n in section.exactly_one)
+                      + (f" (got {len(given)})" if given else ""))
     return True
 
 
@@ -108,7 +118,10 @@ def job_errors(data, where, file_name=None):
             _check_section(where, data["options"], jt.options, "options.", errors)
     for key, section in schema.SUBSECTIONS.items():
         if key in data:
-            _check_section(where, data[key], section, f"{key}.", errors)
+            value = data[key]
+            if section.shorthand and isinstance(value, str):  # `ping: URL`
+                value = {section.shorthand: value}
+            _check_section(where, value, section, f"{key}.", errors)
     if file_name is not None and is_job_name(data.get("name")):
         _check_file_name(data, file_name, where, errors)
     return errors

@@ -30,7 +30,7 @@ class Entry:
     name: str
     run_ref: str  # (job, paths) -> outcome
     default_schedule: str | None = None
-    drill_ref: str | None = None  # (name, job, config_dir, source, notes) -> drill.Plan
+    drill_ref: str | None = None  # (name, job, drill.base.Context) -> drill.base.Plan
     metrics_ref: str | None = None  # a tuple of metric names
 
     @property
@@ -60,18 +60,20 @@ class Entry:
 _RUNNER = "strongroom.jobs:"
 
 ENTRIES = (
-    Entry("bundle", _RUNNER + "run_bundle_sync", drill_ref="strongroom.drill:bundle_plan"),
+    Entry("bundle", _RUNNER + "run_bundle_sync", drill_ref="strongroom.drill.bundle:plan"),
     Entry("drill", _RUNNER + "run_restore_drill"),
     Entry("status", _RUNNER + "run_status_check",
           metrics_ref="strongroom.status:METRIC_NAMES"),  # with options.prometheus
     Entry("sync", _RUNNER + "run_git_sync"),
-    Entry("snapshot", _RUNNER + "run_snapshot", default_schedule="daily 03:15"),
-    Entry("checkpoint", _RUNNER + "run_checkpoint", default_schedule="every 15m"),
-    Entry("daily", _RUNNER + "run_daily"),
-    Entry("rollup", _RUNNER + "run_rollup"),
+    Entry("snapshot", _RUNNER + "run_snapshot", default_schedule="daily 03:15",
+          drill_ref="strongroom.drill.snapshot:plan"),
+    Entry("checkpoint", _RUNNER + "run_checkpoint", default_schedule="every 15m",
+          drill_ref="strongroom.drill.checkpoint:plan"),
+    Entry("daily", _RUNNER + "run_daily", drill_ref="strongroom.drill.days:plan"),
+    Entry("rollup", _RUNNER + "run_rollup", drill_ref="strongroom.drill.days:plan"),
     Entry("bisync", _RUNNER + "run_bisync"),
-    Entry("restic", _RUNNER + "run_restic"),
-    Entry("db", _RUNNER + "run_db_backup"),
+    Entry("restic", _RUNNER + "run_restic", drill_ref="strongroom.drill.restic:plan"),
+    Entry("db", _RUNNER + "run_db_backup", drill_ref="strongroom.drill.db:plan"),
 )
 REGISTRY = {e.name: e for e in ENTRIES}
 

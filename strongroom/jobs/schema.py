@@ -79,6 +79,7 @@ class Kind:
     elements: str | None = None  # the argument_specs elements of a list
     choices: tuple = ()
     explain: Any = None  # value -> expected, when the words depend on the value
+    secret: bool = False  # an error names the key, never the value (a ping URL)
 
     def problem(self, value):
         """None when value is valid; else what was expected."""
@@ -269,10 +270,17 @@ def _show(value):
 
 @dataclass(frozen=True)
 class Section:
-    """A mapping of options: a job type's `options`, or a job's `notify` or `log`."""
+    """A mapping of options: a job type's `options`, or a job's `notify`, `log` or `ping`.
+
+    shorthand: the option a bare value stands for (`ping: URL` is `ping: {url: URL}`);
+    exactly_one: options of which exactly one is given; optional: a job without the
+    mapping has none of it (no defaults filled in: no `ping` is no heartbeat)."""
 
     name: str
     options: tuple = ()
+    shorthand: str | None = None
+    exactly_one: tuple = ()
+    optional: bool = False
 
     def __post_init__(self):
         names = [o.name for o in self.options]
@@ -299,6 +307,11 @@ class Section:
     def required(self):
         return tuple(o.name for o in self.options if o.required)
 
+    @property
+    def secret(self):
+        """True when an option holds a secret: errors then show no value of the mapping."""
+        return any(o.kind is not None and o.kind.secret for o in self.options)
+
     def defaults(self):
         """{option: default} for every option that has one (copies)."""
         return {o.name: o.default_value() for o in self.options if o.has_default}
@@ -318,6 +331,14 @@ class JobType:
         return (self.name, *self.old_names)
 
 
+# Every job with an off-site copy re-reads it (strongroom/reverify): each remote object at
+# least once in this many days, a share per run.
+_VERIFY_DAYS = Option(
+    "verify_days", integer(0), "Every object the job put off-site is read back and checked "
+    "by SHA-256 at least once in this many days, a share of them per run; damage fails the "
+    "run until `strongroom reverify JOB --repair` (0: never re-read).", default=30)
+
+
 # How a job's copies reach the remote (each through the upload path, proven by hash).
 def _offsite():
     return (
@@ -330,6 +351,7 @@ def _offsite():
         Option("low_level_retries", integer(1),
                "Attempts at each request of an off-site copy (rclone --low-level-retries).",
                default=3),
+        _VERIFY_DAYS,
     )
 
 
@@ -380,14 +402,16 @@ TYPES = (
                        "chain; [] keeps none.", default=DEFAULT_CRITICAL_PATTERNS),
                 Option("jobs", integer(0), "Repositories bundled in parallel (0: one per "
                        "core).", default=0),
+                _VERIFY_DAYS,
             )), ("bundle_sync",)),
-    JobType("drill", "restores every chain of the host's bundle jobs into scratch space "
-            "and checks it (refs, fsck), from the store, the remote or both",
+    JobType("drill", "restores the backups of every job on the host whose type has a drill "
+            "(bundle chains, snapshots, checkpoints, ...) into scratch space and checks them, "
+            "from the local copy, the remote or both, timing each restore (the RTO)",
             Section("drill", (
-                Option("jobs", JOB_NAME_LIST, "The bundle jobs whose stores are drilled.",
-                       default_text="every bundle job on the host"),
+                Option("jobs", JOB_NAME_LIST, "The jobs whose backups are drilled.",
+                       default_text="every job on the host whose type has a drill"),
                 Option("source", one_of("local", "remote", "both"),
-                       "Restore from the local store, from the remote alone (proving the "
+                       "Restore from the local copy, from the remote alone (proving the "
                        "off-site copy), or both.", default="local"),
                 Option("scratch", PATH, "Scratch directory the restores are made in.",
                        default_text="<state-dir>/drill"),
@@ -563,6 +587,7 @@ TYPES = (
                        "--retries).", default=3),
                 Option("low_level_retries", integer(1), "Attempts at each request (rclone "
                        "--low-level-retries).", default=3),
+                _VERIFY_DAYS,
             )), ("db_backup",)),
 )
 
@@ -584,9 +609,29 @@ LOG = Section("log", (
            default=50 * 1024 * 1024),
     Option("keep", integer(1), "Rotated generations of the log kept.", default=3),
 ))
+# A heartbeat URL (strongroom/ping): http or https, a host, then anything without
+# whitespace. It is a secret, so an error names the key and never shows the value.
+PING_URL_RE = re.compile(r"[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#]+(?:[/?#]\S*)?")
+PING_URL = Kind("http(s) URL", "an http:// or https:// URL (the value is a secret, so it "
+                "is not shown)", lambda v: isinstance(v, str) and
+                PING_URL_RE.fullmatch(v) is not None,
+                {"type": "string", "pattern": "^" + PING_URL_RE.pattern + r"$(?!\n)"}, "str",
+                secret=True)
+PING_STYLES = ("healthchecks", "uptime_kuma")
+PING = Section("ping", (
+    Option("url", PING_URL, "The ping URL (a secret: keep it in the vault). Exactly one of "
+           "url and url_file.", default_text="none: url_file"),
+    Option("url_file", PATH, "A file holding the ping URL, readable by its owner only "
+           "(0600); a file others may read is refused.", default_text="none: url"),
+    Option("exit_code", BOOL, "healthchecks: a failed run pings URL/<exit code> instead of "
+           "URL/fail.", default=False),
+    Option("style", one_of(*PING_STYLES), "healthchecks: URL/start, then URL or URL/fail "
+           "with the log tail; uptime_kuma: a push monitor's URL?status=up|down&msg=&ping= "
+           "at the end only.", default="healthchecks"),
+), shorthand="url", exactly_one=("url", "url_file"), optional=True)
 
-# The keys of a job file. `options` is checked by the type's Section, `notify` and `log`
-# by theirs (kind None: a mapping checked below).
+# The keys of a job file. `options` is checked by the type's Section, `notify`, `log` and
+# `ping` by theirs (kind None: a mapping checked below).
 JOB = Section("job", (
     Option("name", JOB_NAME, "The job's name; the file is <config-dir>/jobs/NAME.yml, and it "
            "names the job's lock, log, status, unit and cron entry.", required=True,
@@ -603,8 +648,11 @@ JOB = Section("job", (
            default_text="every event"),
     Option("log", None, "The job's log rotation (max_bytes, keep).",
            default_text="50 MiB, 3 kept"),
+    Option("ping", None, "A heartbeat to a monitoring service (healthchecks.io, Uptime "
+           "Kuma): a URL, or a mapping (url or url_file, exit_code, style).",
+           default_text="no heartbeat"),
 ))
-SUBSECTIONS = {"notify": NOTIFY, "log": LOG}
+SUBSECTIONS = {"notify": NOTIFY, "log": LOG, "ping": PING}
 # the off-site options the snapshot, daily and rollup jobs share (the upload path's)
 OFFSITE = Section("offsite", _offsite())
 
@@ -662,7 +710,12 @@ def effective(job):
     out["type"] = jt.name
     out["options"] = _filled(jt.options, out.get("options"))
     for key, section in SUBSECTIONS.items():
-        out[key] = _filled(section, out.get(key))
+        if section.optional and key not in out:
+            continue
+        given = out.get(key)
+        if section.shorthand and isinstance(given, str):
+            given = {section.shorthand: given}
+        out[key] = _filled(section, given)
     return out
 
 
@@ -698,6 +751,8 @@ def _section_json(section, title=None):
         out["title"] = title
     if section.required:
         out["required"] = list(section.required)
+    if section.exactly_one:
+        out["oneOf"] = [{"required": [name]} for name in section.exactly_one]
     return out
 
 
@@ -706,7 +761,12 @@ def json_schema():
     looser only where the module's docstring says."""
     job_keys = {}
     for opt in JOB:
-        if opt.name in SUBSECTIONS:
+        if opt.name in SUBSECTIONS and SUBSECTIONS[opt.name].shorthand:
+            short = SUBSECTIONS[opt.name][SUBSECTIONS[opt.name].shorthand]
+            job_keys[opt.name] = {"anyOf": [copy.deepcopy(short.kind.json),
+                                            {"$ref": f"#/$defs/{opt.name}"}],
+                                  "description": opt.description}
+        elif opt.name in SUBSECTIONS:
             job_keys[opt.name] = {"$ref": f"#/$defs/{opt.name}", "description": opt.description}
         elif opt.name == "options":
             job_keys[opt.name] = {"type": "object", "description": opt.description}
@@ -739,7 +799,7 @@ def json_schema():
 
 def _self_check():
     """Every default and example is a valid value of its own option (import-time)."""
-    for section in (JOB, NOTIFY, LOG, *(t.options for t in TYPES)):
+    for section in (JOB, NOTIFY, LOG, PING, *(t.options for t in TYPES)):
         for opt in section:
             if opt.kind is None:
                 continue

@@ -5,6 +5,7 @@ A job that never succeeded is measured from when its job file was installed, so 
 whose scheduler never started it goes stale too. Jobs without a schedule never do.
 """
 
+import math
 import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +14,7 @@ from .. import jobs, schedule
 from ..core import fsutil
 from ..core.errors import StrongroomError
 from ..jobs import config
+from . import history
 
 STALE_FACTOR = config.schema.default("status", "stale_factor")  # a status job's default
 
@@ -21,11 +23,22 @@ def _age(text, now):
     return (now - jobs.parse_iso(text)).total_seconds() if text else None
 
 
+def _mapping(value):
+    return value if isinstance(value, dict) else None
+
+
+def _artifacts(st):
+    """A drill's artifacts (None for a job that is no drill): dicts only, as written."""
+    found = st.get("artifacts")
+    return [a for a in found if isinstance(a, dict)] if isinstance(found, list) else None
+
+
 def rows(paths, now=None, factor=STALE_FACTOR):
     now = now or datetime.now(UTC)
     out = []
     for name in jobs.job_names(paths.config_dir):
-        row = {"job": name, "host": socket.gethostname()}
+        row = {"job": name, "host": socket.gethostname(),
+               "history": history.days(history.read(paths.state_dir, name), now)}
         try:
             job = config.load_job(paths.config_dir, name)
         except StrongroomError as exc:
@@ -61,6 +74,10 @@ def rows(paths, now=None, factor=STALE_FACTOR):
             "due": bool(spec) and is_due,
             "stale": stale,
             "stale_after_seconds": int(limit.total_seconds()) if limit else None,
+            "message": st.get("message"),
+            "artifacts": _artifacts(st),  # a drill's restores (drill/base.py Artifact)
+            "verify": _mapping(st.get("verify")),  # re-verification of the off-site copy
+            "ping": _mapping(st.get("ping")),  # heartbeat deliveries, never the URL
         })
     return out
 
@@ -96,7 +113,102 @@ METRICS = (
     ("strongroom_job_file_valid", "0 when the job file cannot be read or is invalid",
      lambda r: int(bool(r.get("valid")))),
 )
-METRIC_NAMES = tuple(name for name, _, _ in METRICS)
+DRILL_VALUES = {"ok": 1, "warning": 0.5}  # any other result is an error: 0
+
+
+def _number(v):
+    """A figure from a status file, or None: the file is input, and a text or a bool in
+    a figure's place must not make a sample (nor crash the whole textfile)."""
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return float(v) if ok else None
+
+
+def _drilled(rows_):
+    """{(job, kind, artifact, source): (artifact, drill row)}: each artifact once, from the
+    drill that finished last (two drill jobs may restore the same one; a series must not
+    appear twice in a textfile). job is the job whose backup was restored."""
+    drills = [r for r in rows_ if r.get("valid") and isinstance(r.get("artifacts"), list)]
+    out = {}
+    for r in sorted(drills, key=lambda r: str(r.get("finished") or "")):
+        for a in (a for a in r["artifacts"] if isinstance(a, dict)):
+            key = tuple(str(a.get(k) or "") for k in ("job", "kind", "name", "source"))
+            out[(key[0] or r["job"], *key[1:])] = (a, r)
+    return out
+
+
+def _drill_samples(rows_):
+    found = _drilled(rows_)
+    result, rto, last = [], [], {}
+    for (job, kind, name, source), (a, r) in found.items():
+        labels = {"job": job, "kind": kind, "artifact": name, "source": source}
+        result.append((labels, DRILL_VALUES.get(a.get("result"), 0)))
+        seconds = _number(a.get("duration_seconds"))
+        if seconds is not None:
+            rto.append((labels, seconds))
+        try:
+            when = jobs.parse_iso(r["finished"]).timestamp()
+        except (KeyError, TypeError, ValueError):  # not finished, or not a time
+            continue
+        last[job] = max(last.get(job, 0), when)
+    return result, rto, [({"job": j}, t) for j, t in sorted(last.items())]
+
+
+def _verify_samples(rows_, value):
+    out = []
+    for r in rows_:
+        v = r.get("verify") if r.get("valid") else None
+        if isinstance(v, dict) and value(v) is not None:
+            out.append(({"job": r["job"], "type": r["type"]}, value(v)))
+    return out
+
+
+def _oldest(v):
+    if v.get("oldest_verified_age_seconds") is None:  # no objects: nothing waits
+        return 0 if _number(v.get("objects")) == 0 else None
+    return _number(v["oldest_verified_age_seconds"])
+
+
+def _ping_samples(rows_):
+    out = []
+    for r in rows_:
+        p = r.get("ping") if r.get("valid") else None
+        if not isinstance(p, dict):
+            continue
+        last = p.get("end") if isinstance(p.get("end"), dict) else p.get("start")
+        if isinstance(last, dict):
+            out.append(({"job": r["job"]}, int(last.get("delivered") is not True)))
+    return out
+
+
+# The metrics of drills, re-verification and heartbeats: (name, help, rows -> samples)
+DETAIL_METRICS = (
+    ("strongroom_drill_result",
+     "Result of the last restore drill of an artifact (1 ok, 0.5 warning, 0 error)",
+     lambda rs: _drill_samples(rs)[0]),
+    ("strongroom_drill_rto_seconds",
+     "Seconds the last restore drill of an artifact took (its recovery time)",
+     lambda rs: _drill_samples(rs)[1]),
+    ("strongroom_drill_last_timestamp_seconds",
+     "Unix time the last restore drill of a job's backups finished",
+     lambda rs: _drill_samples(rs)[2]),
+    ("strongroom_verify_coverage_ratio",
+     "Share of the off-site objects verified within the re-verification window",
+     lambda rs: _verify_samples(rs, lambda v: _number(v.get("coverage_ratio")))),
+    ("strongroom_verify_oldest_age_seconds",
+     "Seconds since the least recently verified off-site object was verified",
+     lambda rs: _verify_samples(rs, _oldest)),
+    ("strongroom_verify_damaged_objects",
+     "Off-site objects the last re-verification found damaged or missing",
+     lambda rs: _verify_samples(rs, lambda v: len(v["damaged"])
+                                if isinstance(v.get("damaged"), list) else None)),
+    ("strongroom_ping_failed", "1 when the last heartbeat ping was not delivered",
+     _ping_samples),
+)
+METRIC_NAMES = tuple(name for name, _, _ in METRICS + DETAIL_METRICS)
+
+
+def _labels(labels):
+    return ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
 
 
 def prometheus_text(rows_):
@@ -115,6 +227,9 @@ def prometheus_text(rows_):
             else:
                 continue
             lines.append(f"{metric}{{{labels}}} {_num(value(r))}")
+    for metric, help_text, samples in DETAIL_METRICS:
+        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} gauge"]
+        lines += [f"{metric}{{{_labels(labels)}}} {_num(v)}" for labels, v in samples(rows_)]
     return "\n".join(lines) + "\n"
 
 

@@ -83,10 +83,12 @@ def _journal(journal_dir, dest):
 
 
 class Upload:
-    def __init__(self, rclone: Rclone, journal_dir=None, progress=None):
+    def __init__(self, rclone: Rclone, journal_dir=None, progress=None, ledger=None):
         self.rclone = rclone
         self.journal_dir = journal_dir
         self.progress = progress or (lambda text: None)
+        # a job's re-verification ledger (strongroom/reverify): every verified file goes in
+        self.ledger = ledger
 
     def _copy(self, base, dest, names, immutable, dry_run, own_check=False):
         listfile = self.rclone._listfile(names)
@@ -296,6 +298,9 @@ class Upload:
             raise RemoteError(f"remote copy on {dest} failed verification, nothing local "
                               "deleted: " + "; ".join(problems[:10]))
         out["verified_by"] = how
+        if self.ledger is not None:
+            sums = our_sums.result() if hashing else _hash_all(base, names)
+            self.ledger.record(dest, {n: (sizes[n], sums[n]) for n in names if sums.get(n)})
         if journal:
             journal.unlink(missing_ok=True)
         if delete_local:

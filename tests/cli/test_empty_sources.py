@@ -191,8 +191,10 @@ def test_a_drill_with_no_bundle_job_says_to_add_one(host):
     tmp, conf, state, projects = host
     job(conf, "drill", "restore_drill")
     msg = run(conf, state, "drill")
-    assert msg.startswith("nothing to test: no bundle") and "job to drill; add one" in msg
-    assert msg.endswith("or name bundle jobs in options.jobs")
+    assert msg.startswith("nothing to test: no job to drill; add one of type bundle, ")
+    assert "snapshot" in msg and "checkpoint" in msg
+    assert msg.endswith("(what it backs up is what a drill restores), or name such jobs in "
+                        "options.jobs")
 
 
 def test_an_empty_day_still_sends_the_days_an_earlier_run_could_not(host):

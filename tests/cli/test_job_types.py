@@ -58,6 +58,7 @@ def conf(tmp_path):
                                   f"  dest: {tmp_path / 'ckpts'}\n")
     (jobs / "snap.yml").write_text(f"name: snap\ntype: snapshot\noptions:\n  source: {repo}\n"
                                    f"  dest: {tmp_path / 'snaps'}\n")
+    (jobs / "stale.yml").write_text("name: stale\ntype: status\n")  # a type with no drill
     return tmp_path / "conf"
 
 
@@ -73,7 +74,8 @@ def test_every_verb_with_job_is_in_the_table():
 def test_a_job_of_another_type_is_refused(path, conf, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path / "repo")  # the pre-push hook runs in the work tree
     extra, command = CASES[path]
-    name, kind = ("snap", "snapshot") if command == "checkpoint" else ("wip", "checkpoint")
+    name, kind = ("snap", "snapshot") if command == "checkpoint" else \
+        ("stale", "status") if command == "drill" else ("wip", "checkpoint")
     argv = ["--config-dir", conf, "--state-dir", tmp_path / "state", *path.split(),
             "--job", name, *[a.format(tmp=tmp_path) for a in extra]]
     wanted = " or ".join(jobfile.takes(command))

@@ -197,7 +197,10 @@ def test_jobs_run_status_notify_schedule_drill(tmp_path):
     assert out["targets"] == 0
     out = sr.json("schedule", "explain", "daily 03:00", expect=0)
     assert out["cron"] == "0 3 * * *"
-    out = sr.json("drill", expect=1)  # no bundle job: nothing to verify
+    out = sr.json("drill", expect=0)  # the snapshot job's two snapshots, restored
+    assert [(a["kind"], a["job"], a["result"]) for a in out["artifacts"]] == [
+        ("snapshot", "snap", "ok"), ("snapshot", "snap", "ok")]
+    out = sr.json("drill", "--kind", "bundle_chain", expect=1)  # none: nothing to verify
     assert out["artifacts"] == [] and out["message"].startswith("nothing to verify")
     assert sr.ran == {"run", "jobs list", "status", "notify test", "schedule explain",
                       "drill"}

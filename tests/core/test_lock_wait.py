@@ -263,6 +263,7 @@ TAKES_LOCKS = {
     "db restore",
     "db sync",
     "db tick",
+    "reverify",  # the job's lock: a run must not upload while its remote is re-read
 }
 
 

@@ -71,8 +71,9 @@ def test_a_drill_catches_a_corrupted_bundle_notifies_and_touches_nothing(bed):
         ntfy = [json.loads(r["body"]) for r in receiver.requests if r["path"] == "/"]
         (msg,) = ntfy
         assert "restore drill FAILED" in msg["title"] and msg["title"].startswith("[ERROR]")
-        assert "bundles/second from local: error" in msg["message"]
-        assert "bundles/r from local: ok" in msg["message"]
+        # each restore: its kind, source, result and RTO
+        assert "- bundle_chain bundles/second from local: error, RTO " in msg["message"]
+        assert "- bundle_chain bundles/r from local: ok, RTO " in msg["message"]
         hook = [json.loads(r["body"]) for r in receiver.requests if r["path"] != "/"]
         assert hook == []  # the webhook only wants job_failed and job_recovered
         assert st["notifications"] == [{"target": "phone", "event": "drill_failed",
@@ -147,3 +148,22 @@ def test_a_killed_drills_scratch_is_cleaned_by_the_next_one(bed):
     mine.mkdir()
     sr(conf, state, "run", "drill", check=0)
     assert sorted(p.name for p in (state / "drill").iterdir()) == ["keep-me"]
+
+
+def test_a_store_locked_past_the_wait_is_that_jobs_error_and_the_others_still_drill(bed):
+    from strongroom.core.lock import Lock
+    from tests.drill.test_drill_snapshot import snapshot_job
+
+    tmp, root, conf, state = bed
+    setup_jobs(tmp, root, conf, "  source: local\n")
+    sr(conf, state, "run", "bundles", check=0)
+    snapshot_job(tmp, conf, remote=False)
+    sr(conf, state, "run", "snap", check=0)
+    with Lock(tmp / "store" / ".strongroom.lock", "bundle store").acquire(0):  # a long sync
+        proc = sr(conf, state, "drill", "--wait", "0", "--json", check=2)
+    got = [(a["kind"], a["name"], a["source"], a["result"])
+           for a in json.loads(proc.stdout)["artifacts"]]
+    assert got[0] == ("bundle_chain", "*", "local", "error")
+    assert [g[0::3] for g in got[1:]] == [("snapshot", "ok")]
+    assert f"bundle store {tmp / 'store'} is locked by PID" in proc.stdout
+    assert list((state / "drill").iterdir()) == []

@@ -24,12 +24,12 @@ def test_every_error_of_a_file_is_reported_at_once_one_line_each():
     assert all(line.startswith("jobs/j.yml: ") for line in lines)
     expected = [
         "unknown key 'colour' (expected one of: description, log, name, notify, options, "
-        "schedule, type)",
+        "ping, schedule, type)",
         "key 'schedule' has value 'daily 25:00'; expected a schedule spec (schedule 'daily "
         "25:00': '25:00' is not a time HH:MM (00:00-23:59))",
         "unknown key 'options.full_evry' (expected one of: critical_patterns, "
         "full_after_days, full_every, jobs, keep_retired, rclone_config, remote, root, "
-        "store)",
+        "store, verify_days)",
         "key 'options.root' has value 'relative'; expected an absolute path",
         "missing required key 'options.store'",
         "key 'options.full_every' has value 0; expected an integer >= 1",
@@ -104,7 +104,7 @@ def test_effective_fills_in_every_default_and_keeps_what_the_file_says():
     assert eff["options"] == {"root": "/r", "store": "/s", "full_every": 3,
                               "full_after_days": 30, "keep_retired": 1,
                               "critical_patterns": schema.DEFAULT_CRITICAL_PATTERNS,
-                              "jobs": 0}
+                              "jobs": 0, "verify_days": 30}
     assert eff["notify"] == {"min_severity": "info", "events": list(schema.EVENTS)}
     assert eff["log"] == {"max_bytes": 50 * 1024 * 1024, "keep": 3}
     assert "schedule" not in eff  # no default: the job runs only when asked

@@ -21,11 +21,14 @@ def test_one_entry_per_schema_type_with_the_runners_functions():
 
 
 def test_drills_schedules_and_metrics():
-    from strongroom import drill
+    from strongroom.drill import bundle, checkpoint, snapshot
 
-    assert registry.get("bundle").drill is drill.bundle_plan
-    assert [e.name for e in registry.ENTRIES if e.drill is not None] == ["bundle"]
-    assert registry.drilled_types() == ("bundle",)
+    assert registry.get("bundle").drill is bundle.plan
+    assert registry.get("snapshot").drill is snapshot.plan
+    assert registry.get("checkpoint").drill is checkpoint.plan
+    assert registry.drilled_types() == tuple(e.name for e in registry.ENTRIES
+                                             if e.drill is not None)
+    assert {"bundle", "snapshot", "checkpoint"} <= set(registry.drilled_types())
     assert registry.get("status").metrics == status.METRIC_NAMES
     text = status.prometheus_text([{"job": "j", "type": "bundle", "valid": True}])
     assert {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")} == \
