@@ -403,6 +403,11 @@ def run_status_check(job, paths):
             if r["job"] != job["name"]]
     if opts.get("prometheus"):
         status_mod.write_prometheus(opts["prometheus"], rows)
+    if opts.get("html"):  # the page a person opens; this job's own row is on it too
+        from ..status import report
+
+        report.write(opts["html"], status_mod.rows(
+            paths, factor=config.schema.get(job, "stale_factor")), paths.config_dir)
     now = datetime.now(UTC)
     remind = timedelta(hours=config.schema.get(job, "remind_hours"))
     alerted = read_status(paths, job["name"]).get("stale_alerted", {})

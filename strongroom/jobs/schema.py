@@ -418,11 +418,15 @@ TYPES = (
                 _lock_wait(300, "a store's lock"),
             )), ("restore_drill",)),
     JobType("status", "alerts on stale jobs (no success within a multiple of their "
-            "period) and writes the Prometheus textfile", Section("status", (
+            "period) and writes the Prometheus textfile and the report page",
+            Section("status", (
                 Option("stale_factor", number(1), "A job is stale after this many times its "
                        "period without a success.", default=2),
                 Option("prometheus", PATH, "Also write a node_exporter textfile-collector "
                        "file here.", default_text="none written"),
+                Option("html", PATH, "Also write the report page (one self-contained HTML "
+                       "file: every job's results, drills, coverage, a 30-day strip) here.",
+                       default_text="none written"),
                 Option("remind_hours", number(0), "Repeat a stale job's alert this often "
                        "while it stays stale (0: alert once).", default=24),
             )), ("status_check",)),
