@@ -56,3 +56,30 @@ def remotes(tmp_path, s3):
                    env=env)
     return {"conf": conf, "local": f"local:{tmp_path / 'remote'}", "s3": f"s3:{bucket}/up",
             "crypt": "crypt:up", "dead": "dead:nowhere/up", "bucket": bucket}
+
+
+# The modules that take longest, longest first (measured with --durations: each provisions
+# hosts with site.yml several times). With `--dist loadfile` a worker takes a whole module,
+# so a long one started last keeps the other core idle until it ends; started first, the
+# short modules fill the other core around it. scripts/test-all passes
+# --no-loadscope-reorder, as xdist otherwise reorders modules by their test count.
+LONGEST_FIRST = ("tests/integration/test_playbooks.py", "tests/fleet/test_fleet.py",
+                 "tests/integration/test_local_inventory.py", "tests/integration/test_verify.py",
+                 "tests/fleet/test_sync_fleet.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Long modules first: the listed ones, then any other marked slow, then the rest, each
+    module's tests kept together and in their own order."""
+    def rank(item):
+        module = item.path.relative_to(ROOT).as_posix() if item.path.is_relative_to(ROOT) \
+            else str(item.path)
+        if module in LONGEST_FIRST:
+            return LONGEST_FIRST.index(module)
+        return len(LONGEST_FIRST) if item.get_closest_marker("slow") else len(LONGEST_FIRST) + 1
+
+    order = {}  # module: (its rank, where it was collected)
+    for item in items:
+        rank_, place = order.get(item.path, (rank(item), len(order)))
+        order[item.path] = (min(rank_, rank(item)), place)
+    items.sort(key=lambda item: order[item.path])

@@ -106,8 +106,11 @@ def test_a_fresh_machine_runs_every_job_and_each_says_what_to_put_where(local):
                                            "exist; create it and put in it the files")
     assert msg["projects-rollup"].startswith(f"nothing to roll up: {state}/daily holds no day "
                                              "folders yet")
-    assert msg["restore-drill"].startswith("nothing to test: no bundle chains found to restore "
-                                           f"in {state}/bundles (job bundles")
+    assert msg["restore-drill"].startswith("nothing to test: ")
+    assert f"no bundle chains found to restore in {state}/bundles (job bundles" in \
+        msg["restore-drill"]
+    assert f"no snapshots found to restore in {state}/snapshots/projects (job " \
+           "projects-snapshot" in msg["restore-drill"]
     assert "put (or clone) repositories there" in msg["restore-drill"]
     # nothing was written off-site, and no backup was made of nothing
     assert sorted(p.name for p in offsite.iterdir()) == ["shared"]
@@ -164,8 +167,14 @@ def test_backup_now_runs_every_job_through_the_runner(local):
     assert g(offsite / "notes.git", "log", "-1", "--format=%s", branch).startswith("sync: ")
     assert list((offsite / "db" / "backups" / "app.db").glob("*_app.db"))
     assert (offsite / "restic" / "config").exists()
-    # app, from the store and from the remote (notes had no commit when it was bundled)
-    assert rows["restore-drill"]["message"].startswith("2 of 2 restores passed")
+    # app, from the store and from the remote (notes had no commit when it was bundled),
+    # the snapshot and the checkpoint, and every other job's backups the drill reaches
+    drilled = {(a["job"], a["kind"], a["source"]) for a in rows["restore-drill"]["artifacts"]}
+    assert {("bundles", "bundle_chain", "local"), ("bundles", "bundle_chain", "remote"),
+            ("projects-snapshot", "snapshot", "local"),
+            ("notes-checkpoint", "checkpoint", "local")} <= drilled
+    n = len(rows["restore-drill"]["artifacts"])
+    assert rows["restore-drill"]["message"].startswith(f"{n} of {n} restores passed")
     assert changed(stats) > 0
     # the events never carry the secret file's content
     assert "canary-77d1" not in stdout + json.dumps([e.get("event_data", {})

@@ -97,6 +97,21 @@ def bed(tmp_path_factory):
     return base, home, src, extravars
 
 
+CONVERGED = set()  # the beds site.yml has converged, with a second run that changed nothing
+
+
+@pytest.fixture
+def converged(bed):
+    """The bed once site.yml has converged it. The converge test's own runs count: their
+    second changed nothing, so a third would not either, and is not run (each is ~30 s of
+    ansible); a test run alone gets its converge here."""
+    base, _, _, extravars = bed
+    if base not in CONVERGED:
+        play(base, "site.yml", extravars)
+        CONVERGED.add(base)
+    return bed
+
+
 def test_check_mode_on_a_fresh_host_changes_nothing(bed):
     base, home, _, extravars = bed
     fresh = base / "fresh-home"
@@ -156,6 +171,7 @@ def test_site_converges_then_reports_no_change(bed):
     assert refs(bare) == "" and len(list((home / "snapshots").glob("2*"))) == 1
     stats, _, _ = play(base, "site.yml", extravars)
     assert changed(stats) == 0, stats
+    CONVERGED.add(base)
     notify_yml = home / ".config/strongroom/notify.yml"
     assert oct(notify_yml.stat().st_mode & 0o777) == "0o600"
     assert CANARY in notify_yml.read_text()
@@ -166,11 +182,10 @@ def test_site_converges_then_reports_no_change(bed):
     assert CANARY not in proc.stdout + proc.stderr
 
 
-def test_backup_now_then_restore(bed):
+def test_backup_now_then_restore(converged):
     """backup-now.yml goes through the runner: the run is recorded as a scheduled one is
     (status, changed), and a second run of the same job changes nothing."""
-    base, home, src, extravars = bed
-    play(base, "site.yml", extravars)
+    base, home, src, extravars = converged
     status = home / ".local/state/strongroom/status/bundles.json"
     stats, stdout, r = play(base, "backup-now.yml", dict(extravars, jobs="bundles"))
     st = json.loads(status.read_text())
@@ -234,27 +249,31 @@ def test_a_bad_scheduler_is_blamed_on_the_scheduler(tmp_path):
     assert changed(stats) == 0 and list(home.iterdir()) == []
 
 
-def test_verify_restore_and_fleet_status(bed):
+def test_verify_restore_and_fleet_status(converged):
     import os
     import time
 
-    base, home, src, extravars = bed
-    play(base, "site.yml", extravars)
+    base, home, src, extravars = converged
     play(base, "backup-now.yml", dict(extravars, jobs="bundles"))
     stats, stdout, r = play(base, "verify-restore.yml", extravars)
     assert changed(stats) == 0
-    assert "2 of 2 restores passed" in stdout  # app, from the store and from the remote
+    # bundles' chain app from the store and from the remote, and app-snapshot's one
+    # snapshot from its dest (it has no remote); the checkpoint jobs have made nothing yet
+    assert "3 of 3 restores passed" in stdout
     state = home / ".local/state/strongroom"
     drill = json.loads((state / "status" / "restore-drill.json").read_text())
-    assert [(a["name"], a["source"], a["result"]) for a in drill["artifacts"]] == [
-        ("app", "local", "ok"), ("app", "remote", "ok")]
+    assert sorted((a["job"], a["kind"], a["source"], a["result"])
+                  for a in drill["artifacts"]) == [
+        ("app-snapshot", "snapshot", "local", "ok"), ("bundles", "bundle_chain", "local", "ok"),
+        ("bundles", "bundle_chain", "remote", "ok")]
+    assert all(a["duration_seconds"] > 0 for a in drill["artifacts"])  # each RTO measured
     # a damaged bundle fails the host, by name, and is left exactly as found
     (bundle,) = (state / "bundles" / "app").glob("full-*.bundle")
     good = bundle.read_bytes()
     bundle.write_bytes(good[:-40] + bytes(40))
     try:
         stats, stdout, _ = play(base, "verify-restore.yml", extravars, expect_rc=2)
-        assert ("localhost: restore drill did not pass: 1 of 2 restores FAILED: "
+        assert ("localhost: restore drill did not pass: 1 of 3 restores FAILED: "
                 "bundles/app (local): app: full-") in stdout
         assert "does not match its recorded SHA-256 (damaged)" in stdout
         assert bundle.read_bytes() == good[:-40] + bytes(40)
@@ -279,6 +298,58 @@ def test_verify_restore_and_fleet_status(bed):
     vars_ = dict(extravars, strongroom_status_fail_on_stale=True)
     stats, stdout, _ = play(base, "status.yml", vars_, expect_rc=2)
     assert "localhost stale-check: never run, stale" in stdout
+
+
+def test_fleet_report_page(bed):
+    """status.yml's page: every host's rows rendered once, on the controller, by its engine
+    and the one template `strongroom status --html` uses; a page that cannot be written
+    fails the play by name."""
+    from tests.status import reportbed
+    from tests.status.test_report import Tags
+
+    base, home, src, extravars = bed
+    play(base, "site.yml", extravars)
+    play(base, "backup-now.yml", dict(extravars, jobs="bundles"))
+    # a drill's, a re-verification's and a heartbeat's figures, as their status files have them
+    status_dir = home / ".local/state/strongroom/status"
+    bundles = json.loads((status_dir / "bundles.json").read_text())
+    (status_dir / "bundles.json").write_text(json.dumps(
+        {**bundles, "verify": reportbed.VERIFY, "ping": reportbed.PING}))
+    reportbed.status_file(status_dir.parent, "restore-drill", artifacts=[
+        reportbed.artifact("bundle_chain", "app", "bundles", "local", seconds=4.25),
+        reportbed.artifact("bundle_chain", "app", "bundles", "remote", seconds=61.5)])
+    page, report = base / "pages" / "fleet.html", base / "fleet-rows.json"
+    stats, stdout, r = play(base, "status.yml", dict(
+        extravars, strongroom_status_html=str(page), strongroom_status_report=str(report)))
+    assert changed(stats) == 2  # the page and the rows; the hosts are only read
+    rows = {row["job"]: row for row in json.loads(report.read_text())}
+    assert rows["bundles"]["host"] == "localhost" and len(rows["bundles"]["history"]) == 30
+    assert rows["bundles"]["verify"] == reportbed.VERIFY  # each host's whole row
+    html = page.read_text()
+    tags = Tags(html).tags
+    assert [a["data-host"] for t, a in tags if t == "section"] == ["localhost"]
+    jobs_ = [a["data-job"] for t, a in tags if t == "tr" and a.get("class") == "job"]
+    assert jobs_ == sorted(["bundles", "restore-drill", "stale-check", "app-snapshot",
+                            "app-wip", "app-wip-manual"])
+    cells = [a["class"] for t, a in tags if t == "li" and a.get("class", "").startswith("day")]
+    assert len(cells) == 6 * 30
+    assert cells[jobs_.index("bundles") * 30 + 29] == "day ok"  # today: backup-now's runs
+    assert cells[jobs_.index("app-wip-manual") * 30:][:30] == ["day none"] * 30
+    drills = [(a["data-kind"], a["data-source"]) for t, a in tags
+              if t == "tr" and a.get("class") == "drill"]
+    assert drills == [("bundle_chain", "local"), ("bundle_chain", "remote")]
+    assert "1m 01s" in html and '<b class="coverage-ratio">92.5%</b>' in html
+    assert "end ✗ FAILED" in html
+    assert "<script" not in html and "Content-Security-Policy" in html
+    assert [p.name for p in page.parent.iterdir()] == ["fleet.html"]
+    blocked = base / "a-file"
+    blocked.write_text("x\n")
+    stats, stdout, _ = play(base, "status.yml",
+                            dict(extravars, strongroom_status_html=str(blocked / "p.html")),
+                            expect_rc=2)
+    assert f"cannot write the report page {blocked / 'p.html'}: {blocked}: File exists" \
+        in stdout, stdout[-3000:]
+    assert blocked.read_text() == "x\n"
 
 
 def test_another_tools_pre_push_hook_stops_the_play_and_is_kept(bed):

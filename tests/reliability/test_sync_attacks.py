@@ -106,14 +106,22 @@ def test_edits_typed_while_a_pull_fetches_are_carried_not_lost(pair):
 def test_an_edit_typed_while_a_push_lands_is_not_rolled_back_behind_the_push(pair):
     remote, desk, lap = pair
     (desk / "notes/idea.md").write_text("first edit, to be pushed\n")
+    # the push's receive-pack says it has started and waits until the edit is made: the
+    # edit lands after the push committed and before it finished, however busy the machine
+    started, go = desk.parent / "push-started", desk.parent / "edit-made"
     hook = desk.parent / "slow-receive.sh"
-    hook.write_text('#!/bin/sh\nsleep 2; exec git-receive-pack "$@"\n')
+    hook.write_text(f'#!/bin/sh\ntouch {started}\ni=0\n'
+                    f'while [ ! -e {go} ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done\n'
+                    'exec git-receive-pack "$@"\n')
     hook.chmod(0o755)
     g(desk, "config", "remote.origin.receivepack", str(hook))
 
     def user():
-        time.sleep(1.2)
+        deadline = time.monotonic() + 60
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
         (desk / "notes/idea.md").write_text("second edit typed while the push ran\n")
+        go.touch()
 
     t = threading.Thread(target=user)
     t.start()
