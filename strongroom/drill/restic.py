@@ -90,11 +90,24 @@ class ResticPlan(base.Plan):
             snaps = [s for s in snaps if isinstance(s, dict) and isinstance(s.get("id"), str)
                      and isinstance(s.get("time"), str)]
         except (ResticError, ValueError) as exc:
+            if _no_repository(exc) and not self._made_a_snapshot():
+                return []  # the job has not yet had files to back up: nothing() says so
             raise StrongroomError(f"repository {_shown(self)}: {exc}") from None
         if not snaps:
             return []
         self.snapshot = max(snaps, key=lambda s: (_ns(s["time"]) or 0, s["id"]))
         return [self.snapshot.get("short_id") or self.snapshot["id"][:8]]
+
+    def _made_a_snapshot(self):
+        """Whether the job's last run recorded a snapshot: a repository missing then is
+        lost, not simply not made yet (a job whose folders were empty made none)."""
+        try:
+            status = json.loads((Path(self.ctx.state_dir) / "status" /
+                                 f"{self.job}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        rep = status.get("restic") if isinstance(status, dict) else None
+        return isinstance(rep, dict) and bool(rep.get("snapshot"))
 
     def drill(self, name, source, work):
         work = Path(work)
@@ -181,6 +194,12 @@ class ResticPlan(base.Plan):
         if rc != 0:
             raise StrongroomError(f"restic ls failed (exit {rc}): {tail}")
         return files
+
+
+def _no_repository(exc):
+    """restic's words for a repository that was never initialised there."""
+    text = str(exc)
+    return "unable to open config file" in text or "Is there a repository" in text
 
 
 def _job_default(key):

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from strongroom import restic
+from strongroom import drill, restic
 from strongroom.core.errors import LockedError
 from strongroom.core.lock import Lock
 from strongroom.drill import base
@@ -167,3 +167,53 @@ def test_restic_jobs_are_drilled_by_this_module():
     from strongroom.jobs import registry
 
     assert registry.get("restic").drill is drill_restic.plan
+
+
+def _run_job(tmp_path, opts):
+    """The restic job run by the real runner (its status file is what the drill reads)."""
+    from strongroom import jobs
+
+    conf = tmp_path / "conf"
+    (conf / "jobs").mkdir(parents=True, exist_ok=True)
+    (conf / "jobs" / "weekly-restic.yml").write_text(json.dumps(
+        {"name": "weekly-restic", "type": "restic", "options": opts}))
+    paths = jobs.Paths(conf, tmp_path / "state", tmp_path / "log")
+    code, _status, _out = jobs.run(paths, "weekly-restic")
+    return code
+
+
+def test_a_job_that_had_no_files_yet_has_nothing_to_restore_not_a_failure(tmp_path):
+    # a fresh machine: the job ran, found its folder empty and made no repository
+    (tmp_path / "empty").mkdir()
+    pw = tmp_path / "restic.pw"
+    pw.write_text(CANARY + "\n")
+    pw.chmod(0o600)
+    opts = {"repository": str(tmp_path / "repo"), "password_file": str(pw),
+            "paths": [str(tmp_path / "empty")]}
+    assert _run_job(tmp_path, opts) == 1  # "nothing to back up", a warning
+    ctx = base.Context(config_dir=tmp_path / "conf", state_dir=tmp_path / "state")
+    plan = drill_restic.plan("weekly-restic", {"name": "weekly-restic", "options": opts}, ctx)
+    arts, code, summary = drill.run([plan], tmp_path / "scratch", 5)
+    assert (arts, code) == ([], 1), summary
+    assert f"no snapshot of job weekly-restic in its repository {tmp_path / 'repo'}" in summary
+    assert not (tmp_path / "repo").exists() and list((tmp_path / "scratch").iterdir()) == []
+
+
+def test_a_repository_gone_after_the_job_made_a_snapshot_is_a_failure_by_name(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("kept\n")
+    pw = tmp_path / "restic.pw"
+    pw.write_text(CANARY + "\n")
+    pw.chmod(0o600)
+    repo = new_repository(tmp_path / "repo", pw)
+    opts = {"repository": str(repo), "password_file": str(pw), "paths": [str(src)]}
+    assert _run_job(tmp_path, opts) == 0
+    moved = tmp_path / "repo-unmounted"
+    repo.rename(moved)  # the disk it lives on is not mounted
+    ctx = base.Context(config_dir=tmp_path / "conf", state_dir=tmp_path / "state")
+    plan = drill_restic.plan("weekly-restic", {"name": "weekly-restic", "options": opts}, ctx)
+    (art,) = drive(plan, tmp_path / "scratch")
+    assert art.result == "error" and f"repository {repo}" in art.message, art.message
+    assert CANARY not in art.message
+    assert (moved / "config").is_file() and (src / "a.txt").read_text() == "kept\n"
