@@ -116,3 +116,28 @@ class Plan:
     def nothing(self):
         """What to put where, when there was nothing to restore."""
         return f"nothing of job {self.job} to restore"
+
+
+class FolderPlan(Plan):
+    """A Plan over one folder of the job's (a snapshot or checkpoint dest): the folder
+    missing once the job has run is an error, and what is chosen is marked in use (held
+    until the drill ends) instead of locking the folder, which would block the job's runs
+    for as long as a drill takes. Subclasses set self.dest and self.ctx; targets() enters
+    its in-use marks into self.held."""
+
+    held = None
+
+    def missing(self):
+        if not self.dest.is_dir() and self.ctx.has_run(self.job):
+            return (f"{self.what_store} {self.dest} does not exist, yet job {self.job} has "
+                    "run: is its disk mounted, or was the folder moved or deleted?")
+        return None  # a job that never ran: nothing() says so
+
+    @contextlib.contextmanager
+    def lock(self, wait):
+        with contextlib.ExitStack() as held:
+            self.held = held
+            try:
+                yield held
+            finally:
+                self.held = None

@@ -15,7 +15,6 @@ Checkpoint jobs keep no off-site copy: there is only the local source. The check
 being drilled are marked in use (lock.reading): a prune meanwhile keeps them.
 """
 
-import contextlib
 import hashlib
 import re
 import stat
@@ -27,7 +26,7 @@ from ..core.errors import StrongroomError
 from ..core.gitcmd import GitError, git
 from ..core.lock import reading
 from ..snapshots import read_sums
-from .base import Artifact, Plan
+from .base import Artifact, FolderPlan
 
 META = "CHECKPOINT.json"
 PATCH = "changes.patch"
@@ -35,7 +34,7 @@ META_MAX = 64 << 20
 _SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 
 
-class CheckpointPlan(Plan):
+class CheckpointPlan(FolderPlan):
     kind = "checkpoint"
     what_store = "checkpoint folder"
 
@@ -44,23 +43,8 @@ class CheckpointPlan(Plan):
         self.dest = Path(dest)
         self.source_dir = Path(source_dir)
         self.ctx = ctx
-        self._held = None
         self._folders = {}
 
-    def missing(self):
-        if not self.dest.is_dir() and self.ctx.has_run(self.job):
-            return (f"checkpoint folder {self.dest} does not exist, yet job {self.job} has "
-                    "run: is its disk mounted, or was the folder moved or deleted?")
-        return None  # a job that never ran: nothing() says so
-
-    @contextlib.contextmanager
-    def lock(self, wait):
-        with contextlib.ExitStack() as held:
-            self._held = held
-            try:
-                yield held
-            finally:
-                self._held = None
 
     def targets(self, source):
         found = [folder for _, folder in checkpoints.checkpoints(self.dest)]
@@ -73,7 +57,7 @@ class CheckpointPlan(Plan):
         for name in [found[-1].name] + ([older] if older else []):
             folder = by_name[name]
             # held until the drill is done: a prune keeps it meanwhile
-            self._held.enter_context(reading(self.dest / checkpoints.PROGRESS, folder.name,
+            self.held.enter_context(reading(self.dest / checkpoints.PROGRESS, folder.name,
                                              by="drill"))
             if folder.is_dir():
                 self._folders[name] = folder

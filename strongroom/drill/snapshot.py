@@ -14,7 +14,6 @@ The snapshots being drilled are marked in use (lock.reading) from the moment the
 chosen: a prune meanwhile keeps them, without waiting for the drill.
 """
 
-import contextlib
 import os
 import stat
 from pathlib import Path
@@ -24,10 +23,10 @@ from .. import snapshots
 from ..core import fsutil, remote, safeio, sqlite
 from ..core.errors import StrongroomError
 from ..snapshots import restore
-from .base import Artifact, Plan
+from .base import Artifact, FolderPlan
 
 
-class SnapshotPlan(Plan):
+class SnapshotPlan(FolderPlan):
     kind = "snapshot"
     what_store = "snapshot folder"
 
@@ -39,22 +38,7 @@ class SnapshotPlan(Plan):
         self.source_dir = source_dir
         self.remote = remote_path
         self.rclone = rclone
-        self._held = None
 
-    def missing(self):
-        if not self.dest.is_dir() and self.ctx.has_run(self.job):
-            return (f"snapshot folder {self.dest} does not exist, yet job {self.job} has run: "
-                    "is its disk mounted, or was the folder moved or deleted?")
-        return None  # a job that never ran: nothing() says so
-
-    @contextlib.contextmanager
-    def lock(self, wait):
-        with contextlib.ExitStack() as held:
-            self._held = held
-            try:
-                yield held
-            finally:
-                self._held = None
 
     def _choose(self, source, ids):
         """The newest, and one of the older ones in turn (ctx.rotate)."""
@@ -69,7 +53,7 @@ class SnapshotPlan(Plan):
         chosen = []
         for snap_id in self._choose(source, snapshots.snapshot_ids(self.dest)):
             try:  # held until the drill is done: a prune keeps it meanwhile
-                self._held.enter_context(snapshots.reading(self.dest, snap_id, by="drill"))
+                self.held.enter_context(snapshots.reading(self.dest, snap_id, by="drill"))
             except snapshots.SnapshotError:
                 continue  # pruned since it was listed
             chosen.append(snap_id)
