@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ..core import fsutil, safeio, sqlite
 from . import ARCHIVES, CHUNK, DECOMPRESSORS, SnapshotError, read_sums, reading
+from . import _syncfs as sync_filesystem
 
 REPORT = "REPORT.json"
 # a snapshot restores the user's own tree as it was, absolute symlinks included (as restic
@@ -412,7 +413,8 @@ def _restore_critical(snap, root, sums, plan, snap_id, target, force):
     except BaseException:
         _unstage(root, staged_now)
         raise
-    os.sync()
+    if not _syncfs(target):  # every staged file on disk before it replaces anything
+        os.sync()
     stamp = _stamp()
     out = {"restored": [], "unchanged": [], "moved_aside": {}, "overwritten": []}
     for rel, tmp_rel, verdict, journal in staged:
@@ -436,10 +438,23 @@ def _restore_critical(snap, root, sums, plan, snap_id, target, force):
                     out["moved_aside"][rel + suffix] = aside + suffix
         root.rename(tmp_rel, rel)
         out["restored"].append(rel)
-    for parent in {Path(target / rel).parent for rel, *_ in staged}:
-        fsutil.fsync_dir(parent)
+    # the renames on disk: one syncfs of the target's filesystem, not an fsync of each
+    # of its folders (10,000 files in 2,000 folders made that seconds)
+    if not _syncfs(target):
+        for parent in {os.path.dirname(os.path.join(target, rel)) for rel, *_ in staged}:
+            fsutil.fsync_dir(parent)
     return {"id": snap_id, "mode": "critical", "target": str(target),
             "files": [rel for rel, *_ in staged], **out}
+
+
+def _syncfs(path):
+    """syncfs(2) of path's filesystem; False where there is none (then the caller syncs
+    its own way)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return sync_filesystem(fd)
+    finally:
+        os.close(fd)
 
 
 def _unstage(root, tmp_rels):
