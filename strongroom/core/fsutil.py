@@ -324,3 +324,34 @@ def probe_immutable(directory):
         with contextlib.suppress(OSError):
             set_flag(probe, IMMUTABLE, on=False)
         probe.unlink(missing_ok=True)
+
+
+# --- hashing many small files ---------------------------------------------------------------
+ONE_READ = 1 << 16  # files below this are read whole in one call
+
+
+def sha256_stat(path):
+    """(hex SHA-256, stat before, stat after) of the regular file at path, through one
+    descriptor: a small file costs an open, a read and a close. A final symlink, a FIFO
+    or a device is refused with OSError; comparing the two stats tells a caller whether
+    the file changed while it was read."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
+        size = st.st_size
+        if size < ONE_READ:
+            data = os.read(fd, size + 1)
+            h = hashlib.sha256(data)
+            if len(data) != size:  # grew or shrank since the stat: read to the end
+                while chunk := os.read(fd, CHUNK):
+                    h.update(chunk)
+        else:
+            h = hashlib.sha256()
+            while chunk := os.read(fd, CHUNK):
+                h.update(chunk)
+        st2 = os.fstat(fd)
+    finally:
+        os.close(fd)
+    return h.hexdigest(), st, st2
