@@ -390,6 +390,7 @@ def _sync_repo(name, path, store, opts, now, result):
     if manifest is not None:
         result.refs_before = last["refs"]
     action, why = _plan(manifest, last, state, opts, now)
+    basis = set()  # the recorded tips the repository still has: what an incremental skips
     if action == "incremental":
         try:
             tips = chain.chain_tips(manifest, repo_dir)
@@ -398,7 +399,8 @@ def _sync_repo(name, path, store, opts, now, result):
             manifest, action, why = None, "full", "first bundle"
             result.refs_before = {}
         else:
-            if not existing_objects(path, tips):
+            basis = existing_objects(path, tips)
+            if not basis:
                 action, why = "full", ("none of the recorded tips exist in the repository "
                                        "any more")
     if action == "incremental":
@@ -441,7 +443,7 @@ def _sync_repo(name, path, store, opts, now, result):
     before = set(os.listdir(repo_dir))
     try:
         _write(name, path, state, repo_dir, manifest, action, why, files, crit_digest,
-               crit_needed, opts, now, result)
+               crit_needed, opts, now, result, basis)
     except BaseException:
         _remove_unrecorded(repo_dir, before)
         raise
@@ -454,7 +456,7 @@ def _sync_repo(name, path, store, opts, now, result):
 
 
 def _write(name, path, state, repo_dir, manifest, action, why, files, crit_digest,
-           crit_needed, opts, now, result):
+           crit_needed, opts, now, result, basis=frozenset()):
     old_manifest = manifest
     if action == "full":
         manifest = chain.new_manifest(name, path, state.bare, now)
@@ -471,9 +473,8 @@ def _write(name, path, state, repo_dir, manifest, action, why, files, crit_diges
             if n.endswith(".refs.json")})
         if kind == "full":
             manifest["chain_id"] = filename[len("full-"): -len(".bundle")]  # unique per store
-        negatives = set()
-        if kind == "incremental":
-            negatives = existing_objects(path, chain.chain_tips(old_manifest, repo_dir))
+        # read once by the caller, in this run, under the store's lock
+        negatives = set(basis) if kind == "incremental" else set()
         # older stash entries are no ref's tip: named by id, their objects come along
         positives = sorted(state.refs) + [sha for sha, _ in state.stash[1:]]
         made = _write_bundle(path, repo_dir, filename, positives, negatives)

@@ -359,16 +359,61 @@ class RepoState:
 
     def __init__(self, path):
         self.path = Path(path)
-        out = git(
-            path, "rev-parse", "--absolute-git-dir", "--is-bare-repository",
-            "--is-shallow-repository",
-        ).stdout.split("\n")
-        self.git_dir = Path(out[0])
-        self.bare = out[1] == "true"
-        self.shallow = out[2] == "true"
+        plain = plain_checkout(self.path)
+        if plain:
+            self.git_dir, self.bare, self.shallow = plain, False, False
+        else:
+            out = git(
+                path, "rev-parse", "--absolute-git-dir", "--is-bare-repository",
+                "--is-shallow-repository",
+            ).stdout.split("\n")
+            self.git_dir = Path(out[0])
+            self.bare = out[1] == "true"
+            self.shallow = out[2] == "true"
         self.refs, self.symrefs = read_refs(path)
         self.head = read_head(path, self.git_dir)
         self.stash = read_stash(path) if "refs/stash" in self.refs else []
+
+
+# What would make git find another git dir, work tree or core.bare than the plain look at
+# `.git` does: these ask `git rev-parse` instead.
+_LOCATION_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_COMMON_DIR", "GIT_OBJECT_DIRECTORY",
+                 "GIT_CONFIG_PARAMETERS", "GIT_CONFIG_COUNT", "GIT_NAMESPACE")
+_HEAD_TEXT = re.compile(r"^(ref: refs/\S+|[0-9a-f]{40}|[0-9a-f]{64})\n?$")
+_CONFIG_ASKS = re.compile(r"bare|worktree|include", re.IGNORECASE)
+_NOT_BARE = re.compile(r"^\s*bare\s*=\s*(false|no|off|0)\s*$", re.IGNORECASE)
+
+
+def plain_checkout(path):
+    """The git dir of a checkout whose `.git` is a real directory git itself would take
+    as the repository (HEAD naming a ref or a commit, objects/ and refs/ folders), with
+    no `shallow` file, no core.bare other than false, no core.worktree and no include in
+    its config, and no environment that moves git elsewhere: what `git rev-parse
+    --absolute-git-dir --is-bare-repository --is-shallow-repository` answers there (that
+    dir, false, false) without starting git. None for anything else: git is asked.
+
+    git decides bareness from the repository's own config (read before any global one)
+    and shallowness by the existence of $GIT_DIR/shallow, so these checks are the ones it
+    makes; a git dir it would not accept (git would then search the parent folders)
+    fails the HEAD, objects/ or refs/ check here and is left to git as well."""
+    if any(os.environ.get(name) for name in _LOCATION_ENV):
+        return None
+    dotgit = Path(path) / ".git"
+    try:
+        if not dotgit.is_dir() or dotgit.is_symlink():
+            return None
+        head = (dotgit / "HEAD").read_text(encoding="utf-8")
+        config = (dotgit / "config").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not _HEAD_TEXT.match(head) or not (dotgit / "objects").is_dir() or \
+            not (dotgit / "refs").is_dir() or os.path.lexists(dotgit / "shallow") or \
+            os.path.lexists(dotgit / "commondir"):
+        return None
+    for line in config.splitlines():
+        if _CONFIG_ASKS.search(line) and not _NOT_BARE.match(line):
+            return None
+    return Path(os.path.realpath(dotgit))
 
 
 def read_stash(path):
