@@ -43,9 +43,13 @@ lint: venv
 
 bench: deps venv
 	$(VENV)/bin/python bench/bundles.py
+	$(VENV)/bin/python bench/repos.py
 	$(VENV)/bin/python bench/manifest.py
-	$(VENV)/bin/python bench/provision.py
+	$(VENV)/bin/python bench/fleet.py
 	$(VENV)/bin/python bench/snapshot.py
+	$(VENV)/bin/python bench/snapshot_small.py
+	$(VENV)/bin/python bench/smallfiles.py
+	$(VENV)/bin/python bench/growth.py
 	$(VENV)/bin/python bench/sync.py
 	$(VENV)/bin/python bench/upload.py
 
