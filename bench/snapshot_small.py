@@ -15,7 +15,6 @@ round's pair. The tree is read once before timing, so every side reads the page 
 import argparse
 import json
 import os
-import random
 import shlex
 import shutil
 import subprocess
@@ -32,27 +31,7 @@ from strongroom import snapshots  # noqa: E402
 
 CRITICAL_PATTERN = "*.key"  # the files `--critical` takes in the generated tree
 
-try:
-    from smallfiles import generate_small  # noqa: E402 -- the shared small-file generator
-except ImportError:
-    def generate_small(root, files, seed=200):
-        """files of 200 B - 2 KB, ~100 to a folder, two folder levels; 1 in 20 is a
-        .key file (so 200,000 files hold 10,000 critical ones). Returns the paths."""
-        rng = random.Random(seed)
-        block = rng.randbytes(1 << 16)
-        root = Path(root)
-        paths = []
-        for i in range(files):
-            folder = root / f"p{i // 10_000:03d}" / f"d{i // 100 % 100:02d}"
-            if i % 100 == 0:
-                folder.mkdir(parents=True, exist_ok=True)
-            name = f"k{i:07d}.key" if i % 20 == 0 else f"f{i:07d}.txt"
-            size = rng.randint(200, 2048)
-            off = rng.randrange(0, len(block) - size)
-            p = folder / name
-            p.write_bytes(i.to_bytes(8, "big") + block[off:off + size - 8])
-            paths.append(p)
-        return paths
+from smallfiles import generate_small  # noqa: E402 -- the shared small-file generator
 
 
 def _timed(argv, ok=(0,)):
