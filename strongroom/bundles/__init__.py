@@ -672,16 +672,23 @@ def sync(root, store, opts, names=None, lock_wait=0.0, now=None, progress=None):
         results = []
         with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = [pool.submit(sync_repo, n, p, store, opts, now) for n, p in repos]
-            for i, fut in enumerate(futures, 1):
-                res = fut.result()
-                if res.status != "error" and res.action not in ("empty",):
-                    try:
-                        _prune_retired(store / res.name, opts, res)
-                    except (StrongroomError, OSError) as exc:
-                        res.notes.append(f"retired chains not pruned: {exc}")
-                results.append(res)
-                if progress:
-                    progress(i, len(futures), res)
+            try:
+                for i, fut in enumerate(futures, 1):
+                    res = fut.result()
+                    if res.status != "error" and res.action not in ("empty",):
+                        try:
+                            _prune_retired(store / res.name, opts, res)
+                        except (StrongroomError, OSError) as exc:
+                            res.notes.append(f"retired chains not pruned: {exc}")
+                    results.append(res)
+                    if progress:
+                        progress(i, len(futures), res)
+            except BaseException:
+                # a signal or Ctrl-C: the repositories not started are not started (the
+                # pool would otherwise bundle every one of them before the run could end)
+                for fut in futures:
+                    fut.cancel()
+                raise
         if lock.previous_owner:
             for r in results[:1]:
                 r.notes.append(f"took over the lock of PID {lock.previous_owner}, "

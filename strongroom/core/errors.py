@@ -13,6 +13,16 @@ class StrongroomError(Exception):
     exit_code = ERROR
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP during a job run. Not an Exception: a handler that keeps one
+    repository's or one artifact's failure from stopping the others must not swallow the
+    signal and carry on (as KeyboardInterrupt and SystemExit are not Exceptions)."""
+
+    def __init__(self, signum):
+        super().__init__(f"terminated by signal {signum}")
+        self.signum = signum
+
+
 class LockedError(StrongroomError):
     exit_code = LOCKED
 

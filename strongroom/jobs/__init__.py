@@ -31,6 +31,7 @@ from ..core.errors import (
     EmptySource,
     LockedError,
     StrongroomError,
+    Terminated,
 )
 from ..core.lock import Lock, wait_until
 from . import config
@@ -39,12 +40,6 @@ RESULTS = {OK: "ok", WARNING: "warning", ERROR: "error", INCOMPLETE: "incomplete
            LOCKED: "locked"}
 LOG_MAX_BYTES = config.schema.default("log", "max_bytes")  # the defaults of a job's `log`
 LOG_KEEP = config.schema.default("log", "keep")
-
-
-class Terminated(Exception):
-    def __init__(self, signum):
-        super().__init__(f"terminated by signal {signum}")
-        self.signum = signum
 
 
 def iso(dt):
@@ -491,23 +486,32 @@ def run(paths, name, if_due=False, wait=None, now=None):
 
     beat = ping.Beat(job, paths.config_dir / "jobs" / f"{name}.yml")
     beat.start()
-    old_handlers = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
     started = datetime.now(UTC)
     t0 = time.monotonic()
-    running = {**prev, "running": True, "pid": os.getpid(), "current_started": iso(started)}
-    fsutil.atomic_write_json(paths.status(name), running)
     log_lines = [f"run started (pid {os.getpid()})"] + [f"warning: {n}" for n in notes]
     if lock.previous_owner:
         log_lines.append(f"took over the lock of PID {lock.previous_owner}, which is gone")
     log_lines += beat.take_lines()  # the heartbeat's start
+    # Our handlers go in inside the try: a signal that lands at once (even while the
+    # `running` status is being written, the moment a supervisor sees the run) is always
+    # caught below and leaves an honest status, never a traceback and `running: true`.
+    old_handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
+        for s in old_handlers:
+            signal.signal(s, _on_signal)
+        running = {**prev, "running": True, "pid": os.getpid(),
+                   "current_started": iso(started)}
+        fsutil.atomic_write_json(paths.status(name), running)
         buf = io.StringIO()
         with redirect_stdout(buf), (wait_until(deadline) if deadline is not None
                                     else contextlib.nullcontext()):
             outcome = _registry().get(job["type"]).run(job, paths)
             outcome = reverify.after_run(job, paths, outcome, now)  # remote copies re-read
     except Terminated as exc:
-        outcome = {"exit_code": 128 + exc.signum, "message": str(exc), "output": str(exc)}
+        said = str(exc)
+        if getattr(exc, "rollback", None):  # a sync put its side back before it ended
+            said += f"; {exc.rollback}"
+        outcome = {"exit_code": 128 + exc.signum, "message": said, "output": said}
     except StrongroomError as exc:
         outcome = {"exit_code": exc.exit_code, "message": str(exc), "output": str(exc)}
     except Exception as exc:  # a bug must still leave a status and a log saying so

@@ -641,11 +641,18 @@ def _guarded(s, operation, body, notify_cb=None, lock_wait=0):
         fsutil.atomic_write_json(_dir(s) / "op.json", {
             "operation": operation, "pid": os.getpid(), "started": now_iso(),
             "ts": time.time()})
+        signalled = None
         try:
             result = body(snap)
-        except Exception as exc:  # noqa: BLE001 - whatever failed, the side goes back
+        except _Crash:  # a stand-in for kill -9: nothing of ours runs
+            raise
+        except BaseException as exc:  # noqa: BLE001 - whatever failed, the side goes back
+            # a signal or Ctrl-C too: the side goes back now, then the run ends as asked
+            signalled = None if isinstance(exc, Exception) else exc
             message = str(exc) if not isinstance(exc, GitError) else _git_message(exc)
-            if not isinstance(exc, (StrongroomError, OSError, subprocess.SubprocessError)):
+            if signalled is not None:
+                message = _interrupted(exc)
+            elif not isinstance(exc, (StrongroomError, OSError, subprocess.SubprocessError)):
                 message = f"internal error ({type(exc).__name__}): {exc}"
             rolling = time.monotonic()
             try:
@@ -667,9 +674,18 @@ def _guarded(s, operation, body, notify_cb=None, lock_wait=0):
         result.update({"finished": now_iso(), "host": s.host, "role": s.role,
                        "duration_seconds": round(time.monotonic() - started, 3)})
         _save_last(s, result)
+        if signalled is not None:  # the job runner reports the signal and the rollback
+            signalled.rollback = result["rollback"]
+            raise signalled
         if notify_cb and result["result"] == "error":
             notify_cb(result)
         return result
+
+
+def _interrupted(exc):
+    if isinstance(exc, SystemExit):
+        return f"terminated (exit {exc.code})"
+    return str(exc) or "interrupted"
 
 
 def _git_message(exc):
