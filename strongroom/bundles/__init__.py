@@ -33,6 +33,7 @@ from ..core.gitcmd import (
 from ..core.lock import Lock
 from ..core.remote import Rclone, RemoteError, join
 from ..upload import Upload
+from ..upload.seal import remote_hashes
 from . import chain, critical
 
 EMPTY_BUNDLE = "Refusing to create empty bundle"
@@ -60,6 +61,9 @@ class Options:
     dry_run: bool = False
     force_full: bool = False
     ledger: object = None  # the job's re-verification ledger (strongroom/reverify)
+    seal: object = None  # encrypt_to (strongroom/upload/seal.py): what goes off-site sealed
+    identity: str | None = None  # an age identity file: opens what the remote holds sealed
+    opened: set = field(default_factory=set)  # the recipients it opened files for
 
 
 def options_from(mapping, config_dir=None, dry_run=False, ledger=None):
@@ -71,8 +75,11 @@ def options_from(mapping, config_dir=None, dry_run=False, ledger=None):
              if k in mapping}
     if "critical_patterns" in mapping:
         given["critical_patterns"] = list(mapping["critical_patterns"])
+    from ..upload.seal import for_options
+
     return Options(**given, remote=mapping.get("remote"), rclone_config=conf, dry_run=dry_run,
-                   ledger=ledger)
+                   ledger=ledger, seal=for_options(mapping, config_dir),
+                   identity=mapping.get("identity"))
 
 
 @dataclass
@@ -610,15 +617,17 @@ def _upload(name, repo_dir, opts, result):
         return
     try:
         if todo:  # the path every off-site copy takes: immutable, journalled, proven
-            Upload(rclone, journal_dir=repo_dir.parent / ".uploads", ledger=opts.ledger).run(
-                repo_dir, remote_dir, immutable=True, only=sorted(todo))
-            rclone.verify(remote_dir, todo)  # and by the SHA-256 the chain manifest records
+            up = Upload(rclone, journal_dir=repo_dir.parent / ".uploads", ledger=opts.ledger,
+                        seal=opts.seal).run(repo_dir, remote_dir, immutable=True,
+                                            only=sorted(todo))
+            # and by the SHA-256 the chain manifest records (a sealed file: its sidecar's)
+            rclone.verify(remote_dir, remote_hashes(up, todo))
         rclone.copy_over(repo_dir / chain.MANIFEST, join(remote_dir, chain.MANIFEST))
         rclone.verify(remote_dir, {chain.MANIFEST: manifest_sha})
         if opts.ledger is not None:  # replaced by every sync: re-read against the newest
             opts.ledger.record(remote_dir, {chain.MANIFEST: (
                 (repo_dir / chain.MANIFEST).stat().st_size, manifest_sha)}, mutable=True)
-    except RemoteError as exc:
+    except (RemoteError, StrongroomError) as exc:  # sealing's too (strongroom/crypt)
         result.remote = "failed"
         result.status = "error"
         result.message = f"off-site copy failed; local store kept: {exc}"
@@ -663,6 +672,8 @@ def sync(root, store, opts, names=None, lock_wait=0.0, now=None, progress=None):
         raise StrongroomError(f"no repository named {', '.join(unknown)} under {root} "
                               "(names are paths relative to the root)")
     repos = [(n, p) for n, p in found if names is None or n in names]
+    if opts.seal is not None and opts.remote:  # a bad recipients file: said before anything
+        opts.seal.check()
     if opts.dry_run:
         return [sync_repo(n, p, store, opts, now) for n, p in repos], OK
     store.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -726,7 +737,13 @@ def _ensure_local(repo_dir, filename, digest, opts, name):
                                   "--remote was given to fetch it from")
         tmp = fsutil.temp_path(path)
         try:
-            Rclone(opts.rclone_config).fetch(join(opts.remote, name, filename), tmp)
+            # X itself, or X.age checked against its sidecar and opened with the identity
+            from ..crypt import fetch
+
+            got = fetch.fetch(Rclone(opts.rclone_config), join(opts.remote, name, filename),
+                              tmp, identity=opts.identity, what=f"{name}: {filename}")
+            if got["sealed"]:
+                opts.opened.add(got["recipient"])
             os.chmod(tmp, 0o600)  # bundles hold private history, packs hold secrets
             if fsutil.sha256_file(tmp, follow=False) != digest:
                 raise StrongroomError(f"{name}: {filename} from the remote does not match "

@@ -17,6 +17,7 @@ from . import (
     config,
     db,
     drill,
+    key,
     manifest,
     notify,
     output,
@@ -78,7 +79,7 @@ DEPRECATED = {"backup": "snapshot", "save": "checkpoint save", "checkpoints": "c
 #     uninstall, upload, rollup, restic
 #     restore, manifest, jobs list,
 #     status, notify test, schedule
-#     explain, config, ping
+#     explain, config, ping, key
 def build_parser():
     parser = output.UsageParser(prog="strongroom", description=__doc__.splitlines()[0],
                                 epilog=output.EPILOG)
@@ -96,7 +97,7 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=output.UsageParser)
     for group in (bundle, run, drill, status, notify, schedule, manifest, sync, backup, save,
-                  upload, rollup, bisync, restic, reverify, db, config, ping):
+                  upload, rollup, bisync, restic, reverify, db, config, ping, key):
         group.add_parser(sub)
     return parser
 

@@ -3,7 +3,9 @@
 `strongroom backup ...` is the old name of the group: it still works, and warns.
 """
 
-from ..core.errors import ERROR, OK, WARNING
+from pathlib import Path
+
+from ..core.errors import ERROR, OK, WARNING, StrongroomError
 from ..core.lock import seconds
 from ..snapshots.take import need as _need
 from ..snapshots.take import take
@@ -43,6 +45,13 @@ def cmd_protect(args):
 def cmd_now(args):
     opts = options(args)
     _need(opts, "source", "dest")
+    if getattr(args, "encrypt_to", None) and not getattr(args, "remote", None):
+        raise StrongroomError("--encrypt-to seals the off-site copy: give --remote "
+                              "REMOTE:PATH too")
+    if getattr(args, "encrypt_to", None):  # a bad recipients file: said before the snapshot
+        from ..upload.seal import Seal
+
+        Seal(args.encrypt_to).check()
     output.progress(args, f"taking a snapshot of {opts['source']} into {opts['dest']}")
     rep = take(opts)
     c, b = rep["counts"], rep["bytes"]
@@ -52,6 +61,9 @@ def cmd_now(args):
                f"{rep['durations_seconds']['total']:.1f}s")
     output.say(args, rep["id"])  # stdout carries the id alone, for scripts
     output.tell(args, summary)
+    if getattr(args, "remote", None):  # the off-site copy a snapshot job makes, asked here
+        rep["offsite"] = _offsite(args, opts, rep)
+        output.tell(args, rep["offsite"]["message"])
     if rep.get("warning"):
         output.warn(rep["warning"])
     return output.emit(args, WARNING if rep.get("warning") else OK,
@@ -103,27 +115,67 @@ def cmd_verify(args):
 
 
 def cmd_restore(args):
-    from ..snapshots import restore as snapshot_restore
-
     target = output.restore_target(args)
     opts = options(args)
+    if args.force and not args.only_critical:
+        raise StrongroomError("--force is for --critical: a full restore always "
+                              "moves the current target aside, never over it")
+    if getattr(args, "remote", None):  # a new machine: the snapshot comes off-site
+        return _restore_remote(args, opts, target)
     _need(opts, "dest")
     dest = opts["dest"]
     output.progress(args, f"restoring {'the critical files of ' if args.only_critical else ''}"
                           f"{args.id} into {target}")
+    return _restore_from(args, dest, target)
+
+
+def _restore_from(args, dest, target, note=None):
+    from ..snapshots import restore as snapshot_restore
+
     if args.only_critical:
         out = snapshot_restore.restore_critical(dest, args.id, target, force=args.force)
         msg = _critical_message(out)
     else:
-        if args.force:
-            from ..core.errors import StrongroomError
-
-            raise StrongroomError("--force is for --critical: a full restore always "
-                                  "moves the current target aside, never over it")
         out = snapshot_restore.restore_full(dest, args.id, target)
         msg = _full_message(out)
+    if note:  # where it came from, and what opened it
+        out["fetched_from"] = note
+        msg = f"{msg}\n{note}"
     output.say(args, msg)
     return output.emit(args, OK, msg.splitlines()[0], out)
+
+
+def _restore_remote(args, opts, target):
+    """Fetch REMOTE:PATH/<id> into scratch under the state dir, open what it holds sealed
+    (checked against the sidecars, then against SHA256SUMS by the restore itself) and
+    restore from that copy alone; the scratch copy is removed whatever happens."""
+    import tempfile
+
+    from .. import snapshots
+    from ..core import fsutil, remote
+    from ..crypt import fetch
+
+    if not snapshots.parse_id(args.id):
+        raise StrongroomError(f"{args.id!r} is not a snapshot id")
+    rc = remote.Rclone(remote.rclone_config(opts.get("rclone_config"), args.config_dir))
+    where = remote.join(args.remote, args.id)
+    state = Path(args.state_dir)
+    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    scratch = Path(tempfile.mkdtemp(prefix="snapshot-fetch-", dir=state))
+    try:
+        output.progress(args, f"fetching snapshot {args.id} from {where}")
+        opened = fetch.fetch_tree(rc, where, scratch / args.id,
+                                  args.identity or opts.get("identity"),
+                                  f"snapshot {args.id}")
+        if not (scratch / args.id).is_dir():
+            raise StrongroomError(f"no snapshot {args.id} on {args.remote}")
+        which = "the critical files of " if args.only_critical else ""
+        output.progress(args, f"restoring {which}{args.id} into {target}")
+        said = fetch.said(opened)
+        return _restore_from(args, scratch, target,
+                             f"fetched from {where}" + (f"; {said}" if said else ""))
+    finally:
+        fsutil.rmtree_quiet(scratch)
 
 
 def cmd_prune(args):
@@ -181,6 +233,20 @@ def _age(seconds):
     return f"{seconds}s"
 
 
+def _offsite(args, opts, rep):
+    """Copy the snapshot to --remote as REMOTE:PATH/<id>, immutable, proven by hash (and
+    sealed with --encrypt-to or the job's encrypt_to)."""
+    from ..core import remote
+    from ..jobs import offsite
+
+    o = dict(opts)
+    if getattr(args, "encrypt_to", None):
+        o["encrypt_to"] = str(Path(args.encrypt_to).absolute())
+    up = offsite(jobfile.paths(args), o).run(rep["path"], remote.join(args.remote, rep["id"]),
+                                             immutable=True)
+    return {k: up[k] for k in ("dest", "files", "bytes_moved", "verified_by", "message")}
+
+
 def add_parser(sub):
     _group(sub, "snapshot", help="immutable snapshots: now, list, verify, restore, prune, "
                                  "protect")
@@ -215,6 +281,14 @@ def _group(sub, name, help):
     now.add_argument("--wait", type=seconds, metavar="SECONDS",
                      help="wait this long for another snapshot's lock instead of exiting 11 "
                           "(default: the job's lock_wait, else 0)")
+    now.add_argument("--remote", metavar="REMOTE:PATH",
+                     help="also copy the snapshot there (as REMOTE:PATH/<id>, immutable), "
+                          "verified by hash")
+    now.add_argument("--encrypt-to", dest="encrypt_to", metavar="FILE",
+                     help="with --remote: an age recipients file; the archive, critical/ and "
+                          "db/ files go only as NAME.age (with a plain NAME.age.json "
+                          "sidecar); SHA256SUMS, REPORT.json, MANIFEST.txt and "
+                          "LARGE_FILES.txt stay plain")
     now.set_defaults(func=cmd_now)
     ls = output.verb(bsub, "list", help="id, age, size, immutable, last verified")
     common(ls)
@@ -238,6 +312,14 @@ def _group(sub, name, help):
     r.add_argument("--force", action="store_true",
                    help="with --critical: overwrite a differing file in the target instead "
                         "of keeping it beside the restored one as NAME.before-restore-TIME")
+    r.add_argument("--remote", metavar="REMOTE:PATH",
+                   help="restore from the off-site copy REMOTE:PATH/<ID> alone (a new "
+                        "machine: no --dest needed)")
+    r.add_argument("--rclone-config", dest="rclone_config", metavar="FILE",
+                   help="rclone.conf to use (default <config-dir>/rclone.conf if present)")
+    r.add_argument("--identity", metavar="FILE",
+                   help="an age identity file (0600) that opens what the remote holds "
+                        "sealed (default: the job's identity option)")
     r.set_defaults(func=cmd_restore)
     p = output.verb(bsub, "prune", help="delete old snapshots (lifting +i only on those)")
     common(p)

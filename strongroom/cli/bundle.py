@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..core.errors import OK, WARNING, StrongroomError
 from ..core.lock import seconds
+from ..crypt import fetch
 from . import jobfile, output
 from .output import human_bytes, render
 
@@ -16,8 +17,12 @@ def _bundle_options(args):
 
     opts = jobfile.options(args, "bundle")
     for key in ("root", "store", "remote", "rclone_config", "full_every", "full_after_days",
-                "keep_retired", "jobs"):
+                "keep_retired", "jobs", "encrypt_to", "identity"):
         value = getattr(args, key, None)
+        if value is not None and key in ("encrypt_to", "identity"):
+            # a file named on the command line is where the user stands, not in the config
+            # dir, where a job file's relative paths are taken from
+            value = str(Path(value).expanduser().absolute())
         if value is not None:
             opts[key] = value
     if getattr(args, "no_default_critical", False):
@@ -194,6 +199,10 @@ def add_parser(sub):
     s.add_argument("--keep-retired", dest="keep_retired", type=int,
                    help="retired chains kept locally after consolidation (default 1)")
     s.add_argument("--jobs", type=int, help="repositories bundled in parallel (default: cores)")
+    s.add_argument("--encrypt-to", dest="encrypt_to", metavar="FILE",
+                   help="an age recipients file: bundles and critical-files packs go "
+                        "off-site only as NAME.age (with a plain NAME.age.json sidecar); "
+                        "chain and ref manifests stay plain")
     s.add_argument("--dry-run", action="store_true", help="say what would be done; write nothing")
     s.set_defaults(func=cmd_sync)
 
@@ -211,6 +220,7 @@ def add_parser(sub):
     output.add_to(r, "new or empty (with --force, its contents are moved aside)", old=None)
     r.add_argument("--force", action="store_true",
                    help="restore over a non-empty target (its contents are moved aside)")
+    fetch.add_identity(r)
     r.set_defaults(func=cmd_restore)
 
     ls = output.verb(bsub, "list", help="chains in the store (or, with --remote, what the "

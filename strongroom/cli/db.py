@@ -24,7 +24,7 @@ def settings(args):
     from ..dbversions.settings import settings as db_settings
 
     opts = jobfile.options(args, "db")
-    for key in ("db", "remote", "keep", "host", "rclone_config"):
+    for key in ("db", "remote", "keep", "host", "rclone_config", "identity"):
         if getattr(args, key, None) is not None:
             opts[key] = getattr(args, key)
     return db_settings(opts, args.config_dir, args.state_dir)
@@ -153,6 +153,9 @@ def add_parser(sub):
             v.add_argument("--reason", default="manual", help="recorded in the metadata")
         if verb == "restore":
             v.add_argument("key", metavar="KEY")
+            v.add_argument("--identity", metavar="FILE",
+                           help="an age identity file (0600) that opens a version the remote "
+                                "holds sealed (default: the job's identity option)")
         if verb == "sync":
             v.add_argument("--dry-run", action="store_true", help="say what it would do")
         if verb == "tick":

@@ -28,7 +28,7 @@ def cmd_drill(args):
     from ..drill import bundle
 
     if args.store:
-        opts = bundles.options_from({"remote": args.remote,
+        opts = bundles.options_from({"remote": args.remote, "identity": args.identity,
                                      "rclone_config": args.rclone_config}, args.config_dir)
         wanted = ("local", "remote") if args.source == "both" else (args.source,)
         if "remote" in wanted and not opts.remote:
@@ -37,7 +37,8 @@ def cmd_drill(args):
     else:
         for name in args.job or ():
             jobfile.load(args.config_dir, name, "drill")
-        plan_list, notes = drill.plans(args.config_dir, args.state_dir, args.job, args.source)
+        plan_list, notes = drill.plans(args.config_dir, args.state_dir, args.job, args.source,
+                                       identity=args.identity)
     if args.kind:
         left = [p for p in plan_list if p.kind in args.kind]
         if args.job and len(left) < len(plan_list):
@@ -91,4 +92,7 @@ def add_parser(sub):
     dr.add_argument("--scratch", help="scratch directory (default <state-dir>/drill)")
     dr.add_argument("--wait", type=seconds, default=300.0, metavar="SECONDS",
                     help="wait this long for a backup's lock (default 300)")
+    dr.add_argument("--identity", metavar="FILE",
+                    help="an age identity file (0600) for the jobs whose remote copies are "
+                         "sealed and that set no identity of their own")
     dr.set_defaults(func=cmd_drill)

@@ -12,7 +12,7 @@ from .output import human_bytes, render
 
 def _options(args):
     opts = jobfile.options(args, "rollup")
-    for key in ("dest", "remote", "rclone_config"):
+    for key in ("dest", "remote", "rclone_config", "identity"):
         if getattr(args, key, None):
             opts[key] = getattr(args, key)
     if not opts.get("dest"):
@@ -53,9 +53,11 @@ def cmd_restore(args):
     scratch = fetched = None
 
     def fetch(day, rollup_name):
-        """Bring a day folder or a rollup from the remote into scratch space."""
+        """Bring a day folder or a rollup from the remote into scratch space (what the
+        remote holds sealed is checked against its sidecar and opened with the identity)."""
         nonlocal scratch, fetched
         from ..core import remote
+        from ..crypt import fetch as unseal
 
         if not opts.get("remote"):
             raise StrongroomError("not found locally; give --remote REMOTE:PATH to fetch it")
@@ -64,10 +66,11 @@ def cmd_restore(args):
         output.progress(args, f"fetching {rollup_name or day} from {opts['remote']}")
         if rollup_name:
             fetched = remote.join(opts["remote"], "rollups", rollup_name)
-            rc.run("copyto", fetched, str(scratch / rollup_name))
+            unseal.fetch(rc, fetched, scratch / rollup_name, opts.get("identity"),
+                         f"rollup {rollup_name}")
             return "rollup", scratch / rollup_name
         fetched = remote.join(opts["remote"], day)
-        rc.run("copy", fetched, str(scratch / day))
+        unseal.fetch_tree(rc, fetched, scratch / day, opts.get("identity"), f"day {day}")
         return "folder", scratch / day
 
     output.progress(args, f"restoring {args.day or args.rollup} into {target}")
@@ -109,4 +112,7 @@ def add_parser(sub):
     rs.add_argument("--remote", metavar="REMOTE:PATH",
                     help="fetch from here what is no longer local")
     rs.add_argument("--rclone-config", metavar="FILE")
+    rs.add_argument("--identity", metavar="FILE",
+                    help="an age identity file (0600) that opens what the remote holds "
+                         "sealed (default: the job's identity option)")
     rs.set_defaults(func=cmd_restore)

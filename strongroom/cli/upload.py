@@ -13,11 +13,13 @@ __all__ = ["add_parser", "rclone_config"]
 def cmd_upload(args):
     from ..core.remote import Rclone
     from ..upload import Upload
+    from ..upload.seal import Seal
 
     rc = Rclone(rclone_config(args.rclone_config, args.config_dir), bwlimit=args.bwlimit,
                 retries=args.retries, low_level_retries=args.low_level_retries)
     up = Upload(rc, journal_dir=os.path.join(args.state_dir, "uploads"),
-                progress=lambda text: output.progress(args, text))
+                progress=lambda text: output.progress(args, text),
+                seal=Seal(args.encrypt_to, everything=True) if args.encrypt_to else None)
     out = up.run(args.src, args.dest, immutable=args.immutable,
                  delete_local=args.delete_local_after_verify, dry_run=args.dry_run)
     output.say(args, out["message"])
@@ -50,5 +52,9 @@ def add_parser(sub):
                    help="retries of each request, with backoff (default 3)")
     u.add_argument("--rclone-config", metavar="FILE",
                    help="default <config-dir>/rclone.conf when it exists")
+    u.add_argument("--encrypt-to", metavar="FILE",
+                   help="an age recipients file (as age -R takes it): every file goes as "
+                        "NAME.age with a plain NAME.age.json sidecar (both SHA-256s, no "
+                        "content)")
     u.add_argument("--dry-run", action="store_true", help="say what would be copied")
     u.set_defaults(func=cmd_upload)

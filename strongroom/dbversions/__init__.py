@@ -36,9 +36,11 @@ from pathlib import Path
 from ..core import fsutil, remote, sqlite
 from ..core.errors import OK, WARNING, EmptySource, StrongroomError
 from ..core.lock import Lock
+from ..crypt import policy
 from ..upload import Upload
 
 META = ".metadata.json"
+SEALED = ".age"  # a version sealed by encrypt_to (strongroom/crypt SUFFIX)
 TS_RE = re.compile(r"^(\d{8}T\d{6}\.\d{6}Z)_")
 KEY_TIME = "%Y%m%dT%H%M%S.%fZ"
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -91,6 +93,8 @@ class DbSync:
         ident = hashlib.sha256(str(self.db).encode()).hexdigest()[:10]
         self.state_path = Path(state_dir) / "db" / f"{self.name}-{ident}.json"
         self.lock_path = self.state_path.with_suffix(".lock")
+        self.sealed_keys = set()  # versions the remote holds as KEY.age (encrypt_to)
+        self.opened = set()  # the recipients the identity opened fetched versions for
 
     # --- state ---------------------------------------------------------------------------
 
@@ -121,8 +125,16 @@ class DbSync:
         if proc.returncode != 0:
             raise remote.RemoteError(f"cannot list {self.prefix}: "
                                      f"{remote._tail(proc.stderr, 3)}")
-        return {e["Name"]: e.get("Size") for e in json.loads(proc.stdout or "[]")
-                if _key_time(e["Name"]) and e["Name"].endswith("_" + self.name)}
+        found = {}
+        for e in json.loads(proc.stdout or "[]"):
+            key = e["Name"]
+            if key.endswith(SEALED):  # encrypt_to: KEY.age; its size is the ciphertext's
+                key = key[: -len(SEALED)]
+            if _key_time(key) and key.endswith("_" + self.name):
+                if key != e["Name"]:
+                    self.sealed_keys.add(key)
+                found[key] = None if key != e["Name"] else e.get("Size")
+        return found
 
     def versions(self):
         """Every version, oldest first."""
@@ -216,9 +228,14 @@ class DbSync:
         return meta.get("content_sha256") if isinstance(meta, dict) else None
 
     ledger = None  # the db job's re-verification ledger (strongroom/reverify)
+    seal = None  # the db job's encrypt_to (strongroom/upload/seal.py): versions go as KEY.age
+    identity = None  # the db job's identity: opens a KEY.age a restore or drill fetches
 
     def _upload(self, path, immutable=True):
-        Upload(self.rclone, ledger=self.ledger).run(path, self.prefix, immutable=immutable)
+        Upload(self.rclone, ledger=self.ledger, seal=self.seal).run(path, self.prefix,
+                                                                    immutable=immutable)
+        if self.seal is not None and policy.sealed(Path(path).name):
+            self.sealed_keys.add(Path(path).name)
 
     # --- local content -------------------------------------------------------------------
 
@@ -339,17 +356,25 @@ class DbSync:
                 oldest = i
         doomed = [k for k in keys[:cut] if k not in protect]
         for k in doomed:
-            self.rclone.run("deletefile", remote.join(self.prefix, k))
-            self.rclone.run("deletefile", remote.join(self.prefix, k + META), check=False)
+            copy = [k + SEALED, k + SEALED + ".json"] if k in self.sealed_keys else [k]
+            self.rclone.run("deletefile", remote.join(self.prefix, copy[0]))
+            for other in copy[1:] + [k + META]:
+                self.rclone.run("deletefile", remote.join(self.prefix, other), check=False)
             if self.ledger is not None:  # deleted on purpose: no longer re-verified
-                self.ledger.forget(self.prefix, [k, k + META])
+                self.ledger.forget(self.prefix, copy + [k + META])
         return doomed
 
     def _fetch(self, key, into, meta=None):
         """Download a version and check it against its metadata and integrity_check."""
+        from ..crypt import fetch
+
         meta = meta or self.metadata(key)
         out = Path(into) / key
-        self.rclone.run("copyto", remote.join(self.prefix, key), str(out))
+        # KEY itself, or KEY.age checked against its sidecar and opened with the identity
+        got = fetch.fetch(self.rclone, remote.join(self.prefix, key), out, self.identity,
+                          f"database version {key}")
+        if got["sealed"]:
+            self.opened.add(got["recipient"])
         got = fsutil.sha256_file(out)
         if got != meta["sha256"]:
             raise DbError(f"the download of {key} does not match its metadata (SHA-256 "

@@ -9,6 +9,7 @@ reach rclone through its own environment (RCLONE_CONFIG_...), never its argument
 """
 
 import os
+from pathlib import Path
 
 from ..core.errors import StrongroomError
 
@@ -62,9 +63,14 @@ def settings(options, config_dir, state_dir, environ=None):
                 retries=opts.get("retries", d["retries"]),
                 low_level_retries=opts.get("low_level_retries", d["low_level_retries"]),
                 extra_env=extra_env)
-    return DbSync(opts["db"], opts["remote"], str(state_dir), rc, keep=opts.get("keep"),
+    from ..upload.seal import for_options
+
+    sync = DbSync(opts["db"], opts["remote"], str(state_dir), rc, keep=opts.get("keep"),
                   host=opts.get("host"), ops_threshold=opts.get("ops_threshold"),
                   hours_threshold=opts.get("hours_threshold"))
+    sync.seal = for_options(opts, config_dir, Path(state_dir) / "uploads")
+    sync.identity = opts.get("identity")  # opens the sealed versions a restore fetches
+    return sync
 
 
 def tick_text(out):

@@ -8,9 +8,10 @@ is recorded (the RTO a user can expect), and the scratch data is removed. The pl
 live beside this file: bundle.py (bundle chains), snapshot.py, checkpoint.py, and the
 other types' modules.
 
-A drill never writes to a store or a remote. A drill with nothing to test is a warning:
-"0 of 0 restored" must not read as a pass. One artifact that fails, or cannot even be
-read, is that artifact's error: the others are still drilled.
+A drill never writes to a store or a remote, but for one probe object: a job with an S3
+remote gets a no_delete artifact (nodelete.py), whether its keys can delete. A drill with
+nothing to test is a warning: "0 of 0 restored" must not read as a pass. One artifact
+that fails, or cannot even be read, is that artifact's error: the others are still drilled.
 """
 
 import os
@@ -21,6 +22,7 @@ from pathlib import Path
 from ..core import fsutil
 from ..core.errors import ERROR, OK, WARNING, StrongroomError
 from ..jobs import config
+from . import nodelete
 from .base import Artifact, Context, Plan
 
 __all__ = ["Artifact", "Context", "Plan", "clean_scratch", "plans", "run", "summary_table"]
@@ -35,11 +37,12 @@ def _either(names):
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
 
 
-def plans(config_dir, state_dir, job_names=None, source="local"):
-    """(a Plan per job on this host whose type has a drill, or per named job; notes)."""
+def plans(config_dir, state_dir, job_names=None, source="local", identity=None):
+    """(a Plan per job on this host whose type has a drill, or per named job; notes).
+    identity: the age identity for the jobs whose own `identity` is not set."""
     from ..jobs import registry
 
-    ctx = Context(Path(config_dir), Path(state_dir), source)
+    ctx = Context(Path(config_dir), Path(state_dir), source, identity=identity)
     names = job_names or config.job_names(config_dir)
     out = []
     for name in names:
@@ -59,6 +62,9 @@ def plans(config_dir, state_dir, job_names=None, source="local"):
         plan = plan_for(name, job, ctx)
         if plan is not None:
             out.append(plan)
+        probe = nodelete.plan(name, job, ctx)  # an S3 remote: can its keys delete?
+        if probe is not None:
+            out.append(probe)
     return out, ctx.notes
 
 

@@ -40,6 +40,11 @@ class Context:
     state_dir: Path
     source: str = "local"  # local | remote | both
     notes: list = field(default_factory=list)  # said once, under the drill's table
+    identity: str | None = None  # --identity or the drill job's: for sealed remote copies
+
+    def identity_of(self, job):
+        """The age identity that opens job's sealed remote copies: its own, else ours."""
+        return (job.get("options") or {}).get("identity") or self.identity
 
     def sources(self, name, has_remote):
         """The sources of SOURCE a job can be drilled from: a job with no remote has only

@@ -20,6 +20,7 @@ from ..core.errors import StrongroomError
 from ..core.gitcmd import fsck_history
 from ..core.lock import Lock
 from ..core.remote import RemoteError
+from ..crypt import fetch
 from .base import Artifact, Plan
 
 
@@ -66,12 +67,19 @@ class BundlePlan(Plan):
             # An empty store: every file, the chain manifest included, comes off-site.
             store = work / "store"
             store.mkdir()
-            opts = self.opts
+            opts = dataclasses.replace(self.opts, opened=set())
         else:
             store = self.store
             opts = dataclasses.replace(self.opts, remote=None)  # nothing fetched into it
         dest = work / "repo"
         dest.mkdir()
+        if source == "remote" and not opts.identity:
+            sealed = check_sealed(store, name, opts)
+            if sealed:  # no key: the off-site copy is checked as far as it can be
+                art.files, art.bytes = sealed
+                art.result = "warning"
+                art.message = fetch.said({"sealed": art.files, "checked": "ciphertext"})
+                return art
         try:
             refs, files, notes = bundles.rebuild(store, name, dest, opts)
             manifest = chain.load(chain.repo_dir(store, name), check_files=False)
@@ -89,6 +97,8 @@ class BundlePlan(Plan):
                        + (f" and {len(files)} critical files" if files else "")
                        + f", refs match the manifest, {text}, every ref manifest of the "
                          f"chain ({checked}) intact" + "".join(f"; {n}" for n in notes))
+        if source == "remote" and opts.opened:
+            art.message += f"; decrypted with {', '.join(sorted(opts.opened))}"
         return art
 
     def nothing(self):
@@ -96,6 +106,23 @@ class BundlePlan(Plan):
             f", which bundles the repositories under {self.root}: put (or clone) "
             "repositories there and run it)" if self.root else ")")
         return f"no bundle chains found to restore in {where}"
+
+
+def check_sealed(store, name, opts):
+    """Without a key: every file of the remote chain that is sealed, checked against its
+    sidecar by the SHA-256 the remote reports. (files, bytes) when any is sealed, else None
+    (the chain is plain: rebuilt as always)."""
+    manifest = bundles._manifest_for_restore(store, name, opts)
+    rclone = bundles.Rclone(opts.rclone_config)
+    names = [e["filename"] for e in manifest["bundles"] if e.get("filename")]
+    names += [c["filename"] for c in manifest.get("critical", []) if c.get("filename")]
+    checked, size = 0, 0
+    for filename in names:
+        info = fetch.check_remote(rclone, bundles.join(opts.remote, name, filename),
+                                  f"{name}: {filename}")
+        if info is not None:
+            checked, size = checked + 1, size + info["plain_size"]
+    return (checked, size) if checked else None
 
 
 def check_ref_manifests(store, name, manifest, opts):
@@ -115,6 +142,7 @@ def check_ref_manifests(store, name, manifest, opts):
 def plan(name, job, ctx):
     """The Plan of one bundle job (None when none of the sources asked can be drilled)."""
     opts = bundles.options_from(job["options"], ctx.config_dir)
+    opts = dataclasses.replace(opts, identity=ctx.identity_of(job))
     wanted = ctx.sources(name, bool(opts.remote))
     if not wanted:
         return None

@@ -19,15 +19,28 @@ targets are listed and restored, so a retire cannot delete what is being drilled
 import contextlib
 import json
 import os
+import re
 from pathlib import Path
 
 from .. import rollups
 from ..core import remote, safeio
 from ..core.errors import StrongroomError
 from ..core.lock import Lock
+from ..crypt import fetch as unseal
 from . import base
 
 LOCK_NAME = ".rollups.lock"  # the dest's lock, as jobs._rollup_job takes it
+# a name the remote lists: group(1) is the day or rollup (a sealed rollup is NAME.age)
+_DAY_LISTED = re.compile(r"^(\d{4}-\d{2}-\d{2})$")
+_ROLLUP_LISTED = re.compile(r"^(weekly_\d{8}_\d{8}\.tar\.zst)(?:\.age)?$")
+
+
+class _NoKey(Exception):  # noqa: N818 - not an error: a sealed copy checked without its key
+    """A remote copy is sealed and no identity was given: checked as far as it can be."""
+
+    def __init__(self, result):
+        super().__init__(unseal.said(result))
+        self.result = result
 
 
 def plan(name, job, ctx):
@@ -39,13 +52,13 @@ def plan(name, job, ctx):
     sources = ctx.sources(name, bool(o.get("remote")))
     if not sources:
         return None
-    return DaysPlan(name, kind, o, ctx, sources)
+    return DaysPlan(name, kind, o, ctx, sources, identity=ctx.identity_of(job))
 
 
 class DaysPlan(base.Plan):
     what_store = "dest"
 
-    def __init__(self, job, kind, options, ctx, sources):
+    def __init__(self, job, kind, options, ctx, sources, identity=None):
         self.dest = Path(options["dest"]).expanduser()
         super().__init__(job, sources, stores=[self.dest])
         self.kind = kind
@@ -53,6 +66,8 @@ class DaysPlan(base.Plan):
         self.remote = options.get("remote")
         self.ctx = ctx
         self.listed = {}  # day -> the files its remote folder listed, when fetched
+        self.identity = identity  # opens the remote's sealed files
+        self.opened = None  # what the last fetch opened (fetch.said)
 
     def missing(self):
         # a dest not made yet is a job that has not run: nothing to restore, not an error
@@ -101,10 +116,10 @@ class DaysPlan(base.Plan):
         state = rollups.read_state(self.dest)
         if self.kind == "day":
             known = {d for d, e in state["days"].items() if e.get("remote") == self.remote}
-            where, pattern, only = self.remote, rollups.DAY_RE, "--dirs-only"
+            where, pattern, only = self.remote, _DAY_LISTED, "--dirs-only"
         else:
             known = {r for r, e in state["rollups"].items() if e.get("remote") == self.remote}
-            where, pattern = remote.join(self.remote, "rollups"), rollups.ROLLUP_RE
+            where, pattern = remote.join(self.remote, "rollups"), _ROLLUP_LISTED
             only = "--files-only"
         proc = self._rclone().run("lsjson", where, only, "--no-modtime", "--no-mimetype",
                                   check=False)
@@ -112,8 +127,9 @@ class DaysPlan(base.Plan):
         if proc.returncode == 0:
             try:
                 entries = json.loads(proc.stdout or "[]")
-                listed = {e["Name"] for e in entries if isinstance(e, dict)
-                          and isinstance(e.get("Name"), str) and pattern.match(e["Name"])}
+                listed = {pattern.match(e["Name"]).group(1) for e in entries
+                          if isinstance(e, dict) and isinstance(e.get("Name"), str)
+                          and pattern.match(e["Name"])}
             except (ValueError, TypeError):
                 error = f"the listing of {where} is not rclone's JSON"
         elif proc.returncode != 3:  # 3: the folder is not there (yet): nothing listed
@@ -130,9 +146,19 @@ class DaysPlan(base.Plan):
 
     def drill(self, name, source, work):
         work = Path(work)
-        if self.kind == "day":
-            return self._day(name, source, work)
-        return self._rollup(name, source, work)
+        self.opened = None
+        try:
+            if self.kind == "day":
+                art = self._day(name, source, work)
+            else:
+                art = self._rollup(name, source, work)
+        except _NoKey as nokey:  # sealed, no key: checked as far as it can be
+            art = self._art(name, source)
+            art.result, art.files, art.message = "warning", nokey.result["sealed"], str(nokey)
+            return art
+        if unseal.said(self.opened):
+            art.message += f"; {unseal.said(self.opened)}"
+        return art
 
     def _art(self, name, source):
         return base.Artifact(self.kind, name, self.job, source)
@@ -207,7 +233,16 @@ class DaysPlan(base.Plan):
             if rollup_name:
                 where = remote.join(self.remote, "rollups", rollup_name)
                 try:
-                    rc.run("copyto", where, str(into / rollup_name))
+                    if not self.identity:
+                        info = unseal.check_remote(rc, where, f"rollup {rollup_name}",
+                                                   scratch=into)
+                        if info is not None:
+                            raise _NoKey({"sealed": 1, "checked": "ciphertext"})
+                    got = unseal.fetch(rc, where, into / rollup_name, self.identity,
+                                       f"rollup {rollup_name}")
+                    if got["sealed"]:
+                        self.opened = {"sealed": 1, "checked": "plaintext",
+                                       "opened_with": [got["recipient"]]}
                 except remote.RemoteError as exc:
                     raise StrongroomError(f"cannot fetch {rollup_name} from {where}: "
                                           f"{exc}") from None
@@ -227,6 +262,12 @@ class DaysPlan(base.Plan):
                 raise StrongroomError(f"cannot fetch day {day} from {where}: {exc}") from None
             if not (into / day).is_dir():  # an empty folder on the remote copies as nothing
                 raise StrongroomError(f"cannot fetch day {day} from {where}: nothing there")
+            opened = unseal.open_tree(into / day, self.identity, f"day {day}")
+            if opened["checked"] == "ciphertext":
+                raise _NoKey(opened)
+            if opened["sealed"]:
+                self.opened = opened  # the listing, as the files are now named
+                self.listed[day] = sorted(unseal.plain_names(names))
             return "folder", into / day
 
         return fetch

@@ -33,6 +33,7 @@ def plan(name, job, ctx):
         d = settings(options, ctx.config_dir, ctx.state_dir)
     except StrongroomError as exc:  # said as this job's error; the other jobs still drill
         return DbPlan(name, None, ctx, error=f"job {name}: {exc}")
+    d.identity = ctx.identity_of(job)
     if "local" in wanted:
         ctx.notes.append(f"{name}: a db job keeps its versions on its remote only "
                          f"({d.prefix}); they are drilled from there")
@@ -87,6 +88,16 @@ class DbPlan(base.Plan):
             from ..dbversions import unreadable_message
 
             raise StrongroomError(unreadable_message(name, problem))
+        if not d.identity:  # sealed and no key: its ciphertext against its sidecar only
+            from ..core import remote
+            from ..crypt import fetch
+
+            if fetch.check_remote(d.rclone, remote.join(d.prefix, name),
+                                  f"database version {name}", scratch=work) is not None:
+                art.result, art.files = "warning", 1
+                art.message = fetch.said({"sealed": 1, "checked": "ciphertext"})
+                return art
+        d.opened = set()
         path, meta = d._fetch(name, work, meta)  # the restore's download and checks
         from ..dbversions import content_digest
 
@@ -109,6 +120,8 @@ class DbPlan(base.Plan):
         art.message = (f"restored version {name} from {d.prefix}: SHA-256 matches its "
                        f"metadata, integrity_check ok, {len(tables)} table(s) with the "
                        f"{rows} rows the metadata records")
+        if d.opened:
+            art.message += f"; decrypted with {', '.join(sorted(d.opened))}"
         return art
 
 

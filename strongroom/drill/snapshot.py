@@ -22,6 +22,7 @@ from urllib.parse import quote
 from .. import snapshots
 from ..core import fsutil, remote, safeio, sqlite
 from ..core.errors import StrongroomError
+from ..crypt import fetch
 from ..snapshots import restore
 from .base import Artifact, FolderPlan
 
@@ -31,13 +32,14 @@ class SnapshotPlan(FolderPlan):
     what_store = "snapshot folder"
 
     def __init__(self, job, dest, sources, ctx, source_dir=None, remote_path=None,
-                 rclone=None):
+                 rclone=None, identity=None):
         super().__init__(job, sources, stores=[dest])
         self.dest = Path(dest)
         self.ctx = ctx
         self.source_dir = source_dir
         self.remote = remote_path
         self.rclone = rclone
+        self.identity = identity  # opens the remote's sealed files
 
 
     def _choose(self, source, ids):
@@ -71,15 +73,23 @@ class SnapshotPlan(FolderPlan):
 
     def drill(self, name, source, work):
         dest = self.dest
+        art = Artifact(self.kind, name, self.job, source)
+        opened = None
         if source == "remote":
             dest = work / "fetched"
             dest.mkdir()
-            try:
-                self.rclone.run("copy", remote.join(self.remote, name), str(dest / name))
+            try:  # sealed files are checked against their sidecars and opened
+                opened = fetch.fetch_tree(self.rclone, remote.join(self.remote, name),
+                                          dest / name, self.identity, f"snapshot {name}",
+                                          need_key=False)
             except remote.RemoteError as exc:
                 raise StrongroomError(f"cannot fetch snapshot {name} from {self.remote}: "
                                       f"{exc}") from None
-        art = Artifact(self.kind, name, self.job, source)
+            if opened["checked"] == "ciphertext":  # no key: checked as far as it can be
+                art.result = "warning"
+                art.files = opened["sealed"]
+                art.message = fetch.said(opened)
+                return art
         full = restore.restore_full(dest, name, work / "full")
         with snapshots.reading(dest, name, by="drill") as folder:
             sums = snapshots.read_sums(folder)
@@ -109,6 +119,8 @@ class SnapshotPlan(FolderPlan):
         if problems:
             raise StrongroomError(f"snapshot {name}: " + "; ".join(problems[:10]))
         art.files, art.bytes = files, size
+        if fetch.said(opened):
+            said.append(fetch.said(opened))
         art.message = ", ".join(said)
         return art
 
@@ -254,4 +266,5 @@ def plan(name, job, ctx):
                            retries=o.get("retries", 3),
                            low_level_retries=o.get("low_level_retries", 3))
     return SnapshotPlan(name, Path(o["dest"]).expanduser(), wanted, ctx,
-                        source_dir=o.get("source"), remote_path=o.get("remote"), rclone=rc)
+                        source_dir=o.get("source"), remote_path=o.get("remote"), rclone=rc,
+                        identity=ctx.identity_of(job))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .. import bundles, drill, notify, reverify, schedule
 from ..bundles import report
-from ..core import fsutil, remote
+from ..core import fsutil, remote, s3api
 from ..core.errors import (
     ERROR,
     INCOMPLETE,
@@ -153,7 +153,8 @@ def run_bundle_sync(job, paths):
 def run_restore_drill(job, paths):
     opts = job.get("options") or {}
     plan_list, notes = drill.plans(paths.config_dir, paths.state_dir, opts.get("jobs"),
-                                   config.schema.get(job, "source"))
+                                   config.schema.get(job, "source"),
+                                   identity=config.schema.get(job, "identity"))
     scratch = opts.get("scratch") or paths.state_dir / "drill"
     artifacts, code, summary = drill.run(plan_list, scratch, config.schema.get(job, "lock_wait"))
     lines = ([drill.summary_table(artifacts)] if artifacts else []) + notes + [summary]
@@ -171,6 +172,7 @@ def offsite(paths, options, job=None):
     """The upload path every job's off-site copy goes through (strongroom upload); with
     the job, what it proves goes into the job's re-verification ledger."""
     from ..upload import Upload
+    from ..upload.seal import for_options
 
     shared = config.schema.OFFSITE.defaults()  # retries, low_level_retries
     rc = remote.Rclone(remote.rclone_config(options.get("rclone_config"), paths.config_dir),
@@ -179,7 +181,31 @@ def offsite(paths, options, job=None):
                        low_level_retries=options.get("low_level_retries",
                                                      shared["low_level_retries"]))
     return Upload(rc, journal_dir=paths.state_dir / "uploads",
-                  ledger=reverify.ledger_for(paths, job) if job else None)
+                  ledger=reverify.ledger_for(paths, job) if job else None,
+                  seal=for_options(options, paths.config_dir, paths.state_dir / "uploads"))
+
+
+def check_sealing(job, paths):
+    """A job with encrypt_to and a remote: its recipients file is read before the job does
+    anything, so one that is missing or does not parse fails the run (file and line said)
+    with nothing made or sent."""
+    from ..upload.seal import for_options
+
+    o = job.get("options") or {}
+    seal = for_options(o, paths.config_dir)
+    if seal is not None and (o.get("remote") or job["type"] == "db"):
+        seal.check()
+
+
+def check_lock(job, paths):
+    """A job with object_lock_days: its remote must be S3 with keys, said before the job does
+    anything. Returns the job's ObjectLock (core/s3api.py), or None."""
+    o = job.get("options") or {}
+    lock = s3api.ObjectLock.for_options(o)
+    if lock is not None and o.get("remote"):
+        lock.check_remote(remote.Rclone(remote.rclone_config(o.get("rclone_config"),
+                                                             paths.config_dir)), o["remote"])
+    return lock
 
 
 def run_snapshot(job, paths):
@@ -200,6 +226,8 @@ def run_snapshot(job, paths):
         up = offsite(paths, o, job).run(rep["path"], remote.join(o["remote"], rep["id"]),
                                    immutable=True)
         extra["offsite"] = {k: up[k] for k in ("dest", "files", "bytes_moved", "verified_by")}
+        if up.get("lock"):
+            extra["offsite"]["lock"] = up["lock"]
         lines.append(f"copied off-site to {up['dest']}, verified by {up['verified_by']}")
     if o.get("keep_last") and o.get("keep_days") is not None:
         pr = snapshots.prune(o["dest"], o["keep_last"], o["keep_days"])
@@ -496,15 +524,19 @@ def run(paths, name, if_due=False, wait=None, now=None):
     # `running` status is being written, the moment a supervisor sees the run) is always
     # caught below and leaves an honest status, never a traceback and `running: true`.
     old_handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    objlock = None
     try:
         for s in old_handlers:
             signal.signal(s, _on_signal)
         running = {**prev, "running": True, "pid": os.getpid(),
                    "current_started": iso(started)}
         fsutil.atomic_write_json(paths.status(name), running)
+        check_sealing(job, paths)
+        objlock = check_lock(job, paths)
         buf = io.StringIO()
-        with redirect_stdout(buf), (wait_until(deadline) if deadline is not None
-                                    else contextlib.nullcontext()):
+        # every upload of the run, on whichever path, locks what it proved (object_lock_days)
+        with redirect_stdout(buf), s3api.locking(objlock), (
+                wait_until(deadline) if deadline is not None else contextlib.nullcontext()):
             outcome = _registry().get(job["type"]).run(job, paths)
             outcome = reverify.after_run(job, paths, outcome, now)  # remote copies re-read
     except Terminated as exc:
@@ -545,6 +577,8 @@ def run(paths, name, if_due=False, wait=None, now=None):
     if "artifacts" in outcome:  # restore drills: each artifact's result and duration
         status["artifacts"] = outcome["artifacts"]
     status.update(outcome.get("extra", {}))
+    if objlock is not None:  # until when the newest off-site copy is locked
+        status["object_lock"] = objlock.record(prev.get("object_lock"))
     from .. import rollups
 
     # a run as on another day (--date) catches that day up; it is not today's scheduled

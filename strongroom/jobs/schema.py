@@ -339,9 +339,39 @@ _VERIFY_DAYS = Option(
     "run until `strongroom reverify JOB --repair` (0: never re-read).", default=30)
 
 
+# Sealing off-site copies (strongroom/upload/seal.py, strongroom/crypt): what a job sends
+# that can hold user content reaches the remote only as an age file.
+_ENCRYPT_TO = Option(
+    "encrypt_to", PATH, "An age recipients file (as `age -R` takes it): every file the job "
+    "sends off-site that can hold user content goes as NAME.age with a plain NAME.age.json "
+    "sidecar; manifests and checksum lists stay plain. Local copies stay as they are.",
+    default_text="sent as they are")
+_IDENTITY = Option(
+    "identity", PATH, "An age identity file (0600) that opens what encrypt_to sealed, for "
+    "restores and drills from the remote.", default_text="none: sealed copies cannot be "
+    "opened")
+
+
+# S3 Object Lock on what a job puts off-site (strongroom/core/s3api.py): rclone cannot set
+# a retention, so the engine asks the S3 API itself once each upload is proven.
+_OBJECT_LOCK_DAYS = Option(
+    "object_lock_days", integer(1), "S3 Object Lock: every object version the job uploads "
+    "is locked (no delete, no overwrite of that version) until N days after its upload, "
+    "once it is verified. Needs an S3 remote on a bucket created with Object Lock.",
+    default_text="no lock")
+_OBJECT_LOCK_MODE = Option(
+    "object_lock_mode", one_of("COMPLIANCE", "GOVERNANCE"), "COMPLIANCE: no one, the "
+    "account's root included, can shorten or remove the lock; GOVERNANCE: a user with "
+    "s3:BypassGovernanceRetention can.", default_text="COMPLIANCE")
+
+
 # How a job's copies reach the remote (each through the upload path, proven by hash).
 def _offsite():
     return (
+        _ENCRYPT_TO,
+        _IDENTITY,
+        _OBJECT_LOCK_DAYS,
+        _OBJECT_LOCK_MODE,
         Option("rclone_config", PATH, "The rclone.conf to use.",
                default_text="<config-dir>/rclone.conf when present"),
         Option("bwlimit", TEXT, "rclone --bwlimit for the off-site copy, such as 10M.",
@@ -402,6 +432,10 @@ TYPES = (
                        "chain; [] keeps none.", default=DEFAULT_CRITICAL_PATTERNS),
                 Option("jobs", integer(0), "Repositories bundled in parallel (0: one per "
                        "core).", default=0),
+                _ENCRYPT_TO,
+                _IDENTITY,
+                _OBJECT_LOCK_DAYS,
+                _OBJECT_LOCK_MODE,
                 _VERIFY_DAYS,
             )), ("bundle_sync",)),
     JobType("drill", "restores the backups of every job on the host whose type has a drill "
@@ -416,6 +450,9 @@ TYPES = (
                 Option("scratch", PATH, "Scratch directory the restores are made in.",
                        default_text="<state-dir>/drill"),
                 _lock_wait(300, "a store's lock"),
+                Option("identity", PATH, "An age identity file (0600) for the drilled jobs "
+                       "whose remote copies are sealed (a job's own identity comes first).",
+                       default_text="each drilled job's identity"),
             )), ("restore_drill",)),
     JobType("status", "alerts on stale jobs (no success within a multiple of their "
             "period) and writes the Prometheus textfile and the report page",
@@ -591,6 +628,10 @@ TYPES = (
                        "--retries).", default=3),
                 Option("low_level_retries", integer(1), "Attempts at each request (rclone "
                        "--low-level-retries).", default=3),
+                _ENCRYPT_TO,
+                _IDENTITY,
+                _OBJECT_LOCK_DAYS,
+                _OBJECT_LOCK_MODE,
                 _VERIFY_DAYS,
             )), ("db_backup",)),
 )

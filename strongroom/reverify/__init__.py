@@ -19,8 +19,12 @@ from datetime import UTC, datetime, timedelta
 
 from ..core.errors import ERROR, OK, WARNING, StrongroomError
 from ..core.remote import RemoteError
+from ..crypt import fetch
 from . import read, rotation, targets
 from .ledger import ADOPTED_FIRST_READ, ADOPTED_LOCAL, Ledger, LedgerError, iso
+
+# a sealed object with no ledger entry: expected to be what its sidecar records
+ADOPTED_SIDECAR = "adopted from its sidecar (ciphertext checked; plaintext not: no key)"
 
 BATCH = 64  # objects read per rclone call; the ledger is saved after each batch
 
@@ -120,15 +124,25 @@ def verify(target, ledger, now, window, period, everything=False, progress=None)
                                    f"{_short(entry['sha256'])})", now)
             elif sha is not None:
                 local_sha, local_size = target.local_sha(name)
-                entry = {"size": listed[name], "sha256": local_sha or sha,
+                # a sealed X.age has no local copy of its bytes: its sidecar says them
+                # (the ciphertext is checked; the plaintext is not, without the key)
+                sealed_sha, bad_sidecar = (None, None) if local_sha else \
+                    fetch.sidecar_says(target.rclone, target.root, name)
+                entry = {"size": listed[name], "sha256": local_sha or sealed_sha or sha,
                          "uploaded": iso(now), "verified": None,
-                         "adopted": ADOPTED_LOCAL if local_sha else ADOPTED_FIRST_READ}
+                         "adopted": ADOPTED_LOCAL if local_sha else ADOPTED_SIDECAR
+                         if sealed_sha else ADOPTED_FIRST_READ}
                 if target.is_mutable(name):
                     entry["mutable"] = True
                 if local_sha and (local_sha != sha or local_size != listed[name]):
                     entry["damaged"] = {"reason": f"differs from the local copy (remote "
                                                   f"{_short(sha)}, local {_short(local_sha)})",
                                         "found": iso(now)}
+                elif bad_sidecar or (sealed_sha and sealed_sha != sha):
+                    entry["damaged"] = {"reason": bad_sidecar or (
+                        f"differs from its sidecar (remote {_short(sha)}, sidecar "
+                        f"{_short(sealed_sha)}); the plaintext was not checked (no key)"),
+                        "found": iso(now)}
                 else:
                     entry["verified"] = iso(now)
                 objects[name] = entry

@@ -14,7 +14,7 @@ from .. import jobs, schedule
 from ..core import fsutil
 from ..core.errors import StrongroomError
 from ..jobs import config
-from . import history
+from . import history, layers
 
 STALE_FACTOR = config.schema.default("status", "stale_factor")  # a status job's default
 
@@ -78,6 +78,7 @@ def rows(paths, now=None, factor=STALE_FACTOR):
             "artifacts": _artifacts(st),  # a drill's restores (drill/base.py Artifact)
             "verify": _mapping(st.get("verify")),  # re-verification of the off-site copy
             "ping": _mapping(st.get("ping")),  # heartbeat deliveries, never the URL
+            "protection": layers.protection(job, st, now),  # +i, Object Lock, sealed
         })
     return out
 

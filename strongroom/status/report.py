@@ -83,7 +83,8 @@ def clean(row):
     return {**row, "history": _dicts(row.get("history")),
             "artifacts": _dicts(row.get("artifacts")),
             "verify": row.get("verify") if isinstance(row.get("verify"), dict) else None,
-            "ping": row.get("ping") if isinstance(row.get("ping"), dict) else None}
+            "ping": row.get("ping") if isinstance(row.get("ping"), dict) else None,
+            "protection": _mapping(row.get("protection"))}
 
 
 def hosts(rows):

@@ -21,7 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ..core import fsutil
+from ..core import fsutil, s3api
 from ..core.errors import StrongroomError
 from ..core.remote import RCLONE_EXIT, Rclone, RemoteError, _tail
 
@@ -83,12 +83,17 @@ def _journal(journal_dir, dest):
 
 
 class Upload:
-    def __init__(self, rclone: Rclone, journal_dir=None, progress=None, ledger=None):
+    def __init__(self, rclone: Rclone, journal_dir=None, progress=None, ledger=None,
+                 seal=None, lock=None):
         self.rclone = rclone
         self.journal_dir = journal_dir
         self.progress = progress or (lambda text: None)
         # a job's re-verification ledger (strongroom/reverify): every verified file goes in
         self.ledger = ledger
+        # a job's encrypt_to (upload/seal.py): what can hold user content goes as X.age
+        self.seal = seal
+        # S3 Object Lock on what was proven (core/s3api.py); None: the running job's, if any
+        self.lock = lock
 
     def _copy(self, base, dest, names, immutable, dry_run, own_check=False):
         listfile = self.rclone._listfile(names)
@@ -122,7 +127,8 @@ class Upload:
     def _remote_sizes(self, dest, names):
         listfile = self.rclone._listfile(names)
         try:
-            proc = self.rclone.run("lsjson", dest, "--files-from-raw", listfile,
+            # -R: names in subfolders too (the listfile keeps it to those names)
+            proc = self.rclone.run("lsjson", dest, "-R", "--files-from-raw", listfile,
                                    "--no-mimetype", "--no-modtime", check=False)
         finally:
             os.unlink(listfile)
@@ -218,6 +224,9 @@ class Upload:
         if not names:
             out["message"] = f"nothing to upload in {src}"
             return out
+        if self.seal is not None:
+            return self.seal.send(self, src, dest, base, names, skipped, immutable,
+                                  delete_local, dry_run)
         journal = _journal(self.journal_dir, dest)
         interrupted = set()
         if journal and journal.exists() and not dry_run:
@@ -303,6 +312,13 @@ class Upload:
             self.ledger.record(dest, {n: (sizes[n], sums[n]) for n in names if sums.get(n)})
         if journal:
             journal.unlink(missing_ok=True)
+        lock = self.lock or s3api.active()
+        if lock is not None:  # proven first; a copy that cannot be locked keeps the local one
+            try:
+                out["lock"] = lock.apply(self.rclone, dest, names, set(out["transferred"]))
+            except StrongroomError as exc:
+                raise RemoteError(f"remote copy on {dest} verified but not locked, nothing "
+                                  f"local deleted: {exc}") from None
         if delete_local:
             self._delete(base, src, names, sizes, stamps, out)
         out["seconds"] = round(time.monotonic() - started, 3)

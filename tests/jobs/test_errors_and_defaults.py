@@ -27,9 +27,9 @@ def test_every_error_of_a_file_is_reported_at_once_one_line_each():
         "ping, schedule, type)",
         "key 'schedule' has value 'daily 25:00'; expected a schedule spec (schedule 'daily "
         "25:00': '25:00' is not a time HH:MM (00:00-23:59))",
-        "unknown key 'options.full_evry' (expected one of: critical_patterns, "
-        "full_after_days, full_every, jobs, keep_retired, rclone_config, remote, root, "
-        "store, verify_days)",
+        "unknown key 'options.full_evry' (expected one of: critical_patterns, encrypt_to, "
+        "full_after_days, full_every, identity, jobs, keep_retired, object_lock_days, "
+        "object_lock_mode, rclone_config, remote, root, store, verify_days)",
         "key 'options.root' has value 'relative'; expected an absolute path",
         "missing required key 'options.store'",
         "key 'options.full_every' has value 0; expected an integer >= 1",
