@@ -77,6 +77,9 @@ class Client:
 
     def __init__(self, endpoint, region, access_key, secret_key, token=None, timeout=30):
         self.endpoint = endpoint.rstrip("/")
+        # an endpoint with a path (https://host/prefix, as some gateways want) is signed
+        # with that path, as the server sees it
+        self._prefix = urllib.parse.urlsplit(self.endpoint).path.rstrip("/")
         self.region = region or "us-east-1"
         self._access, self._secret, self._token = access_key, secret_key, token
         self.timeout = timeout
@@ -137,7 +140,7 @@ class Client:
     def request(self, method, bucket, key="", query=None, body=b"", headers=None):
         """(status, headers, body) of a 2xx answer; S3Error for any other."""
         query = dict(query or {})
-        path = "/" + _q(bucket, "/") + ("/" + _q(key, "/") if key else "")
+        path = self._prefix + "/" + _q(bucket, "/") + ("/" + _q(key, "/") if key else "")
         headers = dict(headers or {})
         if body:  # urllib's default type (a form) would have the body read as one
             headers.setdefault("content-type", "application/octet-stream")
@@ -145,7 +148,8 @@ class Client:
         signed, canon_query = self._sign(method, path, query, headers,
                                          hashlib.sha256(body).hexdigest() if body
                                          else _EMPTY_SHA)
-        url = self.endpoint + path + ("?" + canon_query if canon_query else "")
+        url = self.endpoint[: len(self.endpoint) - len(self._prefix)] + path + (
+            "?" + canon_query if canon_query else "")
         req = urllib.request.Request(url, data=body or None, method=method,  # noqa: S310
                                      headers=signed)
         try:
