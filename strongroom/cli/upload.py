@@ -2,6 +2,7 @@
 
 import os
 
+from ..core import s3api
 from ..core.errors import OK, WARNING
 from ..core.remote import rclone_config
 from . import output
@@ -17,9 +18,18 @@ def cmd_upload(args):
 
     rc = Rclone(rclone_config(args.rclone_config, args.config_dir), bwlimit=args.bwlimit,
                 retries=args.retries, low_level_retries=args.low_level_retries)
+    lock = None
+    if args.object_lock_days is not None:
+        if args.object_lock_days < 1:
+            output.usage_error(args, "--object-lock-days takes a whole number of days, 1 or more")
+        lock = s3api.ObjectLock(args.object_lock_days, args.object_lock_mode)
+        lock.check_remote(rc, args.dest)  # an S3 remote with keys, before anything is sent
+    elif args.object_lock_mode != "COMPLIANCE":
+        output.usage_error(args, "--object-lock-mode needs --object-lock-days")
     up = Upload(rc, journal_dir=os.path.join(args.state_dir, "uploads"),
                 progress=lambda text: output.progress(args, text),
-                seal=Seal(args.encrypt_to, everything=True) if args.encrypt_to else None)
+                seal=Seal(args.encrypt_to, everything=True) if args.encrypt_to else None,
+                lock=lock)
     out = up.run(args.src, args.dest, immutable=args.immutable,
                  delete_local=args.delete_local_after_verify, dry_run=args.dry_run)
     output.say(args, out["message"])
@@ -56,5 +66,13 @@ def add_parser(sub):
                    help="an age recipients file (as age -R takes it): every file goes as "
                         "NAME.age with a plain NAME.age.json sidecar (both SHA-256s, no "
                         "content)")
+    u.add_argument("--object-lock-days", type=int, metavar="N",
+                   help="S3 Object Lock: each object version sent or found unlocked is held "
+                        "(no delete, no overwrite of it) until N days from now, once verified; "
+                        "needs an S3 remote on a bucket made with Object Lock")
+    u.add_argument("--object-lock-mode", choices=("COMPLIANCE", "GOVERNANCE"),
+                   default="COMPLIANCE", help="COMPLIANCE (default): no one can shorten the "
+                                              "lock; GOVERNANCE: a user with "
+                                              "s3:BypassGovernanceRetention can")
     u.add_argument("--dry-run", action="store_true", help="say what would be copied")
     u.set_defaults(func=cmd_upload)

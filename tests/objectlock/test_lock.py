@@ -303,3 +303,35 @@ def test_turning_object_lock_on_locks_what_was_sealed_before(tmp_path, s3):
     assert out["transferred"] == [], out
     for key in ("job/secret.env.age", "job/secret.env.age.json"):
         assert _held(s3, b, key)[0] == "GOVERNANCE", key
+
+
+def test_the_upload_verb_locks_what_it_sent_and_says_until_when(tmp_path, s3):
+    import json
+
+    from tests.helpers import strongroom
+
+    conf, state, _ = bed(tmp_path, s3)
+    b = bucket(s3)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("kept for two days\n")
+    base = ("--config-dir", conf, "--state-dir", state, "upload", src, f"s3:{b}/up")
+    for args, words in (((*base, "--object-lock-days", "0"), "1 or more"),
+                        ((*base, "--object-lock-mode", "GOVERNANCE"), "needs --object-lock")):
+        proc = strongroom(*args)
+        assert proc.returncode == 64 and words in proc.stderr, proc.stderr
+    assert versions(s3, b) == {}
+    proc = strongroom(*base[:-1], "disk:" + str(tmp_path / "plain"), "--object-lock-days", "2")
+    assert proc.returncode == 2
+    assert "remote disk:" in proc.stderr and "is not an S3 remote (type = local)" in proc.stderr
+    assert not (tmp_path / "plain").exists()
+    proc = strongroom(*base, "--object-lock-days", "2", "--object-lock-mode", "GOVERNANCE",
+                      "--json", check=0)
+    out = json.loads(proc.stdout)
+    assert (out["lock"]["mode"], out["lock"]["objects"]) == ("GOVERNANCE", 1)
+    (version,) = versions(s3, b, "up/a.txt")["up/a.txt"]
+    assert Look(s3).head(b, "up/a.txt", version)["x-amz-object-lock-mode"] == "GOVERNANCE"
+    with pytest.raises(Refused) as refused:
+        Look(s3).delete(b, "up/a.txt", version)
+    assert refused.value.code == "AccessDenied"
+    assert "test-secret" not in proc.stdout + proc.stderr
