@@ -64,17 +64,19 @@ def keys(tmp_path):
     return make_keys(tmp_path)
 
 
+def _bed_on(tmp_path, where, request):
+    """(conf, state, paths, remote): the job bed on the S3 server or on a local folder."""
+    if where == "s3":
+        remotes = request.getfixturevalue("remotes")
+        return (*bed(tmp_path, remotes["conf"]), remotes["s3"])
+    return (*bed(tmp_path), f"offsite:{tmp_path / 'remote'}")
+
+
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_a_snapshot_goes_off_site_sealed(tmp_path, keys, capsys, where, request):
     identity, recipients = keys
     secret = canary()
-    if where == "s3":
-        remotes = request.getfixturevalue("remotes")
-        conf, state, paths = bed(tmp_path, remotes["conf"])
-        remote = remotes["s3"]
-    else:
-        conf, state, paths = bed(tmp_path)
-        remote = f"offsite:{tmp_path / 'remote'}"
+    conf, state, paths, remote = _bed_on(tmp_path, where, request)
     src, dest = app_tree(tmp_path / "app", secret), tmp_path / "snaps"
     write_job(conf, "snap", "snapshot", {
         "source": str(src), "dest": str(dest), "critical": [".env"], "db": ["app.db"],
@@ -238,13 +240,7 @@ def db_token_of(data, tmp):
 def test_a_db_job_seals_each_version(tmp_path, keys, capsys, where, request):
     identity, recipients = keys
     secret = canary()
-    if where == "s3":
-        remotes = request.getfixturevalue("remotes")
-        conf, state, paths = bed(tmp_path, remotes["conf"])
-        remote = remotes["s3"]
-    else:
-        conf, state, paths = bed(tmp_path)
-        remote = f"offsite:{tmp_path / 'remote'}"
+    conf, state, paths, remote = _bed_on(tmp_path, where, request)
     db = tmp_path / "data" / "app.db"
     db.parent.mkdir()
     make_db(db, secret)
