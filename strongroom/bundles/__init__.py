@@ -456,7 +456,8 @@ def _sync_repo(name, path, store, opts, now, result):
         raise
     if result.critical_files:
         result.notes.append(f"{result.critical_files} critical ignored file(s) stored "
-                            "UNENCRYPTED")
+                            + ("unencrypted in the store (0600), sealed with age off-site"
+                               if opts.seal is not None and opts.remote else "UNENCRYPTED"))
     remember_hashes(repo_dir, result.written)
     if opts.remote:
         _upload(name, repo_dir, opts, result)
@@ -1005,7 +1006,9 @@ def list_remote(opts):
     """What the remote holds, from its chain manifests alone (a new machine has no store):
     every manifest is fetched in one rclone run into scratch space and checked."""
     with tempfile.TemporaryDirectory(prefix="strongroom-list-") as tmp:
-        Rclone(opts.rclone_config).run("copy", opts.remote, tmp, "--include", chain.MANIFEST)
+        # the packs' sidecars too (a few hundred bytes each): they say a pack is sealed
+        Rclone(opts.rclone_config).run("copy", opts.remote, tmp, "--include", chain.MANIFEST,
+                                       "--include", "/*/critical-*.age.json")
         rows = []
         for name in sorted(chain.store_repositories(tmp)):
             try:
@@ -1022,7 +1025,9 @@ def list_remote(opts):
                 "last_sync": m["bundles"][-1].get("timestamp"),
                 "last_full": m.get("last_full_bundle_date"),
                 "bytes": sum(s for _, s in chain.files_with_sizes(m)),
-                "critical_files": len(crit.get("files", [])), "critical_encrypted": False,
+                "critical_files": len(crit.get("files", [])),
+                "critical_encrypted": bool(crit.get("filename")) and (
+                    Path(tmp) / name / f"{crit['filename']}.age.json").is_file(),
                 "remotes": [opts.remote],
             })
     return rows

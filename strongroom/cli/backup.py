@@ -164,9 +164,15 @@ def _restore_remote(args, opts, target):
     scratch = Path(tempfile.mkdtemp(prefix="snapshot-fetch-", dir=state))
     try:
         output.progress(args, f"fetching snapshot {args.id} from {where}")
+        # a critical restore reads critical/ and the checksum lists only: the archive
+        # (the bulk of the download) is left on the remote, and damage to it cannot stop
+        # the restore of the files that matter most
+        leave = [f"/{name}{suffix}" for name in snapshots.ARCHIVES.values()
+                 for suffix in ("", fetch.AGE_NAME, fetch.SIDE_NAME)] \
+            if args.only_critical else []
         opened = fetch.fetch_tree(rc, where, scratch / args.id,
                                   args.identity or opts.get("identity"),
-                                  f"snapshot {args.id}")
+                                  f"snapshot {args.id}", leave=leave)
         if not (scratch / args.id).is_dir():
             raise StrongroomError(f"no snapshot {args.id} on {args.remote}")
         which = "the critical files of " if args.only_critical else ""

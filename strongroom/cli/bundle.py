@@ -147,6 +147,8 @@ def cmd_list(args):
              "OFF-SITE"],
             [[r["name"], r.get("bundles", "?"), r.get("last_sync", r.get("message")),
               r.get("last_full", ""), human_bytes(r.get("bytes", 0)), r.get("refs", ""),
+              f"{r['critical_files']} (sealed)" if r.get("critical_files")
+              and r.get("critical_encrypted") else
               f"{r['critical_files']} (stored unencrypted)" if r.get("critical_files")
               else "-", ", ".join(r.get("remotes", [])) or "-"] for r in rows]))
     else:
@@ -169,7 +171,7 @@ def cmd_consolidate(args):
 
 def _common(p, store=True, wait=True):
     p.add_argument("--job", help="read options from <config-dir>/jobs/JOB.yml (a "
-                                 "bundle_sync job)")
+                                 "bundle job)")
     if store:
         p.add_argument("--store", help="the local bundle store")
     p.add_argument("--remote", help="rclone REMOTE:PATH holding the off-site copy")

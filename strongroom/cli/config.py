@@ -2,7 +2,8 @@
 (strongroom/jobs/schema.py).
 
   check FILE|-      the checks `run` makes, every error at once; an old type name is a
-                    warning (the file stays valid, exit 0)
+                    warning (the file stays valid, exit 0); an encrypt_to that run would
+                    refuse, or that seals nothing, is a warning with exit 1
   show JOB          the job as the engine runs it: every default filled in, as YAML
                     (--json: in the envelope, under "job")
   generate TYPE     a commented example job file: each option with what it means and its
@@ -15,7 +16,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from ..core.errors import OK, StrongroomError
+from ..core.errors import OK, WARNING, StrongroomError
 from ..core.fsutil import atomic_write_bytes
 from ..jobs import config, registry, schema
 from . import output
@@ -26,13 +27,36 @@ WIDTH = 88
 def cmd_check(args):
     notes = []
     data, where = config.check_file(args.file, args.name_as, notes=notes)
+    files_said = _sealing_notes(data, args.config_dir)
     message = f"{where}: valid {data['type']} job '{data['name']}'"
     output.say(args, message)
+    notes += files_said
     for note in notes:
         output.warn(note)
-    return output.emit(args, OK, message, {
+    # the job file is valid; a recipients file that `run` would refuse is still worth a 1
+    return output.emit(args, WARNING if files_said else OK, message, {
         "file": where, "name": data["name"], "type": schema.canonical(data["type"]),
         "type_as_written": data["type"], "warnings": notes})
+
+
+def _sealing_notes(job, config_dir):
+    """What `run` would refuse or ignore in the job's encrypt_to: a recipients file that is
+    missing or does not parse (file and line, as run says it; a relative path is taken
+    from the config dir), or one on a job that sends nothing off-site."""
+    from ..upload.seal import for_options
+
+    o = job.get("options") or {}
+    seal = for_options(o, config_dir)
+    if seal is None:
+        return []
+    if not o.get("remote") and job["type"] != "db":
+        return ["encrypt_to seals what goes off-site, and this job has no remote: nothing "
+                "is sealed"]
+    try:
+        seal.check()
+    except StrongroomError as exc:
+        return [f"encrypt_to: {exc}"]
+    return []
 
 
 def cmd_show(args):

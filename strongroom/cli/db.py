@@ -137,7 +137,7 @@ def add_parser(sub):
              "pending operations", "tick": "count operations; back up after N or H hours"}
     for verb, text in verbs.items():
         v = output.verb(psub, verb, help=text, epilog=EPILOG)
-        v.add_argument("--job", help="a db_backup job")
+        v.add_argument("--job", help="a db job")
         v.add_argument("--db", metavar="FILE", help="the SQLite database")
         v.add_argument("--remote", metavar="REMOTE:PATH")
         v.add_argument("--keep", type=int, metavar="N",

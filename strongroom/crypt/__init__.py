@@ -151,6 +151,16 @@ def check_identity(path):
     if not stat.S_ISREG(st.st_mode):
         raise CryptError(f"identity file {path} is not a regular file")
     if st.st_mode & 0o077:
+        # a readable file that holds no private key at all (a recipients file given by
+        # mistake) is named for what it is, not sent to chmod
+        try:
+            upper = _read_text(path, "identity file").upper()
+        except CryptError:
+            upper = "SECRET-KEY"
+        if "SECRET-KEY" not in upper and "PRIVATE KEY" not in upper:
+            raise CryptError(f"identity file {path} holds no private key (a recipients file "
+                             "of public keys?); give the identity (AGE-SECRET-KEY-1..., as "
+                             "age-keygen writes it), not the recipients file")
         raise CryptError(f"identity file {path} is readable by others (mode "
                          f"{stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path} (and ask "
                          "whether someone else has read it)")
@@ -201,6 +211,11 @@ def decrypt_file(src, dst, identity_file, expect_plain_sha256=None, expect_age_s
         raise Damaged(f"{src} is damaged: its SHA-256 is not the one recorded when it was "
                       "sealed (a bit flip or a truncated copy); restore from another copy, "
                       "nothing was decrypted")
+    if not is_age_file(src):
+        # said here, not by age: its own error quotes the file's first bytes, which may be
+        # a plaintext stored under an .age name
+        raise Damaged(f"{src} is damaged or not an age file (it does not start with the age "
+                      "header); restore from another copy, nothing was decrypted")
     tmp = fsutil.temp_path(dst)
     try:
         plain_sha, plain_size = _age.decrypt(src, tmp, Path(identity_file), mine, recipients)

@@ -182,10 +182,14 @@ def _check_age(path, info, what):
 # --- a folder copied from the remote ------------------------------------------------------
 
 
-def sealed_in(root):
+def sealed_in(root, what=None):
     """{relative name X: (path of X.age, path of its sidecar)} of the sealed files a copied
-    folder holds; an X.age without its sidecar or a sidecar without its X.age is Damaged."""
+    folder holds; an X.age without its sidecar or a sidecar without its X.age is Damaged,
+    named as `what`/X (the remote object), else by its path in the copy."""
     root = Path(root)
+
+    def named(rel, suffix):
+        return f"{what}/{rel}{suffix}" if what else str(root / f"{rel}{suffix}")
     ages, sides = {}, {}
     for dirpath, _dirs, files in os.walk(root):
         for f in files:
@@ -199,19 +203,19 @@ def sealed_in(root):
     out = {}
     for rel in sorted(set(ages) | set(sides)):
         if rel not in ages:
-            raise Damaged(f"{sides[rel]} describes {Path(rel).name}{AGE_NAME}, which the "
-                          "remote does not hold; nothing was restored from it")
+            raise Damaged(f"{named(rel, SIDE_NAME)} describes {Path(rel).name}{AGE_NAME}, "
+                          "which the remote does not hold; nothing was restored from it")
         if rel not in sides:
-            raise Damaged(f"{ages[rel]} has no sidecar {Path(rel).name}{SIDE_NAME} (an "
-                          "upload stopped before it, or it was deleted); nothing was restored "
-                          "from it")
+            raise Damaged(f"{named(rel, AGE_NAME)} has no sidecar "
+                          f"{Path(rel).name}{SIDE_NAME} (an upload stopped before it, or it "
+                          "was deleted); nothing was restored from it")
         out[rel] = (ages[rel], sides[rel])
     return out
 
 
 def _tree_infos(root, what):
     found = {}
-    for rel, (age, side) in sealed_in(root).items():
+    for rel, (age, side) in sealed_in(root, what).items():
         try:
             body = safeio.read_regular(side, SIDECAR_MAX)
         except (OSError, safeio.UnsafePath) as exc:
@@ -296,11 +300,13 @@ def add_identity(parser):
     parser.add_argument("--identity", metavar="FILE", help=IDENTITY_HELP)
 
 
-def fetch_tree(rclone, remote_dir, local_dir, identity, what, need_key=True):
+def fetch_tree(rclone, remote_dir, local_dir, identity, what, need_key=True, leave=()):
     """Copy the folder `remote_dir` into the new folder `local_dir` and open what it holds
     sealed (open_tree). need_key: without an identity a sealed file is MissingIdentity
-    (a restore); else only the ciphertexts are checked (a drill with no key)."""
-    rclone.run("copy", remote_dir, str(local_dir))
+    (a restore); else only the ciphertexts are checked (a drill with no key). leave: rclone
+    filter patterns of what is not copied at all (what the restore does not read)."""
+    rclone.run("copy", remote_dir, str(local_dir),
+               *[arg for pattern in leave for arg in ("--exclude", pattern)])
     if identity is None and need_key:
         found = _tree_infos(Path(local_dir), what)
         if found:

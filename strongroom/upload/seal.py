@@ -120,8 +120,12 @@ class Seal:
         out["transferred"] = sorted(set(out["transferred"]))
         out["changed"] = out["changed"] or bool(out["transferred"])
         verb = "would copy" if dry_run else "copied"
-        out["message"] = (f"{len(out['transferred'])} file(s) {verb} ({out['bytes_moved']} "
-                          f"bytes), {len(sealed)} of {len(names)} sealed for "
+        # a dry run seals nothing, so it cannot say the ciphertexts' size
+        moved = "" if dry_run else f" ({out['bytes_moved']} bytes)"
+        others = len(out.get("other_recipients") or ())
+        out["message"] = (f"{len(out['transferred'])} file(s) {verb}{moved}, "
+                          f"{len(sealed) - others} of {len(names)} "
+                          f"{'would be sealed' if dry_run else 'sealed'} for "
                           f"{self.recipients_file.name}"
                           + ("" if dry_run else f", all verified by {out['verified_by']}")
                           + (f"; {len(out['other_recipients'])} stay sealed to earlier "

@@ -137,6 +137,16 @@ def test_not_an_identity(sealed):
     assert "not an age identity file" in msg
 
 
+def test_a_readable_recipients_file_given_as_the_identity_is_named_not_sent_to_chmod(sealed):
+    sealed["rfile"].chmod(0o644)  # as key generate leaves a recipients file
+    msg = fails(crypt.CryptError, crypt.decrypt_file, sealed["work"], sealed["age"],
+                sealed["work"] / "out", sealed["rfile"])
+    assert msg == (f"identity file {sealed['rfile']} holds no private key (a recipients file "
+                   "of public keys?); give the identity (AGE-SECRET-KEY-1..., as age-keygen "
+                   "writes it), not the recipients file")
+    assert not (sealed["work"] / "out").exists()
+
+
 def test_truncated_age_file(sealed):
     bad = sealed["work"] / "cut.age"
     bad.write_bytes(sealed["age"].read_bytes()[:200_000])
@@ -176,6 +186,13 @@ def test_not_an_age_file(sealed):
                 sealed["work"] / "out", sealed["id"])
     assert str(sealed["src"]) in msg and "not an age file" in msg
     assert not crypt.is_age_file(sealed["src"])
+    # a plaintext stored under an .age name is not quoted back (age's own error would)
+    plain = sealed["work"] / "stored.env.age"
+    plain.write_text("DB_PASS=CANARY-quoted\n")
+    msg = fails(crypt.Damaged, crypt.decrypt_file, sealed["work"], plain,
+                sealed["work"] / "out", sealed["id"])
+    assert "it does not start with the age header" in msg and "CANARY" not in msg
+    assert not (sealed["work"] / "out").exists()
 
 
 def test_plaintext_hash_mismatch(sealed):

@@ -237,3 +237,34 @@ def test_a_relative_encrypt_to_on_bundle_sync_is_taken_from_where_the_user_stand
     assert "does not exist" not in proc.stderr
     opened = check_sealed(remote_dir, identity, lambda rel: None, tmp_path)
     assert any(name.endswith(".bundle") for name in opened)
+
+
+def test_config_check_warns_of_an_encrypt_to_that_run_would_refuse(tmp_path, keys):
+    """The job file is valid either way; what run would refuse is said with exit 1."""
+    _identity, recipients = keys
+    conf, _state, _paths = bed(tmp_path)
+    job = conf / "jobs" / "snap.yml"
+    base = {"source": str(tmp_path), "dest": str(tmp_path / "snaps")}
+    cases = [
+        ({**base, "remote": "offsite:/x", "encrypt_to": str(recipients)}, 0, None),
+        ({**base, "remote": "offsite:/x", "encrypt_to": str(tmp_path / "absent.txt")},
+         1, f"encrypt_to: recipients file {tmp_path / 'absent.txt'} does not exist"),
+        ({**base, "remote": "offsite:/x", "encrypt_to": str(tmp_path)}, 1, "encrypt_to: "),
+        ({**base, "encrypt_to": str(recipients)}, 1,
+         "encrypt_to seals what goes off-site, and this job has no remote: nothing is sealed"),
+    ]
+    for options, code, words in cases:
+        write_job(conf, "snap", "snapshot", options)
+        proc = strongroom("--config-dir", conf, "config", "check", job)
+        assert proc.returncode == code, (options, proc.stdout, proc.stderr)
+        assert "valid snapshot job 'snap'" in proc.stdout
+        if words:
+            assert words in proc.stderr, proc.stderr
+    # a private key in the recipients file is named by its line, and not shown
+    key = [ln for ln in _identity.read_text().splitlines() if ln.startswith("AGE-SECRET")][0]
+    recipients.write_text("\ufeff" + key + "\n")
+    write_job(conf, "snap", "snapshot", {**base, "remote": "offsite:/x",
+                                         "encrypt_to": str(recipients)})
+    proc = strongroom("--config-dir", conf, "config", "check", job)
+    assert proc.returncode == 1 and "line 1: this is a private key" in proc.stderr
+    assert key[15:] not in proc.stdout + proc.stderr

@@ -173,6 +173,19 @@ def test_a_bundle_job_seals_bundles_and_critical_packs(tmp_path, keys, capsys):
     opened = check_sealed(remote_dir, identity, lambda rel: store / rel, tmp_path)
     assert any(rel.startswith("r/critical-") for rel in opened)
     assert_not_told(secret, paths, "bundles", output, said)
+    assert "1 critical ignored file(s) stored unencrypted in the store (0600), sealed with " \
+        "age off-site" in output + said
+    # what the remote holds says the pack is sealed, to a new machine with no store
+    import json
+
+    from tests.helpers import strongroom
+    listed = strongroom("--config-dir", conf, "bundle", "list", "--remote",
+                        f"offsite:{remote_dir}", "--json", check=0)
+    (row,) = json.loads(listed.stdout)["repositories"]
+    assert (row["critical_files"], row["critical_encrypted"]) == (1, True)
+    listed = strongroom("--config-dir", conf, "bundle", "list", "--remote",
+                        f"offsite:{remote_dir}", check=0)
+    assert "1 (sealed)" in listed.stdout and "unencrypted" not in listed.stdout
     before = remote_state(remote_dir)
     code, _status, output, _ = run(paths, "bundles", capsys)  # nothing new: nothing sent
     assert code == 0, output

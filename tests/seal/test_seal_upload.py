@@ -113,6 +113,8 @@ def test_a_dry_run_sends_nothing(bed):
     up, _ = upload(tmp, rclone, recipients)
     out = up.run(folder, f"offsite:{tmp / 'remote'}", immutable=True, dry_run=True)
     assert "data.bin.age" in out["transferred"] and "manifest.json" in out["transferred"]
+    assert out["message"] == ("3 file(s) would copy, 2 of 3 would be sealed for "
+                              "recipients.txt")
     assert not (tmp / "remote").exists()
 
 
@@ -148,6 +150,6 @@ def test_new_recipients_seal_again_and_an_immutable_copy_says_it_is_the_old_key(
         folder, dest, immutable=True)
     assert remote_state(tmp / "remote") == before
     assert out["other_recipients"] == ["data.bin", "sub/manifest.json"]
-    assert "2 stay sealed to earlier recipients (the remote copy is immutable" in \
-        out["message"]
+    assert "0 of 3 sealed for recipients.txt, all verified by hash; 2 stay sealed to "\
+        "earlier recipients (the remote copy is immutable" in out["message"], out["message"]
     check_sealed(tmp / "remote", old_identity, lambda rel: folder / rel, tmp / "third-state")

@@ -258,3 +258,32 @@ def test_a_plain_remote_snapshot_restores_without_an_identity(made, tmp_path, ca
     assert code == 0, out + err
     assert_exact(made, "full", target)
     assert "decrypted" not in out and f"fetched from offsite:{plain}/{sid}" in out
+
+
+def test_a_damaged_archive_does_not_stop_a_critical_restore(made, tmp_path, capsys):
+    """--critical reads critical/ and the checksum lists: the archive is not fetched, so a
+    truncated full.tar.zst.age (or one whose sidecar is gone) costs the full restore only,
+    which names the remote object, not the scratch copy it fetched."""
+    import shutil
+
+    sid = snap_id(made)
+    remote = made["tmp"] / "r-snaps"
+    kept = tmp_path / "kept"
+    shutil.copytree(remote, kept, symlinks=True)
+    archive = remote / sid / "full.tar.zst.age"
+    try:
+        _truncate(archive, None)
+        (remote / sid / "full.tar.zst.age.json").unlink()
+        code, out, err, target = restore(capsys, made, "critical", tmp_path / "c",
+                                         made["identity"])
+        assert code == 0, out + err
+        assert_exact(made, "critical", target)
+        code, out, err, target = restore(capsys, made, "full", tmp_path / "f",
+                                         made["identity"])
+        assert code == 2, out + err
+        assert f"snapshot {sid}/full.tar.zst.age has no sidecar full.tar.zst.age.json" in err
+        assert "snapshot-fetch-" not in err
+        nothing_written("full", tmp_path / "f", target)
+    finally:
+        shutil.rmtree(remote)
+        shutil.copytree(kept, remote, symlinks=True)
